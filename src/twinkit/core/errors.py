@@ -1,0 +1,78 @@
+"""The named errors twinkit raises; every message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TwinkitError(Exception):
+    """Base class of every error twinkit raises on purpose."""
+
+    #: process exit code the CLI uses for this error (1 user error, 2 integrity failure)
+    exit_code = 1
+
+
+class NotFoundError(TwinkitError):
+    """A twin, model version or quarantined row that does not exist."""
+
+
+class AlreadyExistsError(TwinkitError):
+    """Creating something whose id is taken."""
+
+
+class InvalidTwinError(TwinkitError):
+    """A twin definition (id, kind, channels) that breaks the rules."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input batch, located as precisely as possible."""
+
+    message: str
+    row: int | None = None  # 1-based data row (the header is not a row)
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class ValidationError(TwinkitError):
+    """A batch was rejected as a whole; nothing of it was stored."""
+
+    MAX_SHOWN = 10
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[: self.MAX_SHOWN])
+        more = len(problems) - self.MAX_SHOWN
+        tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
+        super().__init__(
+            f"{source}: batch rejected, nothing was stored "
+            f"({len(problems)} problem(s)):\n{shown}{tail}"
+        )
+
+
+class ForecastInputError(TwinkitError):
+    """Data handed to a forecaster that it cannot use (missing target, too short, NaN...)."""
+
+
+class IntegrityError(TwinkitError):
+    """The ledger, the stored data or an artifact does not match what was recorded."""
+
+    exit_code = 2
+
+
+class SchemaVersionError(TwinkitError):
+    """The store was written by a newer twinkit than this one."""
+
+    exit_code = 2
+
+
+class PromotionError(TwinkitError):
+    """A promote or rollback that cannot be done (no such version, nothing to roll back to)."""

@@ -1,0 +1,3 @@
+"""Reading, validating and shaping an individual's data."""
+
+from __future__ import annotations

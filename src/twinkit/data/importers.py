@@ -1,0 +1,327 @@
+"""Read signal and decision batches from CSV, Parquet or JSON lines, and validate them.
+
+Validation is vectorised; only when something is wrong do we look row by row, so that the
+error names the row, the column and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from twinkit.core.errors import Problem, ValidationError
+from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN
+
+SIGNAL_COLUMNS = ("twin_id", "time", "channel", "value")
+DECISION_COLUMNS = ("twin_id", "item_id", "label")
+_TEXT_COLUMNS = ("twin_id", "time", "channel", "item_id", "label")
+_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+# An explicit UTC offset after a clock time: "...T08:30:00Z", "... 08:30+02:00".
+_TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+class BatchKind(StrEnum):
+    SIGNALS = "signals"
+    DECISIONS = "decisions"
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """Validated signal rows: ``twin_id, channel, t`` (int64 us UTC), ``value``, ``row``."""
+
+    frame: pd.DataFrame
+    source: str
+
+    kind = BatchKind.SIGNALS
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class DecisionBatch:
+    """Validated decisions: ``twin_id, item_id, label, row`` and a float feature matrix."""
+
+    frame: pd.DataFrame
+    features: np.ndarray
+    feature_names: tuple[str, ...]
+    source: str
+
+    kind = BatchKind.DECISIONS
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+Batch = SignalBatch | DecisionBatch
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON-lines file into a frame, without interpreting types."""
+    path = Path(path)
+    source = str(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValidationError(
+            source,
+            [Problem(f"unknown file type {path.suffix!r}: use .csv, .parquet or .jsonl")],
+        )
+    if not path.is_file():
+        raise ValidationError(source, [Problem("no such file")])
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValidationError(source, [Problem("the file is empty")])
+    try:
+        if fmt == "parquet":
+            if raw[:4] != b"PAR1":
+                raise ValidationError(
+                    source, [Problem("not a Parquet file (its first bytes are not 'PAR1')")]
+                )
+            return pq.read_table(io.BytesIO(raw)).to_pandas(types_mapper=_arrow_dtype)
+        if fmt == "jsonl":
+            return pd.read_json(io.BytesIO(raw), lines=True, dtype=False, convert_dates=False)
+        return _read_csv(raw)
+    except ValidationError:
+        raise
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(source, [Problem(f"cannot be read as {fmt}: {exc}")]) from None
+
+
+def _read_csv(raw: bytes) -> pd.DataFrame:
+    header = raw.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    names = [n.strip() for n in header.strip().split(",")]
+    table = pa_csv.read_csv(
+        io.BytesIO(raw),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={c: pa.string() for c in _TEXT_COLUMNS if c in names},
+            null_values=[""],
+            strings_can_be_null=True,
+        ),
+    )
+    return table.to_pandas(types_mapper=_arrow_dtype)
+
+
+def _arrow_dtype(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
+    # Arrow-backed columns keep a missing cell (null) apart from an explicit NaN, which
+    # numpy floats cannot: the first is an error, the second a value to quarantine.
+    return None if pa.types.is_timestamp(arrow_type) else pd.ArrowDtype(arrow_type)
+
+
+def parse_batch(frame: pd.DataFrame, source: str, twin: str | None = None) -> Batch:
+    """Validate a raw frame as a signal or decision batch; raise :class:`ValidationError`.
+
+    ``twin`` fills a missing ``twin_id`` column, or must match it where present.
+    """
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    if len(frame) == 0:
+        raise ValidationError(source, [Problem("the file has a header but no data rows")])
+    columns = set(frame.columns)
+    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if duplicated:
+        raise ValidationError(source, [Problem(f"duplicated column(s) {duplicated}")])
+    rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+    problems: list[Problem] = []
+    twin_ids = _twin_ids(frame, twin, problems)
+    if {"time", "channel", "value"} <= columns:
+        batch: Batch = _signals(frame, twin_ids, rows, source, problems)
+    elif {"item_id", "label"} <= columns:
+        batch = _decisions(frame, twin_ids, rows, source, problems)
+    else:
+        have = ", ".join(map(str, frame.columns))
+        missing_sig = [c for c in SIGNAL_COLUMNS[1:] if c not in columns]
+        missing_dec = [c for c in DECISION_COLUMNS[1:] if c not in columns]
+        raise ValidationError(
+            source,
+            [
+                Problem(
+                    f"missing column(s): signals need {missing_sig} (twin_id,time,channel,value) "
+                    f"or decisions need {missing_dec} (twin_id,item_id,<features>,label); "
+                    f"the file has: {have}"
+                )
+            ],
+        )
+    if problems:
+        raise ValidationError(source, problems)
+    return batch
+
+
+def _bad_rows(mask: np.ndarray, rows: np.ndarray, limit: int = 20) -> list[int]:
+    return [int(r) for r in rows[mask][:limit]]
+
+
+def _report(
+    problems: list[Problem],
+    mask: np.ndarray,
+    rows: np.ndarray,
+    column: str,
+    describe: pd.Series,
+    message: str,
+) -> None:
+    """Add one problem per offending row (at most a few; the count says how many)."""
+    if not mask.any():
+        return
+    shown = np.flatnonzero(mask)[:5]
+    for i in shown:
+        problems.append(Problem(f"{message}: {describe.iloc[i]!r}", int(rows[i]), column))
+    extra = int(mask.sum()) - len(shown)
+    if extra:
+        problems.append(Problem(f"{message} in {extra} more row(s)", None, column))
+
+
+def _text(frame: pd.DataFrame, column: str, rows: np.ndarray, problems: list[Problem]) -> pd.Series:
+    values = frame[column]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        _report(problems, missing, rows, column, values, "missing value")
+    text = values.astype(str).str.strip()
+    return text.where(~missing, "")
+
+
+def _twin_ids(frame: pd.DataFrame, twin: str | None, problems: list[Problem]) -> pd.Series:
+    rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+    if "twin_id" not in frame.columns:
+        if twin is None:
+            problems.append(
+                Problem("missing column 'twin_id': add it or name the twin (--twin ID)")
+            )
+        return pd.Series([twin or ""] * len(frame), dtype=str)
+    ids = _text(frame, "twin_id", rows, problems)
+    bad = ~ids.str.fullmatch(TWIN_ID_PATTERN.pattern).to_numpy(dtype=bool) & (ids != "").to_numpy()
+    _report(problems, bad, rows, "twin_id", ids, "invalid twin id")
+    if twin is not None:
+        other = (ids != twin).to_numpy() & ~bad
+        _report(problems, other, rows, "twin_id", ids, f"twin_id differs from --twin {twin!r}")
+    return ids
+
+
+def _numeric(
+    values: pd.Series, column: str, rows: np.ndarray, problems: list[Problem]
+) -> np.ndarray:
+    """Float64 values; NaN/inf literals pass (screening quarantines them), text does not."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "f":
+        return values.to_numpy(dtype=np.float64)  # NaN here is a value, not a gap
+    missing = values.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(values.dtype):
+        _report(problems, np.ones(len(values), bool), rows, column, values, "not a number")
+        return np.zeros(len(values))
+    if pd.api.types.is_numeric_dtype(values.dtype) and not missing.any():
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if missing.any():
+        _report(problems, missing, rows, column, values, "missing value")
+    text = values.astype(str).str.strip().str.lower()
+    literal_nan = text.isin(["nan", "+nan", "-nan"]).to_numpy()
+    bad = np.isnan(numbers) & ~missing & ~literal_nan
+    _report(problems, bad, rows, column, values, "not a number")
+    return numbers
+
+
+def _times(values: pd.Series, rows: np.ndarray, problems: list[Problem]) -> np.ndarray:
+    """int64 microseconds UTC. Naive times are UTC; naive and zoned may not be mixed."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        parsed = pd.DatetimeIndex(values).tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        parsed = pd.DatetimeIndex(values).tz_localize("UTC")
+    else:
+        missing = values.isna().to_numpy()
+        _report(problems, missing, rows, "time", values, "missing time")
+        text = values.astype(str).str.strip()
+        zoned = text.str.contains(_TZ_SUFFIX, regex=True).to_numpy(dtype=bool) & ~missing
+        n_zoned = int(zoned.sum())
+        if 0 < n_zoned < int((~missing).sum()):
+            minority = zoned if n_zoned * 2 <= (~missing).sum() else ~zoned & ~missing
+            kind = "with" if n_zoned * 2 <= (~missing).sum() else "without"
+            _report(
+                problems,
+                minority,
+                rows,
+                "time",
+                values,
+                f"time {kind} a UTC offset among times "
+                f"{'without' if kind == 'with' else 'with'} one (mixing is ambiguous)",
+            )
+            return np.zeros(len(values), dtype=np.int64)
+        parsed = pd.DatetimeIndex(
+            pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+        )
+        bad = parsed.isna() & ~missing
+        _report(problems, np.asarray(bad), rows, "time", values, "not an ISO-8601 time")
+        if missing.any() or bad.any():
+            return np.zeros(len(values), dtype=np.int64)
+    return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
+
+
+def _signals(
+    frame: pd.DataFrame,
+    twin_ids: pd.Series,
+    rows: np.ndarray,
+    source: str,
+    problems: list[Problem],
+) -> SignalBatch:
+    extra = [c for c in frame.columns if c not in SIGNAL_COLUMNS]
+    if extra:
+        problems.append(
+            Problem(f"unexpected column(s) {extra} in a signals file (twin_id,time,channel,value)")
+        )
+    channel = _text(frame, "channel", rows, problems)
+    bad_channel = ~channel.str.fullmatch(CHANNEL_PATTERN.pattern).to_numpy(dtype=bool)
+    bad_channel &= (channel != "").to_numpy()
+    _report(problems, bad_channel, rows, "channel", channel, "invalid channel name")
+    value = _numeric(frame["value"], "value", rows, problems)
+    t = _times(frame["time"], rows, problems)
+    out = pd.DataFrame(
+        {
+            "twin_id": twin_ids.to_numpy(dtype=object),
+            "channel": channel.to_numpy(dtype=object),
+            "t": t,
+            "value": value,
+            "row": rows,
+        }
+    )
+    return SignalBatch(out, source)
+
+
+def _decisions(
+    frame: pd.DataFrame,
+    twin_ids: pd.Series,
+    rows: np.ndarray,
+    source: str,
+    problems: list[Problem],
+) -> DecisionBatch:
+    item = _text(frame, "item_id", rows, problems)
+    label = _text(frame, "label", rows, problems)
+    names = tuple(str(c) for c in frame.columns if c not in ("twin_id", *DECISION_COLUMNS))
+    if not names:
+        problems.append(Problem("a decisions file needs at least one feature column"))
+    features = np.zeros((len(frame), len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        features[:, j] = _numeric(frame[name], name, rows, problems)
+    out = pd.DataFrame(
+        {
+            "twin_id": twin_ids.to_numpy(dtype=object),
+            "item_id": item.to_numpy(dtype=object),
+            "label": label.to_numpy(dtype=object),
+            "row": rows,
+        }
+    )
+    return DecisionBatch(out, features, names, source)
+
+
+def load_batch(path: Path | str, twin: str | None = None) -> Batch:
+    """Read and validate a file; the error names the file, row and column."""
+    return parse_batch(read_table(path), str(path), twin)

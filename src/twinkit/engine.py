@@ -1,0 +1,718 @@
+"""TwinEngine: ingest -> screen -> store + ledger -> fit -> register -> promote -> predict.
+
+The CLI and the service only call this; it is the one place the lifecycle is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection
+
+from twinkit.core.digest import (
+    canonical_json,
+    decisions_digest,
+    features_json,
+    signals_digest,
+)
+from twinkit.core.errors import (
+    AlreadyExistsError,
+    ForecastInputError,
+    NotFoundError,
+    Problem,
+    PromotionError,
+    TwinkitError,
+    ValidationError,
+)
+from twinkit.core.forecast import Forecast
+from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, validate_twin_id
+from twinkit.data.frames import long_to_wide
+from twinkit.data.importers import Batch, SignalBatch, load_batch, parse_batch
+from twinkit.models.base import Forecaster, forecaster_class
+from twinkit.models.evaluate import holdout_split, rolling_scores
+from twinkit.screen import (
+    DEFAULT_DECISION_SCREENS,
+    DEFAULT_SIGNAL_SCREENS,
+    Screen,
+    ScreenContext,
+    run_screens,
+)
+from twinkit.store import ledger, observations, registry, twins
+from twinkit.store.artifacts import ArtifactStore
+from twinkit.store.db import Store
+from twinkit.store.integrity import VerifyReport, verify_store
+from twinkit.store.ledger import LedgerEntry
+from twinkit.store.registry import ModelVersion, Status
+from twinkit.store.timeutil import utc_now_iso
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did; ``already_ingested`` means the same content was seen before."""
+
+    source: str
+    content_hash: str
+    batch_id: int | None
+    already_ingested: bool
+    n_rows: int
+    n_stored: int = 0
+    n_quarantined: int = 0
+    n_duplicates: int = 0
+    twins: list[str] = field(default_factory=list)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FitResult:
+    twin_id: str
+    version: int
+    model: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    serving_metrics: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def known_twin(twin_ids: list[str]) -> str | None:
+    """The ledger's twin column: the twin a batch belongs to, when it is just one."""
+    return twin_ids[0] if len(twin_ids) == 1 else None
+
+
+class TwinEngine:
+    """Runs a twin's lifecycle against one store.
+
+    >>> engine = TwinEngine("sqlite://")
+    >>> engine.create_twin("p1", "state").kind.value
+    'state'
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        signal_screens: Sequence[Screen] = DEFAULT_SIGNAL_SCREENS,
+        decision_screens: Sequence[Screen] = DEFAULT_DECISION_SCREENS,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.artifacts = ArtifactStore(self.store.artifacts_dir)
+        self.signal_screens = tuple(signal_screens)
+        self.decision_screens = tuple(decision_screens)
+
+    # -- twins --------------------------------------------------------------------------
+
+    def create_twin(
+        self,
+        twin_id: str,
+        kind: TwinKind | str,
+        owner: str = "local",
+        metadata: dict[str, Any] | None = None,
+        channels: Sequence[Channel | str] = (),
+    ) -> Twin:
+        try:
+            kind = TwinKind(kind)
+        except ValueError:
+            raise TwinkitError(f"unknown twin kind {kind!r}: use 'state' or 'decision'") from None
+        twin = Twin(
+            id=validate_twin_id(twin_id),
+            kind=kind,
+            owner=owner,
+            metadata=dict(metadata or {}),
+            channels=tuple(c if isinstance(c, Channel) else Channel.parse(c) for c in channels),
+            created_at=utc_now_iso(),
+        )
+        with self.store.write() as conn:
+            if twins.get_twin(conn, twin.id) is not None:
+                raise AlreadyExistsError(f"twin {twin.id!r} already exists")
+            twins.insert_twin(conn, twin)
+            ledger.append(conn, "twin_created", twin.id, twin.to_dict())
+        return twin
+
+    def get_twin(self, twin_id: str) -> Twin:
+        with self.store.read() as conn:
+            twin = twins.get_twin(conn, twin_id)
+        if twin is None:
+            raise NotFoundError(f"no twin {twin_id!r} (create it with: twinkit twin create)")
+        return twin
+
+    def list_twins(self, owner: str | None = None) -> list[Twin]:
+        with self.store.read() as conn:
+            return twins.list_twins(conn, owner)
+
+    def twin_summary(self, twin_id: str) -> dict[str, Any]:
+        twin = self.get_twin(twin_id)
+        with self.store.read() as conn:
+            counts = observations.count_rows(conn, twin_id)
+            serving = registry.serving(conn, twin_id)
+        return {
+            **twin.to_dict(),
+            **counts,
+            "serving_version": serving.version if serving else None,
+        }
+
+    def delete_twin(self, twin_id: str) -> None:
+        with self.store.write() as conn:
+            if twins.get_twin(conn, twin_id) is None:
+                raise NotFoundError(f"no twin {twin_id!r}")
+            touched = observations.batch_ids_of_twin(conn, twin_id)
+            twins.delete_twin_rows(conn, twin_id)
+            ledger.append(
+                conn,
+                "twin_deleted",
+                twin_id,
+                {"batch_hashes": observations.batch_digests(conn, touched)},
+            )
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        data: Path | str | pd.DataFrame,
+        twin: str | None = None,
+        source: str | None = None,
+    ) -> IngestResult:
+        """Validate, screen and store one batch with its ledger entry, atomically.
+
+        A batch with any invalid row raises :class:`ValidationError` and stores nothing.
+        """
+        if isinstance(data, pd.DataFrame):
+            batch = parse_batch(data, source or "<DataFrame>", twin)
+        else:
+            batch = load_batch(data, twin)
+        with self.store.write() as conn:
+            return self._ingest(conn, batch)
+
+    def _check_twins(self, conn: Connection, batch: Batch) -> dict[str, Twin]:
+        frame = batch.frame
+        ids = list(pd.unique(frame["twin_id"]))
+        known = {t: twins.get_twin(conn, t) for t in ids}
+        want = TwinKind.STATE if isinstance(batch, SignalBatch) else TwinKind.DECISION
+        problems = []
+        for twin_id, twin in known.items():
+            first = int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
+            if twin is None:
+                problems.append(
+                    Problem(f"unknown twin {twin_id!r} (create it first)", first, "twin_id")
+                )
+            elif twin.kind is not want:
+                problems.append(
+                    Problem(
+                        f"twin {twin_id!r} is a {twin.kind.value} twin; this file holds "
+                        f"{batch.kind.value}",
+                        first,
+                        "twin_id",
+                    )
+                )
+        if problems:
+            raise ValidationError(batch.source, problems)
+        return {k: v for k, v in known.items() if v is not None}
+
+    def _channel_ids(
+        self, conn: Connection, batch: SignalBatch, known: dict[str, Twin]
+    ) -> pd.DataFrame:
+        """Map each row's (twin, channel) to a channel id, registering first-seen channels."""
+        frame = batch.frame
+        pairs = frame[["twin_id", "channel"]].drop_duplicates()
+        existing = twins.channels_of(conn, list(known))
+        have = set(zip(existing["twin_id"], existing["name"], strict=True))
+        problems, new = [], []
+        for twin_id, name in pairs.itertuples(index=False):
+            if (twin_id, name) in have:
+                continue
+            twin = known[twin_id]
+            if twin.channels:
+                rows = (frame["twin_id"] == twin_id).to_numpy() & (
+                    frame["channel"] == name
+                ).to_numpy()
+                declared = ", ".join(c.name for c in twin.channels)
+                problems.append(
+                    Problem(
+                        f"channel {name!r} is not declared for twin {twin_id!r} "
+                        f"(declared: {declared})",
+                        int(frame["row"].to_numpy()[rows][0]),
+                        "channel",
+                    )
+                )
+            else:
+                new.append((twin_id, KNOWN_CHANNELS.get(name) or Channel(name)))
+        if problems:
+            raise ValidationError(batch.source, problems)
+        twins.add_channels(conn, new)
+        return twins.channels_of(conn, list(known)) if new else existing
+
+    def _ingest(self, conn: Connection, batch: Batch) -> IngestResult:
+        known = self._check_twins(conn, batch)
+        if isinstance(batch, SignalBatch):
+            digest_frame = batch.frame
+            content_hash = signals_digest(digest_frame)
+        else:
+            feats = features_json(list(batch.feature_names), batch.features)
+            digest_frame = batch.frame.assign(features=feats)
+            content_hash = decisions_digest(digest_frame)
+        result = IngestResult(
+            source=batch.source,
+            content_hash=content_hash,
+            batch_id=None,
+            already_ingested=False,
+            n_rows=len(batch),
+            twins=sorted(known),
+        )
+        seen = observations.find_batch(conn, content_hash)
+        if seen is not None:
+            result.already_ingested = True
+            result.batch_id = int(seen.id)
+            return result
+
+        if isinstance(batch, SignalBatch):
+            channel_map = self._channel_ids(conn, batch, known)
+            frame = batch.frame
+            ranges = {
+                (r.twin_id, r.name): (
+                    -np.inf if r.low is None or pd.isna(r.low) else float(r.low),
+                    np.inf if r.high is None or pd.isna(r.high) else float(r.high),
+                )
+                for r in channel_map.itertuples()
+            }
+            touched = channel_map.merge(
+                frame[["twin_id", "channel"]].drop_duplicates(),
+                left_on=["twin_id", "name"],
+                right_on=["twin_id", "channel"],
+            )
+            stored = observations.stored_signals(
+                conn, touched, int(frame["t"].min()), int(frame["t"].max())
+            )
+            screening = run_screens(batch, self.signal_screens, ScreenContext(ranges, stored))
+        else:
+            stored = observations.stored_decisions(conn, list(known))
+            screening = run_screens(
+                batch,
+                self.decision_screens,
+                ScreenContext(stored=stored[["twin_id", "item_id", "label"]]),
+            )
+        accepted, held = screening.accepted, screening.quarantined
+        now = utc_now_iso()
+        batch_id = observations.insert_batch(
+            conn,
+            content_hash=content_hash,
+            kind=batch.kind.value,
+            source=batch.source,
+            n_rows=len(batch),
+            n_stored=int(accepted.sum()),
+            n_quarantined=int(held.sum()),
+            n_duplicates=int(screening.duplicate.sum()),
+            created_at=now,
+        )
+        kept = digest_frame[accepted]
+        if isinstance(batch, SignalBatch):
+            ids = kept.merge(
+                channel_map.rename(columns={"name": "channel"})[["twin_id", "channel", "id"]],
+                on=["twin_id", "channel"],
+                how="left",
+            )["id"].to_numpy(dtype=np.int64)
+            observations.insert_observations(
+                conn, ids, kept["t"].to_numpy(), kept["value"].to_numpy(), batch_id
+            )
+            stored_hash = signals_digest(kept)
+        else:
+            observations.insert_decisions(conn, kept, batch_id)
+            stored_hash = decisions_digest(kept)
+        self._quarantine_rows(conn, batch, digest_frame, screening.reasons, held, batch_id, now)
+        reasons: dict[str, int] = {}
+        for name in screening.screens[held]:
+            reasons[str(name)] = reasons.get(str(name), 0) + 1
+        result.batch_id = batch_id
+        result.n_stored = int(accepted.sum())
+        result.n_quarantined = int(held.sum())
+        result.n_duplicates = int(screening.duplicate.sum())
+        result.quarantine_reasons = reasons
+        ledger.append(
+            conn,
+            "batch_ingested",
+            known_twin(result.twins),
+            {
+                "batch_id": batch_id,
+                "kind": batch.kind.value,
+                "source": batch.source,
+                "content_hash": content_hash,
+                "twins": result.twins,
+                "n_rows": result.n_rows,
+                "n_stored": result.n_stored,
+                "n_quarantined": result.n_quarantined,
+                "n_duplicates": result.n_duplicates,
+                "batch_hashes": {str(batch_id): stored_hash},
+            },
+        )
+        return result
+
+    def _quarantine_rows(
+        self,
+        conn: Connection,
+        batch: Batch,
+        frame: pd.DataFrame,
+        reasons: np.ndarray,
+        held: np.ndarray,
+        batch_id: int,
+        now: str,
+    ) -> None:
+        rows = []
+        for i in np.flatnonzero(held):
+            row = frame.iloc[i]
+            if isinstance(batch, SignalBatch):
+                record: dict[str, Any] = {
+                    "twin_id": row["twin_id"],
+                    "channel": row["channel"],
+                    "t": int(row["t"]),
+                    "value": repr(float(row["value"])),
+                }
+            else:
+                record = {
+                    "twin_id": row["twin_id"],
+                    "item_id": row["item_id"],
+                    "label": row["label"],
+                    "features": {
+                        n: repr(float(v))
+                        for n, v in zip(batch.feature_names, batch.features[i], strict=True)
+                    },
+                }
+            rows.append(
+                {
+                    "batch_id": batch_id,
+                    "twin_id": row["twin_id"],
+                    "kind": batch.kind.value,
+                    "row": int(row["row"]),
+                    "record": canonical_json(record),
+                    "reason": str(reasons[i]),
+                    "created_at": now,
+                    "released_at": None,
+                }
+            )
+        observations.insert_quarantine(conn, rows)
+
+    # -- quarantine ---------------------------------------------------------------------
+
+    def quarantine(
+        self, twin_id: str | None = None, include_released: bool = False
+    ) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            return observations.list_quarantine(conn, twin_id, include_released)
+
+    def release(self, quarantine_ids: Sequence[int]) -> int:
+        """Store quarantined rows after all (a release batch); a stored value is replaced."""
+        ids = sorted(set(int(i) for i in quarantine_ids))
+        with self.store.write() as conn:
+            held = {q["id"]: q for q in observations.list_quarantine(conn, include_released=True)}
+            missing = [i for i in ids if i not in held]
+            if missing:
+                raise NotFoundError(f"no quarantined row(s) with id {missing}")
+            released = [i for i in ids if held[i]["released_at"] is not None]
+            if released:
+                raise TwinkitError(f"quarantined row(s) {released} were already released")
+            now = utc_now_iso()
+            batch_id = observations.insert_batch(
+                conn,
+                content_hash=_release_hash(ids, now),
+                kind="release",
+                source=f"release of quarantined rows {ids}",
+                n_rows=len(ids),
+                n_stored=len(ids),
+                n_quarantined=0,
+                n_duplicates=0,
+                created_at=now,
+            )
+            touched = {batch_id}
+            for qid in ids:
+                record = held[qid]["record"]
+                touched |= self._release_one(conn, qid, held[qid]["kind"], record, batch_id)
+                observations.mark_released(conn, qid, now)
+            twin_ids = sorted({held[i]["twin_id"] for i in ids})
+            ledger.append(
+                conn,
+                "quarantine_released",
+                known_twin(twin_ids),
+                {
+                    "quarantine_ids": ids,
+                    "twins": twin_ids,
+                    "batch_id": batch_id,
+                    "batch_hashes": {
+                        str(k): v for k, v in observations.batch_digests(conn, touched).items()
+                    },
+                },
+            )
+        return len(ids)
+
+    def _release_one(
+        self, conn: Connection, qid: int, kind: str, record: dict[str, Any], batch_id: int
+    ) -> set[int]:
+        if twins.get_twin(conn, record["twin_id"]) is None:
+            raise NotFoundError(f"quarantined row {qid}: twin {record['twin_id']!r} is gone")
+        if kind == "signals":
+            value = float(record["value"])
+            if not np.isfinite(value):
+                raise TwinkitError(
+                    f"quarantined row {qid} holds a non-finite value; it cannot be stored: "
+                    "correct the source and ingest it again"
+                )
+            channel_map = twins.channels_of(conn, [record["twin_id"]])
+            match = channel_map[channel_map["name"] == record["channel"]]
+            replaced = observations.upsert_observation(
+                conn, int(match["id"].iloc[0]), int(record["t"]), value, batch_id
+            )
+            return set() if replaced is None else {replaced}
+        features = {n: float(v) for n, v in record["features"].items()}
+        if not all(np.isfinite(list(features.values()))):
+            raise TwinkitError(f"quarantined row {qid} holds non-finite features; fix the source")
+        stored = observations.stored_decisions(conn, [record["twin_id"]])
+        old = stored[stored["item_id"] == record["item_id"]]
+        frame = pd.DataFrame(
+            {
+                "twin_id": [record["twin_id"]],
+                "item_id": [record["item_id"]],
+                "features": [canonical_json(features)],
+                "label": [record["label"]],
+            }
+        )
+        replaced: set[int] = set()
+        if len(old):
+            replaced = observations.delete_decision(conn, record["twin_id"], record["item_id"])
+        observations.insert_decisions(conn, frame, batch_id)
+        return replaced
+
+    # -- data ---------------------------------------------------------------------------
+
+    def signals(self, twin_id: str, channels: Sequence[str] | None = None) -> pd.DataFrame:
+        """A twin's stored signals as a wide UTC-indexed frame, a column per channel."""
+        self.get_twin(twin_id)
+        with self.store.read() as conn:
+            return long_to_wide(observations.read_signals(conn, twin_id, channels))
+
+    def default_target(self, twin: Twin, frame: pd.DataFrame) -> str:
+        target = twin.metadata.get("target")
+        if isinstance(target, str):
+            return target
+        for name in ("glucose", "cgm"):
+            if name in frame.columns:
+                return name
+        if twin.channels:
+            return twin.channels[0].name
+        if frame.columns.empty:
+            raise ForecastInputError(f"twin {twin.id!r} has no signals yet: ingest some first")
+        return str(frame.columns[0])
+
+    # -- models -------------------------------------------------------------------------
+
+    def fit(
+        self,
+        twin_id: str,
+        model: str = "linear_ar",
+        target: str | None = None,
+        seed: int = 0,
+        holdout_frac: float = 0.2,
+        horizons: Sequence[int] = (30, 60),
+        params: dict[str, Any] | None = None,
+    ) -> FitResult:
+        """Fit a new version on the twin's earlier data, score it on its recent data, and
+        promote it only if it is not worse there than the serving version."""
+        twin = self.get_twin(twin_id)
+        if twin.kind is not TwinKind.STATE:
+            raise TwinkitError(
+                f"twin {twin_id!r} is a decision twin; forecasters need a state twin"
+            )
+        with self.store.read() as conn:
+            long = observations.read_signals(conn, twin_id)
+            current = registry.serving(conn, twin_id)
+        frame = long_to_wide(long)
+        target = target or self.default_target(twin, frame)
+        split = holdout_split(frame, target, holdout_frac) if target in frame else None
+        if split is None:
+            raise ForecastInputError(f"twin {twin_id!r} has no {target!r} values")
+        cls = forecaster_class(model)
+        candidate = cls(target=target, seed=seed, **(params or {}))
+        candidate.fit(frame.loc[frame.index < split])
+        horizons = [
+            h for h in horizons if h <= getattr(candidate, "max_horizon_min", max(horizons))
+        ]
+        metrics = rolling_scores(candidate, frame, split, horizons)
+        serving_metrics = None
+        if current is not None:
+            try:
+                serving_model = self.load_model(current)
+                serving_metrics = rolling_scores(serving_model, frame, split, horizons)
+            except TwinkitError:
+                # A serving model that cannot be loaded or scored is no reason to keep it.
+                serving_metrics = {"score": float("inf")}
+        promoted = serving_metrics is None or metrics["score"] <= serving_metrics["score"]
+        if current is None:
+            reason = "first version of this twin"
+        elif promoted:
+            reason = (
+                f"holdout score {metrics['score']:.4g} is not worse than serving "
+                f"v{current.version}'s {serving_metrics['score']:.4g}"  # type: ignore[index]
+            )
+        else:
+            reason = (
+                f"holdout score {metrics['score']:.4g} is worse than serving "
+                f"v{current.version}'s {serving_metrics['score']:.4g}: v{current.version} stays"  # type: ignore[index]
+            )
+        tensors, config = candidate.get_state()
+        sha = self.artifacts.save(tensors, config)
+        data_hash = signals_digest(long.assign(twin_id=twin_id))
+        with self.store.write() as conn:
+            version = registry.next_version(conn, twin_id)
+            entry = ModelVersion(
+                twin_id=twin_id,
+                version=version,
+                model=model,
+                status=Status.SERVING if promoted else Status.REJECTED,
+                sha256=sha,
+                params=candidate.params(),
+                metrics=metrics,
+                data_hash=data_hash,
+                created_at=utc_now_iso(),
+            )
+            if promoted and current is not None:
+                registry.set_status(conn, twin_id, current.version, Status.RETIRED)
+            registry.insert_version(conn, entry)
+            ledger.append(
+                conn,
+                "model_registered",
+                twin_id,
+                {
+                    "version": version,
+                    "model": model,
+                    "sha256": sha,
+                    "params": entry.params,
+                    "metrics": metrics,
+                    "data_hash": data_hash,
+                    "rows_seen": len(long),
+                    "split": split.isoformat(),
+                },
+            )
+            ledger.append(
+                conn,
+                "model_promoted" if promoted else "promotion_refused",
+                twin_id,
+                {
+                    "version": version,
+                    "previous": current.version if current else None,
+                    "reason": reason,
+                    "manual": False,
+                },
+            )
+        return FitResult(twin_id, version, model, promoted, reason, metrics, serving_metrics)
+
+    def load_model(self, version: ModelVersion) -> Forecaster:
+        """The fitted model of a registry version; its artifact's sha256 is checked."""
+        tensors, config = self.artifacts.load(version.sha256)
+        return forecaster_class(config["model"]).from_state(tensors, config)
+
+    def models(self, twin_id: str) -> list[ModelVersion]:
+        self.get_twin(twin_id)
+        with self.store.read() as conn:
+            return registry.versions(conn, twin_id)
+
+    def predict(
+        self, twin_id: str, horizons: Sequence[int] = (30, 60), version: int | None = None
+    ) -> Forecast:
+        """Forecast from the twin's latest data with the serving (or a named) version."""
+        twin = self.get_twin(twin_id)
+        with self.store.read() as conn:
+            chosen = (
+                registry.get_version(conn, twin_id, version)
+                if version is not None
+                else registry.serving(conn, twin_id)
+            )
+        if chosen is None:
+            what = f"version {version}" if version is not None else "serving model"
+            raise NotFoundError(f"twin {twin.id!r} has no {what}: run twinkit fit {twin.id}")
+        model = self.load_model(chosen)
+        frame = self.signals(twin_id)
+        forecast = model.predict(frame, horizons)
+        return Forecast(
+            target=forecast.target,
+            origin=forecast.origin,
+            horizons=forecast.horizons,
+            mean=forecast.mean,
+            quantiles=forecast.quantiles,
+            model=chosen.model,
+            version=chosen.version,
+        )
+
+    def promote(self, twin_id: str, version: int) -> None:
+        with self.store.write() as conn:
+            target = registry.get_version(conn, twin_id, version)
+            if target is None:
+                raise PromotionError(f"twin {twin_id!r} has no model version {version}")
+            current = registry.serving(conn, twin_id)
+            if current is not None and current.version == version:
+                raise PromotionError(f"version {version} of {twin_id!r} is already serving")
+            self.artifacts.load(target.sha256)  # never promote a broken artifact
+            if current is not None:
+                registry.set_status(conn, twin_id, current.version, Status.RETIRED)
+            registry.set_status(conn, twin_id, version, Status.SERVING)
+            ledger.append(
+                conn,
+                "model_promoted",
+                twin_id,
+                {
+                    "version": version,
+                    "previous": current.version if current else None,
+                    "reason": "manual promotion",
+                    "manual": True,
+                },
+            )
+
+    def rollback(self, twin_id: str) -> int:
+        """Serve the version that served before the current one; return its number."""
+        with self.store.write() as conn:
+            current = registry.serving(conn, twin_id)
+            if current is None:
+                raise PromotionError(f"twin {twin_id!r} has no serving model to roll back")
+            earlier = [
+                v
+                for v in registry.versions(conn, twin_id)
+                if v.version < current.version and v.status == Status.RETIRED
+            ]
+            if not earlier:
+                raise PromotionError(
+                    f"twin {twin_id!r}: no earlier version served before v{current.version}"
+                )
+            previous = earlier[-1]
+            self.artifacts.load(previous.sha256)
+            registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
+            registry.set_status(conn, twin_id, previous.version, Status.SERVING)
+            ledger.append(
+                conn,
+                "model_rolled_back",
+                twin_id,
+                {"from_version": current.version, "to_version": previous.version},
+            )
+        return previous.version
+
+    # -- ledger -------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        with self.store.read() as conn:
+            return verify_store(conn, self.artifacts)
+
+    def history(self, twin_id: str | None = None) -> list[LedgerEntry]:
+        """Ledger entries, or those that concern one twin (batches spanning it included)."""
+        with self.store.read() as conn:
+            entries = ledger.entries(conn)
+        if twin_id is None:
+            return entries
+        return [e for e in entries if e.twin_id == twin_id or twin_id in e.payload.get("twins", [])]
+
+
+def _release_hash(ids: list[int], when: str) -> str:
+    return hashlib.sha256(json.dumps({"release": ids, "at": when}).encode()).hexdigest()

@@ -1,0 +1,164 @@
+"""The Forecaster protocol and the grid helpers the forecasters share."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from twinkit.core.errors import ForecastInputError
+from twinkit.core.forecast import Forecast
+
+#: quantile levels the baselines estimate (the required 5/50/95 % among them)
+QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+
+_REGISTRY: dict[str, type[Forecaster]] = {}
+
+
+def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
+    """Class decorator: make a forecaster loadable from a registry artifact by its name."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def forecaster_class(name: str) -> type[Forecaster]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ForecastInputError(f"unknown model {name!r}; known models: {known}") from None
+
+
+class Forecaster(abc.ABC):
+    """Forecasts one target channel of a state twin with quantiles at every horizon.
+
+    ``fit`` and ``predict`` take a wide frame: a UTC ``DatetimeIndex`` and one column per
+    channel (NaN where a channel has no value at that time).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, target: str = "glucose", seed: int = 0) -> None:
+        self.target = target
+        self.seed = seed
+        self.step_min: float | None = None
+
+    @abc.abstractmethod
+    def fit(self, history: pd.DataFrame) -> Self:
+        """Learn from a twin's history."""
+
+    @abc.abstractmethod
+    def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
+        """Forecast ``horizons`` minutes after the last target value in ``context``."""
+
+    @abc.abstractmethod
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Weights and JSON config: everything needed to rebuild the fitted model."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> Self:
+        """Rebuild a fitted model from :meth:`get_state`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def tiny(cls, target: str = "y", seed: int = 0) -> Self:
+        """A small unfitted instance for the shared contract tests."""
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, recorded in the registry."""
+        return {"target": self.target, "seed": self.seed}
+
+    def _check_fitted(self) -> float:
+        if self.step_min is None:
+            raise ForecastInputError(f"{self.name}: call fit() before predict()")
+        return self.step_min
+
+    def _target_grid(self, frame: pd.DataFrame, step_min: float | None = None) -> pd.Series:
+        return target_grid(frame, self.target, step_min)
+
+
+def check_frame(frame: pd.DataFrame, target: str) -> pd.Series:
+    """The target column as a float series on a sorted UTC index, or a named error."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ForecastInputError(f"expected a DataFrame, got {type(frame).__name__}")
+    if target not in frame.columns:
+        raise ForecastInputError(
+            f"target channel {target!r} not in the data (channels: {list(frame.columns)})"
+        )
+    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+        raise ForecastInputError("the frame needs a tz-aware DatetimeIndex (UTC)")
+    if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
+        raise ForecastInputError("the frame's time index must be strictly increasing")
+    series = frame[target]
+    if not pd.api.types.is_numeric_dtype(series.dtype):
+        raise ForecastInputError(f"target {target!r} is not numeric")
+    values = series.to_numpy(dtype=np.float64)
+    if np.isinf(values).any():
+        raise ForecastInputError(f"target {target!r} holds infinite values")
+    return series.dropna().astype(np.float64)
+
+
+def detect_step_minutes(index: pd.DatetimeIndex) -> float:
+    """The native sampling interval: the median gap between readings, in minutes.
+
+    >>> idx = pd.date_range("2026-01-01", periods=5, freq="5min", tz="UTC")
+    >>> detect_step_minutes(idx)
+    5.0
+    """
+    if len(index) < 2:
+        raise ForecastInputError("need at least two readings to detect the sampling interval")
+    gaps = np.diff(index.as_unit("ns").asi8) / 60e9
+    step = float(np.median(gaps))
+    if step <= 0:
+        raise ForecastInputError("cannot detect a sampling interval: timestamps repeat")
+    return max(round(step * 60) / 60, 1 / 60)
+
+
+def target_grid(frame: pd.DataFrame, target: str, step_min: float | None = None) -> pd.Series:
+    """The target resampled to its regular grid; gaps stay NaN (never interpolated)."""
+    series = check_frame(frame, target)
+    if series.empty:
+        raise ForecastInputError(f"no values of target {target!r}")
+    step = step_min or detect_step_minutes(pd.DatetimeIndex(series.index))
+    rule = pd.Timedelta(minutes=step)
+    return series.resample(rule).mean()
+
+
+def horizon_steps(horizons: Sequence[int], step_min: float, max_steps: int) -> np.ndarray:
+    """Horizon minutes -> grid steps (at least one), or a named error past what was fitted."""
+    if len(horizons) == 0:
+        raise ForecastInputError("give at least one horizon (minutes ahead)")
+    minutes = np.asarray(horizons, dtype=np.float64)
+    if (minutes <= 0).any():
+        raise ForecastInputError(f"horizons must be positive minutes, got {list(horizons)}")
+    steps = np.maximum(np.rint(minutes / step_min).astype(np.int64), 1)
+    if (steps > max_steps).any():
+        raise ForecastInputError(
+            f"horizon {int(minutes.max())} min is beyond what the model was fitted for "
+            f"({max_steps * step_min:g} min)"
+        )
+    return steps
+
+
+def make_forecast(
+    target: str,
+    origin: pd.Timestamp,
+    horizons: Sequence[int],
+    mean: np.ndarray,
+    quantiles: np.ndarray,
+    model: str,
+) -> Forecast:
+    """Build a Forecast from a (levels x horizons) array, sorting so quantiles never cross."""
+    ordered = np.sort(quantiles, axis=0)
+    return Forecast(
+        target=target,
+        origin=origin,
+        horizons=tuple(int(h) for h in horizons),
+        mean=np.asarray(mean, dtype=np.float64),
+        quantiles={q: ordered[i] for i, q in enumerate(QUANTILE_LEVELS)},
+        model=model,
+    )

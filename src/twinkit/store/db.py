@@ -1,0 +1,123 @@
+"""Opening the store: URL resolution, SQLite tuning, schema version, write transactions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from twinkit.core.errors import SchemaVersionError, TwinkitError
+from twinkit.store import tables
+from twinkit.store.timeutil import utc_now_iso
+
+DEFAULT_HOME = Path(".twinkit")
+DEFAULT_DB_FILE = DEFAULT_HOME / "twinkit.db"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL: the argument, else ``TWINKIT_DB``, else SQLite in ``./.twinkit``.
+
+    A plain path is taken as a SQLite file.
+
+    >>> resolve_url("sqlite:///x.db")
+    'sqlite:///x.db'
+    >>> resolve_url("data/t.db")
+    'sqlite:///data/t.db'
+    """
+    chosen = url or os.environ.get("TWINKIT_DB") or str(DEFAULT_DB_FILE)
+    if "://" not in chosen:
+        chosen = f"sqlite:///{chosen}"
+    return chosen
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Python's sqlite3 would open transactions lazily and only before DML; we take the
+    # transaction boundaries ourselves so that a batch and its ledger entry commit as one.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A write takes the database lock up front, so two writers cannot both read the
+    # ledger head and then append conflicting entries.
+    if conn.get_execution_options().get("twinkit_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Store:
+    """A twinkit store: the database plus the artifact folder beside it."""
+
+    def __init__(self, url: str | None = None, artifacts: Path | None = None) -> None:
+        self.url = resolve_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise TwinkitError(f"not a database URL: {self.url!r} ({exc})") from None
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        db_file = parsed.database if self.is_sqlite else None
+        if db_file and db_file != ":memory:":
+            Path(db_file).parent.mkdir(parents=True, exist_ok=True)
+            home = Path(db_file).parent
+        else:
+            home = Path(os.environ.get("TWINKIT_HOME", str(DEFAULT_HOME)))
+        self.artifacts_dir = artifacts or Path(
+            os.environ.get("TWINKIT_ARTIFACTS", str(home / "artifacts"))
+        )
+        self.engine: Engine = create_engine(self.url)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        try:
+            with self.write() as conn:
+                tables.metadata.create_all(conn)
+                row = conn.execute(
+                    select(tables.meta.c.value).where(tables.meta.c.key == "schema_version")
+                ).first()
+                if row is None:
+                    conn.execute(
+                        tables.meta.insert(),
+                        [
+                            {"key": "schema_version", "value": str(tables.SCHEMA_VERSION)},
+                            {"key": "created_at", "value": utc_now_iso()},
+                        ],
+                    )
+                elif int(row[0]) > tables.SCHEMA_VERSION:
+                    raise SchemaVersionError(
+                        f"the store at {self.url} has schema version {row[0]}, newer than "
+                        f"this twinkit's {tables.SCHEMA_VERSION}: upgrade twinkit to open it"
+                    )
+        except OperationalError as exc:
+            raise TwinkitError(f"cannot open the store at {self.url}: {exc.orig}") from None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(twinkit_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: a consistent snapshot of the store."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

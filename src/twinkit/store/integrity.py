@@ -1,0 +1,74 @@
+"""`ledger verify`: the chain, the stored data and the model artifacts against the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+
+from twinkit.store import ledger, observations, registry, tables
+from twinkit.store.artifacts import ArtifactStore
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    batches: int = 0
+    models: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
+    """Everything the ledger vouches for, checked; the first problem found comes first."""
+    report = VerifyReport()
+    report.problems += ledger.verify_chain(conn)
+    entries = ledger.entries(conn)
+    report.entries = len(entries)
+    if report.problems:
+        return report  # nothing after a broken chain can be trusted
+
+    expected: dict[int, tuple[str, int]] = {}  # batch -> (digest, ledger seq that set it)
+    registered: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        for batch_id, digest in entry.payload.get("batch_hashes", {}).items():
+            expected[int(batch_id)] = (digest, entry.seq)
+        if entry.event == "model_registered" and entry.twin_id is not None:
+            registered[(entry.twin_id, int(entry.payload["version"]))] = entry.payload["sha256"]
+
+    stored_ids = {int(r[0]) for r in conn.execute(select(tables.batches.c.id))}
+    report.batches = len(stored_ids)
+    actual = observations.batch_digests(conn, sorted(stored_ids))
+    for batch_id in sorted(stored_ids | set(expected)):
+        if batch_id not in expected:
+            report.problems.append(f"batch {batch_id} is in the store but not in the ledger")
+        elif batch_id not in stored_ids:
+            report.problems.append(
+                f"batch {batch_id} (ledger entry {expected[batch_id][1]}) is missing from the store"
+            )
+        elif actual[batch_id] != expected[batch_id][0]:
+            report.problems.append(
+                f"batch {batch_id}: its stored rows do not match the digest in ledger entry "
+                f"{expected[batch_id][1]}: a stored value was modified, added or deleted"
+            )
+
+    versions = registry.all_versions(conn)
+    report.models = len(versions)
+    for v in versions:
+        recorded = registered.get((v.twin_id, v.version))
+        if recorded is None:
+            report.problems.append(
+                f"model {v.twin_id} v{v.version} is in the registry but not in the ledger"
+            )
+        elif recorded != v.sha256:
+            report.problems.append(
+                f"model {v.twin_id} v{v.version}: the registry's sha256 differs from the ledger's"
+            )
+        else:
+            broken = artifacts.check(v.sha256)
+            if broken:
+                report.problems.append(f"model {v.twin_id} v{v.version}: {broken}")
+    return report

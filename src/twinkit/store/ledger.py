@@ -1,0 +1,150 @@
+"""The provenance ledger: an append-only, sha256-chained log of everything done to a twin."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from twinkit.core.digest import GENESIS_HASH, canonical_json, chain_hash
+from twinkit.store import tables
+from twinkit.store.timeutil import utc_now_iso
+
+HEAD_KEY = "ledger_head"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    seq: int
+    twin_id: str | None
+    event: str
+    payload: dict[str, Any]
+    created_at: str
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """What the hash covers."""
+        return {
+            "seq": self.seq,
+            "twin_id": self.twin_id,
+            "event": self.event,
+            "payload": self.payload,
+            "created_at": self.created_at,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def _head(conn: Connection) -> tuple[int, str]:
+    # Locking the head row (PostgreSQL; SQLite already holds the write lock) serialises
+    # appends across processes.
+    row = conn.execute(
+        select(tables.meta.c.value).where(tables.meta.c.key == HEAD_KEY).with_for_update()
+    ).first()
+    if row is None:
+        return 0, GENESIS_HASH
+    seq, digest = row[0].split(":", 1)
+    return int(seq), digest
+
+
+def append(
+    conn: Connection, event: str, twin_id: str | None, payload: dict[str, Any]
+) -> LedgerEntry:
+    """Append one entry inside the caller's transaction."""
+    seq, prev = _head(conn)
+    body = {
+        "seq": seq + 1,
+        "twin_id": twin_id,
+        "event": event,
+        "payload": payload,
+        "created_at": utc_now_iso(),
+    }
+    digest = chain_hash(prev, body)
+    conn.execute(
+        tables.ledger.insert().values(
+            seq=seq + 1,
+            twin_id=twin_id,
+            event=event,
+            payload=canonical_json(payload),
+            created_at=body["created_at"],
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    head_value = f"{seq + 1}:{digest}"
+    if seq == 0:
+        conn.execute(tables.meta.insert().values(key=HEAD_KEY, value=head_value))
+    else:
+        conn.execute(
+            update(tables.meta).where(tables.meta.c.key == HEAD_KEY).values(value=head_value)
+        )
+    return LedgerEntry(seq + 1, twin_id, event, payload, body["created_at"], prev, digest)
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        seq=row.seq,
+        twin_id=row.twin_id,
+        event=row.event,
+        payload=json.loads(row.payload),
+        created_at=row.created_at,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+def entries(conn: Connection, twin_id: str | None = None) -> list[LedgerEntry]:
+    """All entries in order, or those of one twin."""
+    query = select(tables.ledger).order_by(tables.ledger.c.seq)
+    if twin_id is not None:
+        query = query.where(tables.ledger.c.twin_id == twin_id)
+    return [_entry(r) for r in conn.execute(query)]
+
+
+def verify_chain(conn: Connection) -> list[str]:
+    """Walk the chain; return what is broken (empty when it verifies), first break first."""
+    problems: list[str] = []
+    prev = GENESIS_HASH
+    expected_seq = 1
+    for row in conn.execute(select(tables.ledger).order_by(tables.ledger.c.seq)):
+        try:
+            entry = _entry(row)
+        except (json.JSONDecodeError, TypeError) as exc:
+            problems.append(f"ledger entry {row.seq}: payload is not valid JSON ({exc})")
+            return problems
+        if entry.seq != expected_seq:
+            problems.append(
+                f"ledger entry {expected_seq} is missing (next present entry is {entry.seq}):"
+                " a row was deleted"
+            )
+            return problems
+        if entry.prev_hash != prev:
+            problems.append(
+                f"ledger entry {entry.seq} ({entry.event}): its prev_hash does not match entry "
+                f"{entry.seq - 1}: rows were reordered, replaced or deleted"
+            )
+            return problems
+        if chain_hash(prev, entry.body()) != entry.hash:
+            problems.append(
+                f"ledger entry {entry.seq} ({entry.event}, twin {entry.twin_id}): its content "
+                "does not match its hash: the entry was modified"
+            )
+            return problems
+        prev = entry.hash
+        expected_seq += 1
+    head = conn.execute(select(tables.meta.c.value).where(tables.meta.c.key == HEAD_KEY)).first()
+    last = expected_seq - 1
+    if head is None:
+        if last:
+            problems.append("the ledger head record is missing from the meta table")
+    elif head[0] != f"{last}:{prev}":
+        head_seq = head[0].split(":", 1)[0]
+        problems.append(
+            f"the ledger ends at entry {last} but its head record says {head_seq}: "
+            "entries after the last present one were deleted, or the head was altered"
+        )
+    return problems

@@ -1,0 +1,261 @@
+"""Batches, signal observations, decisions and quarantined rows in the store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, and_, delete, func, select, update
+
+from twinkit.core.digest import decisions_digest, signals_digest
+from twinkit.store import tables
+
+_CHUNK = 50_000
+
+
+def find_batch(conn: Connection, content_hash: str) -> Any:
+    return conn.execute(
+        select(tables.batches).where(tables.batches.c.content_hash == content_hash)
+    ).first()
+
+
+def insert_batch(conn: Connection, **values: Any) -> int:
+    result = conn.execute(tables.batches.insert().values(**values))
+    key = result.inserted_primary_key
+    assert key is not None  # an autoincrement insert always has one
+    return int(key[0])
+
+
+def _executemany(
+    conn: Connection, table: Any, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """Bulk insert inside the caller's transaction, at the driver's native speed."""
+    if conn.dialect.name == "sqlite":
+        # The sqlite3 driver's own executemany skips SQLAlchemy's per-row parameter
+        # processing, which is most of the cost at a million rows.
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.executemany(sql, rows)
+        return
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(dict(zip(columns, row, strict=True)))
+        if len(chunk) >= _CHUNK:
+            conn.execute(table.insert(), chunk)
+            chunk = []
+    if chunk:
+        conn.execute(table.insert(), chunk)
+
+
+def insert_observations(
+    conn: Connection, channel_id: np.ndarray, t: np.ndarray, value: np.ndarray, batch_id: int
+) -> None:
+    order = np.lexsort((t, channel_id))  # primary-key order makes B-tree inserts appends
+    _executemany(
+        conn,
+        tables.observations,
+        ("channel_id", "t", "value", "batch_id"),
+        zip(
+            channel_id[order].tolist(),
+            t[order].tolist(),
+            value[order].tolist(),
+            repeat(batch_id),
+            strict=False,
+        ),
+    )
+
+
+def upsert_observation(
+    conn: Connection, channel_id: int, t: int, value: float, batch_id: int
+) -> int | None:
+    """Store one value; return the batch of the value it replaced, if any."""
+    o = tables.observations.c
+    old = conn.execute(select(o.batch_id).where(o.channel_id == channel_id, o.t == t)).first()
+    if old is None:
+        conn.execute(
+            tables.observations.insert().values(
+                channel_id=channel_id, t=t, value=value, batch_id=batch_id
+            )
+        )
+        return None
+    conn.execute(
+        update(tables.observations)
+        .where(o.channel_id == channel_id, o.t == t)
+        .values(value=value, batch_id=batch_id)
+    )
+    return int(old[0])
+
+
+def stored_signals(
+    conn: Connection, channel_ids: pd.DataFrame, t_min: int, t_max: int
+) -> pd.DataFrame:
+    """Stored rows of these channels (frame of id, twin_id, name) within [t_min, t_max]."""
+    if channel_ids.empty:
+        return pd.DataFrame({"twin_id": [], "channel": [], "t": [], "value": []})
+    o = tables.observations.c
+    rows = conn.execute(
+        select(o.channel_id, o.t, o.value).where(
+            o.channel_id.in_([int(i) for i in channel_ids["id"]]), o.t >= t_min, o.t <= t_max
+        )
+    ).all()
+    found = pd.DataFrame(rows, columns=["channel_id", "t", "value"])
+    names = channel_ids.rename(columns={"id": "channel_id", "name": "channel"})[
+        ["channel_id", "twin_id", "channel"]
+    ]
+    merged = found.merge(names, on="channel_id")
+    return merged[["twin_id", "channel", "t", "value"]].astype({"t": "int64", "value": "float64"})
+
+
+def read_signals(
+    conn: Connection,
+    twin_id: str,
+    channels: Sequence[str] | None = None,
+    start: int | None = None,
+    end: int | None = None,
+) -> pd.DataFrame:
+    """A twin's stored signals in long form: channel, t (int64 us), value; by channel, time."""
+    o, c = tables.observations.c, tables.channels.c
+    query = (
+        select(c.name.label("channel"), o.t, o.value)
+        .select_from(tables.observations.join(tables.channels, o.channel_id == c.id))
+        .where(c.twin_id == twin_id)
+        .order_by(c.name, o.t)
+    )
+    if channels:
+        query = query.where(c.name.in_(list(channels)))
+    if start is not None:
+        query = query.where(o.t >= start)
+    if end is not None:
+        query = query.where(o.t <= end)
+    frame = pd.DataFrame(conn.execute(query).all(), columns=["channel", "t", "value"])
+    return frame.astype({"t": "int64", "value": "float64"})
+
+
+def insert_decisions(conn: Connection, frame: pd.DataFrame, batch_id: int) -> None:
+    """``frame`` has twin_id, item_id, features (canonical JSON), label."""
+    _executemany(
+        conn,
+        tables.decisions,
+        ("twin_id", "item_id", "features", "label", "batch_id"),
+        zip(
+            frame["twin_id"].tolist(),
+            frame["item_id"].tolist(),
+            frame["features"].tolist(),
+            frame["label"].tolist(),
+            repeat(batch_id),
+            strict=False,
+        ),
+    )
+
+
+def stored_decisions(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
+    d = tables.decisions.c
+    rows = conn.execute(
+        select(d.twin_id, d.item_id, d.features, d.label).where(d.twin_id.in_(twin_ids))
+    ).all()
+    return pd.DataFrame(rows, columns=["twin_id", "item_id", "features", "label"])
+
+
+def insert_quarantine(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(tables.quarantine.insert(), rows)
+
+
+def list_quarantine(
+    conn: Connection, twin_id: str | None = None, include_released: bool = False
+) -> list[dict[str, Any]]:
+    q = tables.quarantine.c
+    query = select(tables.quarantine).order_by(q.id)
+    if twin_id is not None:
+        query = query.where(q.twin_id == twin_id)
+    if not include_released:
+        query = query.where(q.released_at.is_(None))
+    return [{**row._asdict(), "record": json.loads(row.record)} for row in conn.execute(query)]
+
+
+def mark_released(conn: Connection, quarantine_id: int, when: str) -> None:
+    conn.execute(
+        update(tables.quarantine)
+        .where(tables.quarantine.c.id == quarantine_id)
+        .values(released_at=when)
+    )
+
+
+def batch_digests(conn: Connection, batch_ids: Iterable[int] | None = None) -> dict[int, str]:
+    """Recompute the digest of the rows each batch has in the store now."""
+    b = tables.batches.c
+    query = select(b.id, b.kind)
+    if batch_ids is not None:
+        query = query.where(b.id.in_(list(batch_ids)))
+    kinds = {int(r.id): r.kind for r in conn.execute(query)}
+    if not kinds:
+        return {}
+    o, c, d = tables.observations.c, tables.channels.c, tables.decisions.c
+    signals = pd.DataFrame(
+        conn.execute(
+            select(o.batch_id, c.twin_id, c.name, o.t, o.value)
+            .select_from(tables.observations.join(tables.channels, o.channel_id == c.id))
+            .where(o.batch_id.in_(list(kinds)))
+        ).all(),
+        columns=["batch_id", "twin_id", "channel", "t", "value"],
+    ).astype({"t": "int64", "value": "float64"})
+    decided = pd.DataFrame(
+        conn.execute(
+            select(d.batch_id, d.twin_id, d.item_id, d.features, d.label).where(
+                d.batch_id.in_(list(kinds))
+            )
+        ).all(),
+        columns=["batch_id", "twin_id", "item_id", "features", "label"],
+    )
+    by_signal = dict(tuple(signals.groupby("batch_id"))) if len(signals) else {}
+    by_decision = dict(tuple(decided.groupby("batch_id"))) if len(decided) else {}
+    out: dict[int, str] = {}
+    for batch_id, kind in kinds.items():
+        if kind == "decisions":
+            out[batch_id] = decisions_digest(by_decision.get(batch_id, decided.iloc[:0]))
+        else:
+            out[batch_id] = signals_digest(by_signal.get(batch_id, signals.iloc[:0]))
+    return out
+
+
+def batch_ids_of_twin(conn: Connection, twin_id: str) -> list[int]:
+    o, c, d = tables.observations.c, tables.channels.c, tables.decisions.c
+    sig = select(o.batch_id).join(tables.channels, o.channel_id == c.id).where(c.twin_id == twin_id)
+    dec = select(d.batch_id).where(d.twin_id == twin_id)
+    ids = {int(r[0]) for r in conn.execute(sig.distinct())}
+    ids |= {int(r[0]) for r in conn.execute(dec.distinct())}
+    return sorted(ids)
+
+
+def count_rows(conn: Connection, twin_id: str | None = None) -> dict[str, int]:
+    o, c, d, q = tables.observations.c, tables.channels.c, tables.decisions.c, tables.quarantine.c
+    sig = select(func.count()).select_from(
+        tables.observations.join(tables.channels, o.channel_id == c.id)
+    )
+    dec = select(func.count()).select_from(tables.decisions)
+    qua = select(func.count()).select_from(tables.quarantine).where(q.released_at.is_(None))
+    if twin_id is not None:
+        sig = sig.where(c.twin_id == twin_id)
+        dec = dec.where(d.twin_id == twin_id)
+        qua = qua.where(and_(q.twin_id == twin_id))
+    return {
+        "observations": int(conn.execute(sig).scalar_one()),
+        "decisions": int(conn.execute(dec).scalar_one()),
+        "quarantined": int(conn.execute(qua).scalar_one()),
+    }
+
+
+def delete_decision(conn: Connection, twin_id: str, item_id: str) -> set[int]:
+    """Remove one stored decision; return the batch it belonged to."""
+    d = tables.decisions.c
+    old = conn.execute(select(d.batch_id).where(d.twin_id == twin_id, d.item_id == item_id)).first()
+    if old is None:
+        return set()
+    conn.execute(delete(tables.decisions).where(d.twin_id == twin_id, d.item_id == item_id))
+    return {int(old[0])}

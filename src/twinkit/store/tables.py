@@ -1,0 +1,132 @@
+"""SQLAlchemy table definitions: the one place the store's schema is written down."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+#: bump when the tables change; a store written by a newer schema refuses to open
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+twins = Table(
+    "twins",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("metadata", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+# One row per (twin, signal): declared at creation or first seen at ingest. Observations
+# point at the integer id, which keeps the big table narrow.
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("declared", Integer, nullable=False),
+    UniqueConstraint("twin_id", "name", name="uq_channels_twin_name"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("content_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("n_rows", Integer, nullable=False),
+    Column("n_stored", Integer, nullable=False),
+    Column("n_quarantined", Integer, nullable=False),
+    Column("n_duplicates", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("channel_id", Integer, ForeignKey("channels.id"), primary_key=True),
+    Column("t", BigInteger, primary_key=True),  # microseconds since 1970-01-01 UTC
+    Column("value", Float, nullable=False),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
+    sqlite_with_rowid=False,
+)
+Index("ix_observations_batch", observations.c.batch_id)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("features", Text, nullable=False),  # canonical JSON object name -> float
+    Column("label", String(256), nullable=False),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
+)
+Index("ix_decisions_batch", decisions.c.batch_id)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
+    Column("twin_id", String(128), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("released_at", String(40), nullable=True),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("twin_id", String(128), nullable=True, index=True),
+    Column("event", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("metrics", Text, nullable=False),
+    Column("data_hash", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("twin_id", "version", name="uq_model_versions_twin_version"),
+)

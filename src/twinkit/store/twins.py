@@ -1,0 +1,115 @@
+"""Twins and their channels in the store."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, delete, select
+
+from twinkit.core.twin import Channel, Twin, TwinKind
+from twinkit.store import tables
+
+
+def _channel_row(twin_id: str, channel: Channel, declared: bool) -> dict[str, Any]:
+    return {
+        "twin_id": twin_id,
+        "name": channel.name,
+        "unit": channel.unit,
+        "low": None if math.isinf(channel.low) else channel.low,
+        "high": None if math.isinf(channel.high) else channel.high,
+        "declared": int(declared),
+    }
+
+
+def insert_twin(conn: Connection, twin: Twin) -> None:
+    conn.execute(
+        tables.twins.insert().values(
+            id=twin.id,
+            kind=twin.kind.value,
+            owner=twin.owner,
+            metadata=json.dumps(twin.metadata, sort_keys=True),
+            created_at=twin.created_at,
+        )
+    )
+    if twin.channels:
+        conn.execute(
+            tables.channels.insert(), [_channel_row(twin.id, c, True) for c in twin.channels]
+        )
+
+
+def _channel(row: Any) -> Channel:
+    return Channel(
+        row.name,
+        row.unit,
+        -math.inf if row.low is None else row.low,
+        math.inf if row.high is None else row.high,
+    )
+
+
+def get_twin(conn: Connection, twin_id: str) -> Twin | None:
+    row = conn.execute(select(tables.twins).where(tables.twins.c.id == twin_id)).first()
+    if row is None:
+        return None
+    declared = conn.execute(
+        select(tables.channels)
+        .where(tables.channels.c.twin_id == twin_id, tables.channels.c.declared == 1)
+        .order_by(tables.channels.c.id)
+    )
+    return Twin(
+        id=row.id,
+        kind=TwinKind(row.kind),
+        owner=row.owner,
+        metadata=json.loads(row.metadata),
+        channels=tuple(_channel(c) for c in declared),
+        created_at=row.created_at,
+    )
+
+
+def list_twins(conn: Connection, owner: str | None = None) -> list[Twin]:
+    query = select(tables.twins.c.id).order_by(tables.twins.c.id)
+    if owner is not None:
+        query = query.where(tables.twins.c.owner == owner)
+    twins = [get_twin(conn, r.id) for r in conn.execute(query)]
+    return [t for t in twins if t is not None]
+
+
+def twin_kinds(conn: Connection, twin_ids: list[str]) -> dict[str, TwinKind]:
+    rows = conn.execute(
+        select(tables.twins.c.id, tables.twins.c.kind).where(tables.twins.c.id.in_(twin_ids))
+    )
+    return {r.id: TwinKind(r.kind) for r in rows}
+
+
+def channels_of(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
+    """All channels (declared or seen) of these twins: id, twin_id, name, low, high, declared."""
+    c = tables.channels.c
+    rows = conn.execute(
+        select(c.id, c.twin_id, c.name, c.unit, c.low, c.high, c.declared).where(
+            c.twin_id.in_(twin_ids)
+        )
+    ).all()
+    return pd.DataFrame(rows, columns=["id", "twin_id", "name", "unit", "low", "high", "declared"])
+
+
+def add_channels(conn: Connection, twin_id_channel: list[tuple[str, Channel]]) -> None:
+    if twin_id_channel:
+        conn.execute(
+            tables.channels.insert(),
+            [_channel_row(t, ch, False) for t, ch in twin_id_channel],
+        )
+
+
+def delete_twin_rows(conn: Connection, twin_id: str) -> None:
+    """Remove a twin and everything stored for it (the ledger keeps its history)."""
+    channel_ids = select(tables.channels.c.id).where(tables.channels.c.twin_id == twin_id)
+    conn.execute(
+        delete(tables.observations).where(tables.observations.c.channel_id.in_(channel_ids))
+    )
+    conn.execute(delete(tables.channels).where(tables.channels.c.twin_id == twin_id))
+    conn.execute(delete(tables.decisions).where(tables.decisions.c.twin_id == twin_id))
+    conn.execute(delete(tables.quarantine).where(tables.quarantine.c.twin_id == twin_id))
+    conn.execute(delete(tables.model_versions).where(tables.model_versions.c.twin_id == twin_id))
+    conn.execute(delete(tables.twins).where(tables.twins.c.id == twin_id))
