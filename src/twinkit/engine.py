@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -611,6 +611,20 @@ class TwinEngine:
             )
         return FitResult(twin_id, version, model, promoted, reason, metrics, serving_metrics)
 
+    def fit_cohort(
+        self,
+        twin_ids: Sequence[str],
+        progress: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> list[FitResult]:
+        """Fit every twin in turn (``kwargs`` as for :meth:`fit`)."""
+        results = []
+        for twin_id in twin_ids:
+            results.append(self.fit(twin_id, **kwargs))
+            if progress is not None:
+                progress(twin_id)
+        return results
+
     def load_model(self, version: ModelVersion) -> Forecaster:
         """The fitted model of a registry version; its artifact's sha256 is checked."""
         tensors, config = self.artifacts.load(version.sha256)
@@ -622,9 +636,14 @@ class TwinEngine:
             return registry.versions(conn, twin_id)
 
     def predict(
-        self, twin_id: str, horizons: Sequence[int] = (30, 60), version: int | None = None
+        self,
+        twin_id: str,
+        horizons: Sequence[int] = (30, 60),
+        version: int | None = None,
+        as_of: pd.Timestamp | None = None,
     ) -> Forecast:
-        """Forecast from the twin's latest data with the serving (or a named) version."""
+        """Forecast with the serving (or a named) version from the twin's latest data, or
+        from the data up to ``as_of`` (a backtest)."""
         twin = self.get_twin(twin_id)
         with self.store.read() as conn:
             chosen = (
@@ -637,6 +656,8 @@ class TwinEngine:
             raise NotFoundError(f"twin {twin.id!r} has no {what}: run twinkit fit {twin.id}")
         model = self.load_model(chosen)
         frame = self.signals(twin_id)
+        if as_of is not None:
+            frame = frame.loc[:as_of]
         forecast = model.predict(frame, horizons)
         return Forecast(
             target=forecast.target,

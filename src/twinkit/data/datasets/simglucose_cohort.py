@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import uuid
@@ -37,7 +38,7 @@ KNOWN_PATIENTS = frozenset(
     f"{group}#{i:03d}" for group in ("adolescent", "adult", "child") for i in range(1, 11)
 )
 
-_TIME_DTYPE = "datetime64[us, UTC]"
+_TIME_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")  # the store keeps microseconds
 _INSTALL_HINT = "simglucose is not installed: install the sim extra (pip install 'twinkit[sim]')"
 
 
@@ -76,14 +77,18 @@ def simulate_cohort(
     Raises :class:`TwinkitError` if simglucose is missing or an argument is invalid.
     """
     names = _resolve_patients(patients)
-    if not days > 0:
-        raise TwinkitError(f"days must be positive, got {days!r}")
+    if not (days > 0 and math.isfinite(days)):
+        raise TwinkitError(f"days must be a positive finite number, got {days!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise TwinkitError(f"seed must be a non-negative integer, got {seed!r}")
     if workers < 1:
         raise TwinkitError(f"workers must be at least 1, got {workers!r}")
     if start.tzinfo is None:
         raise TwinkitError(f"start must be timezone-aware (e.g. tzinfo=UTC), got {start!r}")
+    if start.second or start.microsecond:
+        # simglucose draws the next day's meals only when a step lands within a second of
+        # midnight; off the minute grid that never happens and every day repeats day one.
+        raise TwinkitError(f"start must fall on a whole minute, got {start.isoformat()}")
     naive_start = start.astimezone(UTC).replace(tzinfo=None)
 
     cache_file = None
@@ -347,7 +352,7 @@ def _to_long(
     # the last row (the end state) has no action yet, hence NaN.
     steps = history.loc[history.index < naive_start + timedelta(minutes=end_minute)]
     steps = steps.dropna(subset=["CHO", "insulin"])
-    step_times = list(steps.index.to_pydatetime())
+    step_times = list(pd.DatetimeIndex(steps.index).to_pydatetime())
     carbs_g = (steps["CHO"].to_numpy(np.float64) * step_minutes).round(6)  # undo /5*5 noise
     insulin_u = steps["insulin"].to_numpy(np.float64) * step_minutes
     meals = carbs_g > 0

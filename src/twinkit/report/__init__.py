@@ -1,0 +1,3 @@
+"""Reports a person reads: HTML pages with plots and tables."""
+
+from __future__ import annotations
