@@ -444,20 +444,20 @@ def demo(
 def main() -> None:
     """Entry point: user errors exit 1, integrity failures exit 2, with a clear message."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except TwinkitError as exc:
         err.print("error:", style="red", end=" ")
         err.print(str(exc), markup=False, highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # Typer's usage errors (unknown option, missing argument) know how to show
+        # themselves; they are user errors like any other.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
             sys.exit(1)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

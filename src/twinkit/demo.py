@@ -73,12 +73,12 @@ def run_demo(
     sections: list[TwinSection] = []
     table = Table(
         "twin",
-        "serving",
-        "RMSE 30 min",
-        "RMSE 60 min",
-        "persistence 30/60",
-        "90% coverage",
-        "forecast +60 min (90% band)",
+        "model",
+        "RMSE30",
+        "RMSE60",
+        "persist.30/60",
+        "cov90",
+        "+60min [90%]",
     )
     bar = progress() if progress else None
     task = bar.add_task("fitting twins", total=len(twin_ids)) if bar else None
@@ -97,7 +97,7 @@ def run_demo(
         i60 = live.horizons.index(60)
         table.add_row(
             twin_id,
-            f"v{live.version} {live.model}",
+            f"v{live.version}",
             f"{m['rmse_30']:.1f}",
             f"{m['rmse_60']:.1f}",
             f"{b['rmse_30']:.1f} / {b['rmse_60']:.1f}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -29,22 +30,53 @@ def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(entry)).encode("utf-8")).hexdigest()
 
 
-def _strings(values: pd.Series) -> bytes:
-    return "\x1f".join(values.astype(str).tolist()).encode("utf-8")
+def _strings(values: Iterable[Any]) -> bytes:
+    return "\x1f".join(map(str, values)).encode("utf-8")
+
+
+def canonical_order(*keys: np.ndarray) -> np.ndarray | None:
+    """The permutation that sorts rows by ``keys`` (first key first), or None if sorted.
+
+    >>> canonical_order(np.array([0, 0, 1]), np.array([1.0, 2.0, 0.0])) is None
+    True
+    >>> canonical_order(np.array([1, 0]), np.array([0, 0])).tolist()
+    [1, 0]
+    """
+    n = len(keys[0])
+    if n < 2:
+        return None
+    ascending = np.zeros(n - 1, dtype=bool)  # strictly before on an earlier key
+    tied = np.ones(n - 1, dtype=bool)  # equal on every key so far
+    for key in keys:
+        step = np.diff(key)
+        ascending |= tied & (step > 0)
+        tied &= step == 0
+    if (ascending | tied).all():
+        return None
+    return np.lexsort(tuple(reversed(keys)))
 
 
 def signals_digest(frame: pd.DataFrame) -> str:
-    """sha256 of signal rows ``twin_id, channel, t (int64 us), value``, whatever their order."""
-    ordered = frame.sort_values(["twin_id", "channel", "t"], kind="stable")
-    h = hashlib.sha256(b"signals/v1\n")
-    h.update(_strings(ordered["twin_id"]))
-    h.update(b"\x1e")
-    h.update(_strings(ordered["channel"]))
-    h.update(b"\x1e")
-    h.update(np.ascontiguousarray(ordered["t"].to_numpy(dtype=np.int64)).tobytes())
+    """sha256 of signal rows ``twin_id, channel, t (int64 us), value``, whatever their order.
+
+    Names are hashed once each (sorted) and rows by their codes, which keeps a million
+    rows well under a second.
+    """
+    twin_codes, twin_names = pd.factorize(frame["twin_id"], sort=True)
+    chan_codes, chan_names = pd.factorize(frame["channel"], sort=True)
+    t = frame["t"].to_numpy(dtype=np.int64)
     # + 0.0 folds -0.0 into 0.0, which a database may not keep apart
-    values = ordered["value"].to_numpy(dtype=np.float64) + 0.0
-    h.update(np.ascontiguousarray(values).tobytes())
+    values = frame["value"].to_numpy(dtype=np.float64) + 0.0
+    order = canonical_order(twin_codes, chan_codes, t, values)
+    if order is None:
+        order = np.arange(len(t))
+    h = hashlib.sha256(b"signals/v2\n")
+    h.update(_strings(twin_names))
+    h.update(b"\x1e")
+    h.update(_strings(chan_names))
+    h.update(b"\x1e")
+    for column in (twin_codes.astype(np.int64), chan_codes.astype(np.int64), t, values):
+        h.update(np.ascontiguousarray(column[order]).tobytes())
     return h.hexdigest()
 
 
@@ -53,7 +85,7 @@ def decisions_digest(frame: pd.DataFrame) -> str:
     ordered = frame.sort_values(["twin_id", "item_id"], kind="stable")
     h = hashlib.sha256(b"decisions/v1\n")
     for column in ("twin_id", "item_id", "features", "label"):
-        h.update(_strings(ordered[column]))
+        h.update(_strings(ordered[column].tolist()))
         h.update(b"\x1e")
     return h.hexdigest()
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pa_compute
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from twinkit.core.digest import canonical_order
 from twinkit.core.errors import Problem, ValidationError
 from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN
 
@@ -92,7 +94,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
                 raise ValidationError(
                     source, [Problem("not a Parquet file (its first bytes are not 'PAR1')")]
                 )
-            return pq.read_table(io.BytesIO(raw)).to_pandas(types_mapper=_arrow_dtype)
+            frame: pd.DataFrame = pq.read_table(io.BytesIO(raw)).to_pandas(
+                types_mapper=_arrow_dtype
+            )
+            return frame
         if fmt == "jsonl":
             return pd.read_json(io.BytesIO(raw), lines=True, dtype=False, convert_dates=False)
         return _read_csv(raw)
@@ -113,7 +118,8 @@ def _read_csv(raw: bytes) -> pd.DataFrame:
             strings_can_be_null=True,
         ),
     )
-    return table.to_pandas(types_mapper=_arrow_dtype)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_arrow_dtype)
+    return frame
 
 
 def _arrow_dtype(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
@@ -160,6 +166,12 @@ def parse_batch(frame: pd.DataFrame, source: str, twin: str | None = None) -> Ba
     return batch
 
 
+def _matches(text: pd.Series, pattern: str) -> np.ndarray:
+    """Regex match per row, in Arrow's vectorised engine (Python's re is ~10x slower)."""
+    found = pa_compute.match_substring_regex(pa.array(text, type=pa.string()), pattern)
+    return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _bad_rows(mask: np.ndarray, rows: np.ndarray, limit: int = 20) -> list[int]:
     return [int(r) for r in rows[mask][:limit]]
 
@@ -201,7 +213,7 @@ def _twin_ids(frame: pd.DataFrame, twin: str | None, problems: list[Problem]) ->
             )
         return pd.Series([twin or ""] * len(frame), dtype=str)
     ids = _text(frame, "twin_id", rows, problems)
-    bad = ~ids.str.fullmatch(TWIN_ID_PATTERN.pattern).to_numpy(dtype=bool) & (ids != "").to_numpy()
+    bad = ~_matches(ids, TWIN_ID_PATTERN.pattern) & (ids != "").to_numpy()
     _report(problems, bad, rows, "twin_id", ids, "invalid twin id")
     if twin is not None:
         other = (ids != twin).to_numpy() & ~bad
@@ -238,10 +250,14 @@ def _times(values: pd.Series, rows: np.ndarray, problems: list[Problem]) -> np.n
     elif pd.api.types.is_datetime64_dtype(values.dtype):
         parsed = pd.DatetimeIndex(values).tz_localize("UTC")
     else:
+        fast = _arrow_times(values)
+        if fast is not None:
+            return fast
+        # Slow path, only for batches that are not clean ISO-8601: find and name the rows.
         missing = values.isna().to_numpy()
         _report(problems, missing, rows, "time", values, "missing time")
         text = values.astype(str).str.strip()
-        zoned = text.str.contains(_TZ_SUFFIX, regex=True).to_numpy(dtype=bool) & ~missing
+        zoned = _matches(text, _TZ_SUFFIX) & ~missing
         n_zoned = int(zoned.sum())
         if 0 < n_zoned < int((~missing).sum()):
             minority = zoned if n_zoned * 2 <= (~missing).sum() else ~zoned & ~missing
@@ -266,6 +282,30 @@ def _times(values: pd.Series, rows: np.ndarray, problems: list[Problem]) -> np.n
     return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
 
 
+def _arrow_times(values: pd.Series) -> np.ndarray | None:
+    """Clean ISO-8601 strings, all zoned or all naive, parsed by Arrow (10x pandas); else None."""
+    try:
+        strings = pa.array(values, type=pa.string())
+    except (pa.ArrowException, TypeError):
+        return None
+    if strings.null_count:
+        return None
+    for arrow_type in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
+        try:
+            parsed = strings.cast(arrow_type)
+        except pa.ArrowInvalid:
+            continue
+        return np.asarray(parsed.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return None
+
+
+def _categorical(values: pd.Series) -> tuple[pd.Categorical, np.ndarray]:
+    """Strings as a categorical with sorted plain-str categories, and its codes."""
+    codes, uniques = pd.factorize(values, sort=True)
+    categories = pd.Index([str(u) for u in uniques], dtype=object)
+    return pd.Categorical.from_codes(codes, categories=categories), codes
+
+
 def _signals(
     frame: pd.DataFrame,
     twin_ids: pd.Series,
@@ -279,20 +319,23 @@ def _signals(
             Problem(f"unexpected column(s) {extra} in a signals file (twin_id,time,channel,value)")
         )
     channel = _text(frame, "channel", rows, problems)
-    bad_channel = ~channel.str.fullmatch(CHANNEL_PATTERN.pattern).to_numpy(dtype=bool)
+    bad_channel = ~_matches(channel, CHANNEL_PATTERN.pattern)
     bad_channel &= (channel != "").to_numpy()
     _report(problems, bad_channel, rows, "channel", channel, "invalid channel name")
     value = _numeric(frame["value"], "value", rows, problems)
     t = _times(frame["time"], rows, problems)
+    if problems:
+        return SignalBatch(pd.DataFrame(), source)
+    twin_cat, twin_codes = _categorical(twin_ids)
+    channel_cat, channel_codes = _categorical(channel)
+    # Canonical order (twin, channel, time, value): hashing, duplicate search and the
+    # primary-key insert all want it, so it is paid for once here.
+    order = canonical_order(twin_codes, channel_codes, t, value)
     out = pd.DataFrame(
-        {
-            "twin_id": twin_ids.to_numpy(dtype=object),
-            "channel": channel.to_numpy(dtype=object),
-            "t": t,
-            "value": value,
-            "row": rows,
-        }
+        {"twin_id": twin_cat, "channel": channel_cat, "t": t, "value": value, "row": rows}
     )
+    if order is not None:
+        out = out.iloc[order].reset_index(drop=True)
     return SignalBatch(out, source)
 
 

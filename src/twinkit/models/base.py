@@ -128,6 +128,14 @@ def target_grid(frame: pd.DataFrame, target: str, step_min: float | None = None)
     return series.resample(rule).mean()
 
 
+def grid_step_minutes(grid: pd.Series) -> float:
+    """The step of a series made by :func:`target_grid`, in minutes."""
+    freq = pd.DatetimeIndex(grid.index).freq
+    if freq is None:
+        raise ForecastInputError("the series is not on a regular grid")
+    return float(pd.Timedelta(freq.nanos, unit="ns").total_seconds() / 60)
+
+
 def horizon_steps(horizons: Sequence[int], step_min: float, max_steps: int) -> np.ndarray:
     """Horizon minutes -> grid steps (at least one), or a named error past what was fitted."""
     if len(horizons) == 0:

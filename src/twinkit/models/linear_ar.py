@@ -14,6 +14,7 @@ from twinkit.core.forecast import Forecast
 from twinkit.models.base import (
     QUANTILE_LEVELS,
     Forecaster,
+    grid_step_minutes,
     horizon_steps,
     make_forecast,
     register_forecaster,
@@ -81,7 +82,7 @@ class LinearAR(Forecaster):
 
     def fit(self, history: pd.DataFrame) -> Self:
         grid = self._target_grid(history)
-        step = float(pd.Timedelta(grid.index.freq).total_seconds() / 60)
+        step = grid_step_minutes(grid)
         n_steps = max(1, round(self.max_horizon_min / step))
         past, future = lag_windows(grid.to_numpy(), self.lags, n_steps)
         needed = 2 * (self.lags + 1)

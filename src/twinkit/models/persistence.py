@@ -13,6 +13,7 @@ from twinkit.core.forecast import Forecast
 from twinkit.models.base import (
     QUANTILE_LEVELS,
     Forecaster,
+    grid_step_minutes,
     horizon_steps,
     make_forecast,
     register_forecaster,
@@ -43,7 +44,7 @@ class Persistence(Forecaster):
 
     def fit(self, history: pd.DataFrame) -> Self:
         grid = self._target_grid(history)
-        step = float(pd.Timedelta(grid.index.freq).total_seconds() / 60)
+        step = grid_step_minutes(grid)
         n_steps = max(1, round(self.max_horizon_min / step))
         values = grid.to_numpy()
         out = np.zeros((len(QUANTILE_LEVELS), n_steps))

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
 
 from twinkit.core.forecast import Forecast
 
@@ -29,19 +30,19 @@ class TwinSection:
     notes: list[str] = field(default_factory=list)
 
 
-def _fan(ax: plt.Axes, forecast: Forecast, color: str, label: str) -> None:
+def _fan(ax: Axes, forecast: Forecast, color: str, label: str) -> None:
     lo, hi = forecast.interval(0.9)
     times = forecast.times.tz_convert(None)
     origin = forecast.origin.tz_convert(None)
     ax.fill_between(times, lo, hi, color=color, alpha=0.25, label=f"{label} 90% band")
     ax.plot(times, forecast.quantiles[0.5], color=color, lw=2, label=f"{label} median")
-    ax.axvline(origin, color=color, lw=0.8, ls=":")
+    ax.axvline(origin, color=color, lw=0.8, ls=":")  # type: ignore[arg-type]
 
 
 def plot_svg(section: TwinSection) -> str:
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
     ax.plot(
-        section.history.index.tz_convert(None),
+        pd.DatetimeIndex(section.history.index).tz_convert(None),
         section.history.to_numpy(),
         color="#333333",
         lw=1.2,

@@ -45,11 +45,11 @@ class Screening:
 
     @property
     def quarantined(self) -> np.ndarray:
-        return ~pd.isna(self.reasons)
+        return np.asarray(~pd.isna(self.reasons), dtype=bool)
 
     @property
     def accepted(self) -> np.ndarray:
-        return ~self.quarantined & ~self.duplicate
+        return np.asarray(~self.quarantined & ~self.duplicate, dtype=bool)
 
 
 def run_screens(batch: Batch, screens: Sequence[Screen], context: ScreenContext) -> Screening:

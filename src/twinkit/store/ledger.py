@@ -56,12 +56,13 @@ def append(
 ) -> LedgerEntry:
     """Append one entry inside the caller's transaction."""
     seq, prev = _head(conn)
-    body = {
+    created_at = utc_now_iso()
+    body: dict[str, Any] = {
         "seq": seq + 1,
         "twin_id": twin_id,
         "event": event,
         "payload": payload,
-        "created_at": utc_now_iso(),
+        "created_at": created_at,
     }
     digest = chain_hash(prev, body)
     conn.execute(
@@ -70,7 +71,7 @@ def append(
             twin_id=twin_id,
             event=event,
             payload=canonical_json(payload),
-            created_at=body["created_at"],
+            created_at=created_at,
             prev_hash=prev,
             hash=digest,
         )
@@ -82,7 +83,7 @@ def append(
         conn.execute(
             update(tables.meta).where(tables.meta.c.key == HEAD_KEY).values(value=head_value)
         )
-    return LedgerEntry(seq + 1, twin_id, event, payload, body["created_at"], prev, digest)
+    return LedgerEntry(seq + 1, twin_id, event, payload, created_at, prev, digest)
 
 
 def _entry(row: Any) -> LedgerEntry:

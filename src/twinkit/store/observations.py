@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, select, update
 
-from twinkit.core.digest import decisions_digest, signals_digest
+from twinkit.core.digest import canonical_order, decisions_digest, signals_digest
 from twinkit.store import tables
 
 _CHUNK = 50_000
@@ -56,7 +56,9 @@ def _executemany(
 def insert_observations(
     conn: Connection, channel_id: np.ndarray, t: np.ndarray, value: np.ndarray, batch_id: int
 ) -> None:
-    order = np.lexsort((t, channel_id))  # primary-key order makes B-tree inserts appends
+    order = canonical_order(channel_id, t)  # primary-key order makes B-tree inserts appends
+    if order is None:
+        order = np.arange(len(t))
     _executemany(
         conn,
         tables.observations,

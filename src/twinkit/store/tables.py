@@ -76,7 +76,8 @@ observations = Table(
     Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
     sqlite_with_rowid=False,
 )
-Index("ix_observations_batch", observations.c.batch_id)
+# No index on batch_id: it would double the cost of every bulk insert, and only the rare
+# whole-store checks (verify, release, delete) look rows up by batch.
 
 decisions = Table(
     "decisions",

@@ -1,48 +1,35 @@
-"""TwinEngine: ingest -> screen -> store + ledger -> fit -> register -> promote -> predict.
-
-The CLI and the service only call this; it is the one place the lifecycle is written.
-"""
+"""TwinEngine: ingest -> screen -> store + ledger -> fit -> register -> promote -> predict."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sqlalchemy import Connection
 
 from twinkit.core.digest import (
-    canonical_json,
-    decisions_digest,
-    features_json,
     signals_digest,
 )
 from twinkit.core.errors import (
     AlreadyExistsError,
     ForecastInputError,
     NotFoundError,
-    Problem,
     PromotionError,
     TwinkitError,
-    ValidationError,
 )
 from twinkit.core.forecast import Forecast
-from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, validate_twin_id
+from twinkit.core.twin import Channel, Twin, TwinKind, validate_twin_id
 from twinkit.data.frames import long_to_wide
-from twinkit.data.importers import Batch, SignalBatch, load_batch, parse_batch
+from twinkit.data.importers import load_batch, parse_batch
+from twinkit.engine.ingest import IngestResult, ingest_batch, release_rows
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.screen import (
     DEFAULT_DECISION_SCREENS,
     DEFAULT_SIGNAL_SCREENS,
     Screen,
-    ScreenContext,
-    run_screens,
 )
 from twinkit.store import ledger, observations, registry, twins
 from twinkit.store.artifacts import ArtifactStore
@@ -51,25 +38,6 @@ from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
 from twinkit.store.registry import ModelVersion, Status
 from twinkit.store.timeutil import utc_now_iso
-
-
-@dataclass
-class IngestResult:
-    """What one ingest did; ``already_ingested`` means the same content was seen before."""
-
-    source: str
-    content_hash: str
-    batch_id: int | None
-    already_ingested: bool
-    n_rows: int
-    n_stored: int = 0
-    n_quarantined: int = 0
-    n_duplicates: int = 0
-    twins: list[str] = field(default_factory=list)
-    quarantine_reasons: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -84,11 +52,6 @@ class FitResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def known_twin(twin_ids: list[str]) -> str | None:
-    """The ledger's twin column: the twin a batch belongs to, when it is just one."""
-    return twin_ids[0] if len(twin_ids) == 1 else None
 
 
 class TwinEngine:
@@ -191,213 +154,7 @@ class TwinEngine:
         else:
             batch = load_batch(data, twin)
         with self.store.write() as conn:
-            return self._ingest(conn, batch)
-
-    def _check_twins(self, conn: Connection, batch: Batch) -> dict[str, Twin]:
-        frame = batch.frame
-        ids = list(pd.unique(frame["twin_id"]))
-        known = {t: twins.get_twin(conn, t) for t in ids}
-        want = TwinKind.STATE if isinstance(batch, SignalBatch) else TwinKind.DECISION
-        problems = []
-        for twin_id, twin in known.items():
-            first = int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
-            if twin is None:
-                problems.append(
-                    Problem(f"unknown twin {twin_id!r} (create it first)", first, "twin_id")
-                )
-            elif twin.kind is not want:
-                problems.append(
-                    Problem(
-                        f"twin {twin_id!r} is a {twin.kind.value} twin; this file holds "
-                        f"{batch.kind.value}",
-                        first,
-                        "twin_id",
-                    )
-                )
-        if problems:
-            raise ValidationError(batch.source, problems)
-        return {k: v for k, v in known.items() if v is not None}
-
-    def _channel_ids(
-        self, conn: Connection, batch: SignalBatch, known: dict[str, Twin]
-    ) -> pd.DataFrame:
-        """Map each row's (twin, channel) to a channel id, registering first-seen channels."""
-        frame = batch.frame
-        pairs = frame[["twin_id", "channel"]].drop_duplicates()
-        existing = twins.channels_of(conn, list(known))
-        have = set(zip(existing["twin_id"], existing["name"], strict=True))
-        problems, new = [], []
-        for twin_id, name in pairs.itertuples(index=False):
-            if (twin_id, name) in have:
-                continue
-            twin = known[twin_id]
-            if twin.channels:
-                rows = (frame["twin_id"] == twin_id).to_numpy() & (
-                    frame["channel"] == name
-                ).to_numpy()
-                declared = ", ".join(c.name for c in twin.channels)
-                problems.append(
-                    Problem(
-                        f"channel {name!r} is not declared for twin {twin_id!r} "
-                        f"(declared: {declared})",
-                        int(frame["row"].to_numpy()[rows][0]),
-                        "channel",
-                    )
-                )
-            else:
-                new.append((twin_id, KNOWN_CHANNELS.get(name) or Channel(name)))
-        if problems:
-            raise ValidationError(batch.source, problems)
-        twins.add_channels(conn, new)
-        return twins.channels_of(conn, list(known)) if new else existing
-
-    def _ingest(self, conn: Connection, batch: Batch) -> IngestResult:
-        known = self._check_twins(conn, batch)
-        if isinstance(batch, SignalBatch):
-            digest_frame = batch.frame
-            content_hash = signals_digest(digest_frame)
-        else:
-            feats = features_json(list(batch.feature_names), batch.features)
-            digest_frame = batch.frame.assign(features=feats)
-            content_hash = decisions_digest(digest_frame)
-        result = IngestResult(
-            source=batch.source,
-            content_hash=content_hash,
-            batch_id=None,
-            already_ingested=False,
-            n_rows=len(batch),
-            twins=sorted(known),
-        )
-        seen = observations.find_batch(conn, content_hash)
-        if seen is not None:
-            result.already_ingested = True
-            result.batch_id = int(seen.id)
-            return result
-
-        if isinstance(batch, SignalBatch):
-            channel_map = self._channel_ids(conn, batch, known)
-            frame = batch.frame
-            ranges = {
-                (r.twin_id, r.name): (
-                    -np.inf if r.low is None or pd.isna(r.low) else float(r.low),
-                    np.inf if r.high is None or pd.isna(r.high) else float(r.high),
-                )
-                for r in channel_map.itertuples()
-            }
-            touched = channel_map.merge(
-                frame[["twin_id", "channel"]].drop_duplicates(),
-                left_on=["twin_id", "name"],
-                right_on=["twin_id", "channel"],
-            )
-            stored = observations.stored_signals(
-                conn, touched, int(frame["t"].min()), int(frame["t"].max())
-            )
-            screening = run_screens(batch, self.signal_screens, ScreenContext(ranges, stored))
-        else:
-            stored = observations.stored_decisions(conn, list(known))
-            screening = run_screens(
-                batch,
-                self.decision_screens,
-                ScreenContext(stored=stored[["twin_id", "item_id", "label"]]),
-            )
-        accepted, held = screening.accepted, screening.quarantined
-        now = utc_now_iso()
-        batch_id = observations.insert_batch(
-            conn,
-            content_hash=content_hash,
-            kind=batch.kind.value,
-            source=batch.source,
-            n_rows=len(batch),
-            n_stored=int(accepted.sum()),
-            n_quarantined=int(held.sum()),
-            n_duplicates=int(screening.duplicate.sum()),
-            created_at=now,
-        )
-        kept = digest_frame[accepted]
-        if isinstance(batch, SignalBatch):
-            ids = kept.merge(
-                channel_map.rename(columns={"name": "channel"})[["twin_id", "channel", "id"]],
-                on=["twin_id", "channel"],
-                how="left",
-            )["id"].to_numpy(dtype=np.int64)
-            observations.insert_observations(
-                conn, ids, kept["t"].to_numpy(), kept["value"].to_numpy(), batch_id
-            )
-            stored_hash = signals_digest(kept)
-        else:
-            observations.insert_decisions(conn, kept, batch_id)
-            stored_hash = decisions_digest(kept)
-        self._quarantine_rows(conn, batch, digest_frame, screening.reasons, held, batch_id, now)
-        reasons: dict[str, int] = {}
-        for name in screening.screens[held]:
-            reasons[str(name)] = reasons.get(str(name), 0) + 1
-        result.batch_id = batch_id
-        result.n_stored = int(accepted.sum())
-        result.n_quarantined = int(held.sum())
-        result.n_duplicates = int(screening.duplicate.sum())
-        result.quarantine_reasons = reasons
-        ledger.append(
-            conn,
-            "batch_ingested",
-            known_twin(result.twins),
-            {
-                "batch_id": batch_id,
-                "kind": batch.kind.value,
-                "source": batch.source,
-                "content_hash": content_hash,
-                "twins": result.twins,
-                "n_rows": result.n_rows,
-                "n_stored": result.n_stored,
-                "n_quarantined": result.n_quarantined,
-                "n_duplicates": result.n_duplicates,
-                "batch_hashes": {str(batch_id): stored_hash},
-            },
-        )
-        return result
-
-    def _quarantine_rows(
-        self,
-        conn: Connection,
-        batch: Batch,
-        frame: pd.DataFrame,
-        reasons: np.ndarray,
-        held: np.ndarray,
-        batch_id: int,
-        now: str,
-    ) -> None:
-        rows = []
-        for i in np.flatnonzero(held):
-            row = frame.iloc[i]
-            if isinstance(batch, SignalBatch):
-                record: dict[str, Any] = {
-                    "twin_id": row["twin_id"],
-                    "channel": row["channel"],
-                    "t": int(row["t"]),
-                    "value": repr(float(row["value"])),
-                }
-            else:
-                record = {
-                    "twin_id": row["twin_id"],
-                    "item_id": row["item_id"],
-                    "label": row["label"],
-                    "features": {
-                        n: repr(float(v))
-                        for n, v in zip(batch.feature_names, batch.features[i], strict=True)
-                    },
-                }
-            rows.append(
-                {
-                    "batch_id": batch_id,
-                    "twin_id": row["twin_id"],
-                    "kind": batch.kind.value,
-                    "row": int(row["row"]),
-                    "record": canonical_json(record),
-                    "reason": str(reasons[i]),
-                    "created_at": now,
-                    "released_at": None,
-                }
-            )
-        observations.insert_quarantine(conn, rows)
+            return ingest_batch(conn, batch, self.signal_screens, self.decision_screens)
 
     # -- quarantine ---------------------------------------------------------------------
 
@@ -409,84 +166,8 @@ class TwinEngine:
 
     def release(self, quarantine_ids: Sequence[int]) -> int:
         """Store quarantined rows after all (a release batch); a stored value is replaced."""
-        ids = sorted(set(int(i) for i in quarantine_ids))
         with self.store.write() as conn:
-            held = {q["id"]: q for q in observations.list_quarantine(conn, include_released=True)}
-            missing = [i for i in ids if i not in held]
-            if missing:
-                raise NotFoundError(f"no quarantined row(s) with id {missing}")
-            released = [i for i in ids if held[i]["released_at"] is not None]
-            if released:
-                raise TwinkitError(f"quarantined row(s) {released} were already released")
-            now = utc_now_iso()
-            batch_id = observations.insert_batch(
-                conn,
-                content_hash=_release_hash(ids, now),
-                kind="release",
-                source=f"release of quarantined rows {ids}",
-                n_rows=len(ids),
-                n_stored=len(ids),
-                n_quarantined=0,
-                n_duplicates=0,
-                created_at=now,
-            )
-            touched = {batch_id}
-            for qid in ids:
-                record = held[qid]["record"]
-                touched |= self._release_one(conn, qid, held[qid]["kind"], record, batch_id)
-                observations.mark_released(conn, qid, now)
-            twin_ids = sorted({held[i]["twin_id"] for i in ids})
-            ledger.append(
-                conn,
-                "quarantine_released",
-                known_twin(twin_ids),
-                {
-                    "quarantine_ids": ids,
-                    "twins": twin_ids,
-                    "batch_id": batch_id,
-                    "batch_hashes": {
-                        str(k): v for k, v in observations.batch_digests(conn, touched).items()
-                    },
-                },
-            )
-        return len(ids)
-
-    def _release_one(
-        self, conn: Connection, qid: int, kind: str, record: dict[str, Any], batch_id: int
-    ) -> set[int]:
-        if twins.get_twin(conn, record["twin_id"]) is None:
-            raise NotFoundError(f"quarantined row {qid}: twin {record['twin_id']!r} is gone")
-        if kind == "signals":
-            value = float(record["value"])
-            if not np.isfinite(value):
-                raise TwinkitError(
-                    f"quarantined row {qid} holds a non-finite value; it cannot be stored: "
-                    "correct the source and ingest it again"
-                )
-            channel_map = twins.channels_of(conn, [record["twin_id"]])
-            match = channel_map[channel_map["name"] == record["channel"]]
-            replaced = observations.upsert_observation(
-                conn, int(match["id"].iloc[0]), int(record["t"]), value, batch_id
-            )
-            return set() if replaced is None else {replaced}
-        features = {n: float(v) for n, v in record["features"].items()}
-        if not all(np.isfinite(list(features.values()))):
-            raise TwinkitError(f"quarantined row {qid} holds non-finite features; fix the source")
-        stored = observations.stored_decisions(conn, [record["twin_id"]])
-        old = stored[stored["item_id"] == record["item_id"]]
-        frame = pd.DataFrame(
-            {
-                "twin_id": [record["twin_id"]],
-                "item_id": [record["item_id"]],
-                "features": [canonical_json(features)],
-                "label": [record["label"]],
-            }
-        )
-        replaced: set[int] = set()
-        if len(old):
-            replaced = observations.delete_decision(conn, record["twin_id"], record["item_id"])
-        observations.insert_decisions(conn, frame, batch_id)
-        return replaced
+            return release_rows(conn, quarantine_ids)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -733,7 +414,3 @@ class TwinEngine:
         if twin_id is None:
             return entries
         return [e for e in entries if e.twin_id == twin_id or twin_id in e.payload.get("twins", [])]
-
-
-def _release_hash(ids: list[int], when: str) -> str:
-    return hashlib.sha256(json.dumps({"release": ids, "at": when}).encode()).hexdigest()

@@ -1,0 +1,354 @@
+"""Ingest: check the twins, screen the rows, store the batch and its ledger entry together."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection
+
+from twinkit.core.digest import canonical_json, decisions_digest, features_json, signals_digest
+from twinkit.core.errors import NotFoundError, Problem, TwinkitError, ValidationError
+from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind
+from twinkit.data.importers import Batch, SignalBatch
+from twinkit.screen import Screen, ScreenContext, run_screens
+from twinkit.store import ledger, observations, twins
+from twinkit.store.timeutil import utc_now_iso
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did; ``already_ingested`` means the same content was seen before."""
+
+    source: str
+    content_hash: str
+    batch_id: int | None
+    already_ingested: bool
+    n_rows: int
+    n_stored: int = 0
+    n_quarantined: int = 0
+    n_duplicates: int = 0
+    twins: list[str] = field(default_factory=list)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _bound(value: Any, default: float) -> float:
+    return default if value is None or pd.isna(value) else float(value)
+
+
+def known_twin(twin_ids: list[str]) -> str | None:
+    """The ledger's twin column: the twin a batch belongs to, when it is just one."""
+    return twin_ids[0] if len(twin_ids) == 1 else None
+
+
+def _channel_id_per_row(frame: pd.DataFrame, channel_map: pd.DataFrame) -> np.ndarray:
+    """The store's channel id of each row's (twin_id, channel), by table lookup on codes."""
+    twin_codes, twin_names = pd.factorize(frame["twin_id"])
+    chan_codes, chan_names = pd.factorize(frame["channel"])
+    table = np.full((len(twin_names), len(chan_names)), -1, dtype=np.int64)
+    twin_at = {str(n): i for i, n in enumerate(twin_names)}
+    chan_at = {str(n): j for j, n in enumerate(chan_names)}
+    for twin_id, name, channel_id in channel_map[["twin_id", "name", "id"]].itertuples(index=False):
+        if twin_id in twin_at and name in chan_at:
+            table[twin_at[twin_id], chan_at[name]] = channel_id
+    return table[twin_codes, chan_codes]
+
+
+def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
+    frame = batch.frame
+    ids = list(pd.unique(frame["twin_id"]))
+    known = {t: twins.get_twin(conn, t) for t in ids}
+    want = TwinKind.STATE if isinstance(batch, SignalBatch) else TwinKind.DECISION
+    problems = []
+    for twin_id, twin in known.items():
+        if twin is not None and twin.kind is want:
+            continue
+        first = int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
+        if twin is None:
+            problems.append(
+                Problem(f"unknown twin {twin_id!r} (create it first)", first, "twin_id")
+            )
+        elif twin.kind is not want:
+            problems.append(
+                Problem(
+                    f"twin {twin_id!r} is a {twin.kind.value} twin; this file holds "
+                    f"{batch.kind.value}",
+                    first,
+                    "twin_id",
+                )
+            )
+    if problems:
+        raise ValidationError(batch.source, problems)
+    return {k: v for k, v in known.items() if v is not None}
+
+
+def channel_ids(conn: Connection, batch: SignalBatch, known: dict[str, Twin]) -> pd.DataFrame:
+    """Map each row's (twin, channel) to a channel id, registering first-seen channels."""
+    frame = batch.frame
+    pairs = frame[["twin_id", "channel"]].drop_duplicates()
+    existing = twins.channels_of(conn, list(known))
+    have = set(zip(existing["twin_id"], existing["name"], strict=True))
+    problems, new = [], []
+    for twin_id, name in pairs.itertuples(index=False):
+        if (twin_id, name) in have:
+            continue
+        twin = known[twin_id]
+        if twin.channels:
+            rows = (frame["twin_id"] == twin_id).to_numpy() & (frame["channel"] == name).to_numpy()
+            declared = ", ".join(c.name for c in twin.channels)
+            problems.append(
+                Problem(
+                    f"channel {name!r} is not declared for twin {twin_id!r} (declared: {declared})",
+                    int(frame["row"].to_numpy()[rows][0]),
+                    "channel",
+                )
+            )
+        else:
+            new.append((twin_id, KNOWN_CHANNELS.get(name) or Channel(name)))
+    if problems:
+        raise ValidationError(batch.source, problems)
+    twins.add_channels(conn, new)
+    return twins.channels_of(conn, list(known)) if new else existing
+
+
+def ingest_batch(
+    conn: Connection,
+    batch: Batch,
+    signal_screens: Sequence[Screen],
+    decision_screens: Sequence[Screen],
+) -> IngestResult:
+    """Screen and store one validated batch with its ledger entry, in the caller's transaction."""
+    known = check_twins(conn, batch)
+    if isinstance(batch, SignalBatch):
+        digest_frame = batch.frame
+        content_hash = signals_digest(digest_frame)
+    else:
+        feats = features_json(list(batch.feature_names), batch.features)
+        digest_frame = batch.frame.assign(features=feats)
+        content_hash = decisions_digest(digest_frame)
+    result = IngestResult(
+        source=batch.source,
+        content_hash=content_hash,
+        batch_id=None,
+        already_ingested=False,
+        n_rows=len(batch),
+        twins=sorted(known),
+    )
+    seen = observations.find_batch(conn, content_hash)
+    if seen is not None:
+        result.already_ingested = True
+        result.batch_id = int(seen.id)
+        return result
+
+    if isinstance(batch, SignalBatch):
+        channel_map = channel_ids(conn, batch, known)
+        frame = batch.frame
+        ranges = {
+            (str(twin_id), str(name)): (_bound(low, -np.inf), _bound(high, np.inf))
+            for twin_id, name, low, high in channel_map[
+                ["twin_id", "name", "low", "high"]
+            ].itertuples(index=False)
+        }
+        pairs = frame[["twin_id", "channel"]].drop_duplicates()
+        touched = channel_map.merge(
+            pairs.rename(columns={"channel": "name"}), on=["twin_id", "name"]
+        )
+        stored = observations.stored_signals(
+            conn, touched, int(frame["t"].min()), int(frame["t"].max())
+        )
+        screening = run_screens(batch, signal_screens, ScreenContext(ranges, stored))
+    else:
+        stored = observations.stored_decisions(conn, list(known))
+        screening = run_screens(
+            batch,
+            decision_screens,
+            ScreenContext(stored=stored[["twin_id", "item_id", "label"]]),
+        )
+    accepted, held = screening.accepted, screening.quarantined
+    now = utc_now_iso()
+    batch_id = observations.insert_batch(
+        conn,
+        content_hash=content_hash,
+        kind=batch.kind.value,
+        source=batch.source,
+        n_rows=len(batch),
+        n_stored=int(accepted.sum()),
+        n_quarantined=int(held.sum()),
+        n_duplicates=int(screening.duplicate.sum()),
+        created_at=now,
+    )
+    kept = digest_frame[accepted]
+    if isinstance(batch, SignalBatch):
+        ids = _channel_id_per_row(kept, channel_map)
+        observations.insert_observations(
+            conn, ids, kept["t"].to_numpy(), kept["value"].to_numpy(), batch_id
+        )
+        stored_hash = content_hash if accepted.all() else signals_digest(kept)
+    else:
+        observations.insert_decisions(conn, kept, batch_id)
+        stored_hash = content_hash if accepted.all() else decisions_digest(kept)
+    quarantine_rows(conn, batch, digest_frame, screening.reasons, held, batch_id, now)
+    reasons: dict[str, int] = {}
+    for name in screening.screens[held]:
+        reasons[str(name)] = reasons.get(str(name), 0) + 1
+    result.batch_id = batch_id
+    result.n_stored = int(accepted.sum())
+    result.n_quarantined = int(held.sum())
+    result.n_duplicates = int(screening.duplicate.sum())
+    result.quarantine_reasons = reasons
+    ledger.append(
+        conn,
+        "batch_ingested",
+        known_twin(result.twins),
+        {
+            "batch_id": batch_id,
+            "kind": batch.kind.value,
+            "source": batch.source,
+            "content_hash": content_hash,
+            "twins": result.twins,
+            "n_rows": result.n_rows,
+            "n_stored": result.n_stored,
+            "n_quarantined": result.n_quarantined,
+            "n_duplicates": result.n_duplicates,
+            "batch_hashes": {str(batch_id): stored_hash},
+        },
+    )
+    return result
+
+
+def quarantine_rows(
+    conn: Connection,
+    batch: Batch,
+    frame: pd.DataFrame,
+    reasons: np.ndarray,
+    held: np.ndarray,
+    batch_id: int,
+    now: str,
+) -> None:
+    rows = []
+    for i in np.flatnonzero(held):
+        row = frame.iloc[i]
+        if isinstance(batch, SignalBatch):
+            record: dict[str, Any] = {
+                "twin_id": row["twin_id"],
+                "channel": row["channel"],
+                "t": int(row["t"]),
+                "value": repr(float(row["value"])),
+            }
+        else:
+            record = {
+                "twin_id": row["twin_id"],
+                "item_id": row["item_id"],
+                "label": row["label"],
+                "features": {
+                    n: repr(float(v))
+                    for n, v in zip(batch.feature_names, batch.features[i], strict=True)
+                },
+            }
+        rows.append(
+            {
+                "batch_id": batch_id,
+                "twin_id": row["twin_id"],
+                "kind": batch.kind.value,
+                "row": int(row["row"]),
+                "record": canonical_json(record),
+                "reason": str(reasons[i]),
+                "created_at": now,
+                "released_at": None,
+            }
+        )
+    observations.insert_quarantine(conn, rows)
+
+
+def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
+    """Store quarantined rows after all (a release batch); a stored value is replaced."""
+    ids = sorted(set(int(i) for i in quarantine_ids))
+    held = {q["id"]: q for q in observations.list_quarantine(conn, include_released=True)}
+    missing = [i for i in ids if i not in held]
+    if missing:
+        raise NotFoundError(f"no quarantined row(s) with id {missing}")
+    released = [i for i in ids if held[i]["released_at"] is not None]
+    if released:
+        raise TwinkitError(f"quarantined row(s) {released} were already released")
+    now = utc_now_iso()
+    batch_id = observations.insert_batch(
+        conn,
+        content_hash=_release_hash(ids, now),
+        kind="release",
+        source=f"release of quarantined rows {ids}",
+        n_rows=len(ids),
+        n_stored=len(ids),
+        n_quarantined=0,
+        n_duplicates=0,
+        created_at=now,
+    )
+    touched = {batch_id}
+    for qid in ids:
+        record = held[qid]["record"]
+        touched |= release_one(conn, qid, held[qid]["kind"], record, batch_id)
+        observations.mark_released(conn, qid, now)
+    twin_ids = sorted({held[i]["twin_id"] for i in ids})
+    ledger.append(
+        conn,
+        "quarantine_released",
+        known_twin(twin_ids),
+        {
+            "quarantine_ids": ids,
+            "twins": twin_ids,
+            "batch_id": batch_id,
+            "batch_hashes": {
+                str(k): v for k, v in observations.batch_digests(conn, touched).items()
+            },
+        },
+    )
+    return len(ids)
+
+
+def release_one(
+    conn: Connection, qid: int, kind: str, record: dict[str, Any], batch_id: int
+) -> set[int]:
+    if twins.get_twin(conn, record["twin_id"]) is None:
+        raise NotFoundError(f"quarantined row {qid}: twin {record['twin_id']!r} is gone")
+    if kind == "signals":
+        value = float(record["value"])
+        if not np.isfinite(value):
+            raise TwinkitError(
+                f"quarantined row {qid} holds a non-finite value; it cannot be stored: "
+                "correct the source and ingest it again"
+            )
+        channel_map = twins.channels_of(conn, [record["twin_id"]])
+        match = channel_map[channel_map["name"] == record["channel"]]
+        replaced = observations.upsert_observation(
+            conn, int(match["id"].iloc[0]), int(record["t"]), value, batch_id
+        )
+        return set() if replaced is None else {replaced}
+    features = {n: float(v) for n, v in record["features"].items()}
+    if not all(np.isfinite(list(features.values()))):
+        raise TwinkitError(f"quarantined row {qid} holds non-finite features; fix the source")
+    stored = observations.stored_decisions(conn, [record["twin_id"]])
+    old = stored[stored["item_id"] == record["item_id"]]
+    frame = pd.DataFrame(
+        {
+            "twin_id": [record["twin_id"]],
+            "item_id": [record["item_id"]],
+            "features": [canonical_json(features)],
+            "label": [record["label"]],
+        }
+    )
+    gone: set[int] = set()
+    if len(old):
+        gone = observations.delete_decision(conn, record["twin_id"], record["item_id"])
+    observations.insert_decisions(conn, frame, batch_id)
+    return gone
+
+
+def _release_hash(ids: list[int], when: str) -> str:
+    return hashlib.sha256(json.dumps({"release": ids, "at": when}).encode()).hexdigest()
