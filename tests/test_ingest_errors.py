@@ -220,15 +220,6 @@ def test_rejected_dataframe_batch_leaves_store_unchanged(
     assert snapshot(store) == before
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: importers._times treats any text without a UTC offset, garbage included, as a "
-        "naive time, so the naive/zoned mixing check runs before parsing: in a file of "
-        "offset times an unparseable time is reported as 'mixing' and, when it is half the "
-        "rows or more, the valid rows are the ones blamed"
-    ),
-    strict=True,
-)
 def test_unparseable_time_among_offset_times_is_named(store: TwinEngine, tmp_path: Path) -> None:
     # Prepare
     path = write_text(
@@ -246,14 +237,6 @@ def test_unparseable_time_among_offset_times_is_named(store: TwinEngine, tmp_pat
     assert all(p.row != 1 for p in caught.value.problems)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: importers._times takes datetime64 columns (Parquet timestamps, DataFrames) "
-        "as they are and never checks for NaT; a missing time is stored as t=NaT "
-        "(int64 min) instead of being rejected as 'missing time'"
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize("fmt", ["parquet", "dataframe"])
 def test_missing_time_in_typed_column_is_rejected(
     store: TwinEngine, tmp_path: Path, fmt: str, snapshot: SnapshotFn, write_frame: WriteFrameFn

@@ -109,15 +109,6 @@ def test_worse_model_is_not_promoted_and_refusal_is_in_ledger(fitted: TwinEngine
     assert fitted.verify().ok
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: TwinEngine.fit scores the serving model on the candidate's horizons; when the "
-        "serving model was fitted for a shorter max horizon it cannot forecast them, "
-        "rolling_scores raises, fit treats that as score=inf, and any candidate, however "
-        "much worse, is promoted ('not worse than serving v1's inf')"
-    ),
-    strict=True,
-)
 def test_worse_model_is_not_promoted_when_serving_has_shorter_horizon(
     engine: TwinEngine,
 ) -> None:
@@ -193,15 +184,6 @@ def test_bad_promote_raises_and_changes_nothing(
     assert snapshot(fitted) == before
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: TwinEngine.rollback only considers RETIRED versions with a *lower* number "
-        "than the serving one, so after a manual promote back to an older version "
-        "(v2 serving -> promote(1)) it raises PromotionError instead of serving v2, the "
-        "version that served before the current one (as its docstring promises)"
-    ),
-    strict=True,
-)
 def test_rollback_after_promoting_an_older_version_returns_to_newer(fitted: TwinEngine) -> None:
     # Prepare: v2 serves, then v1 is promoted back by hand
     fitted.promote(TWIN, 2)
@@ -247,14 +229,6 @@ def test_delete_unknown_twin_raises(fitted: TwinEngine) -> None:
         fitted.delete_twin("nobody")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: delete_twin leaves the batches table (content_hash is unique) untouched, so "
-        "after deleting a twin and creating it again, ingesting the same file reports "
-        "already_ingested=True and stores nothing: the data can never be re-imported"
-    ),
-    strict=True,
-)
 def test_recreated_twin_can_reingest_its_data(engine: TwinEngine) -> None:
     # Prepare
     engine.create_twin(TWIN, "state")

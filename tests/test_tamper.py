@@ -221,3 +221,39 @@ def test_deleted_artifact_is_detected_and_predict_refuses(store: Tamperable) -> 
     assert any(f"model {TWIN} v1" in p and "missing" in p for p in report.problems)
     with pytest.raises(IntegrityError, match="missing"):
         store.engine.predict(TWIN)
+
+
+def test_serving_status_swapped_behind_the_ledger_is_detected(store: Tamperable) -> None:
+    # Prepare: a second version, refused or promoted, then the statuses flipped by hand
+    store.engine.fit(TWIN, model="persistence")
+    assert store.engine.verify().ok
+    store.sql(
+        "UPDATE model_versions SET status = CASE status WHEN 'serving' THEN 'retired' "
+        "ELSE 'serving' END WHERE twin_id = ?",
+        TWIN,
+    )
+
+    # Execute
+    report = store.engine.verify()
+
+    # Assert
+    assert not report.ok
+    assert any(TWIN in p and "ledger's last promotion" in p for p in report.problems)
+
+
+def test_edited_quarantined_row_is_detected(store: Tamperable) -> None:
+    # Prepare: hold one absurd value, then edit what the quarantine says was sent
+    start = pd.Timestamp("2030-01-01", tz="UTC")
+    absurd = pd.DataFrame(
+        {"twin_id": [TWIN], "time": [start], "channel": ["glucose"], "value": [5e6]}
+    )
+    result = store.engine.ingest(absurd)
+    assert result.n_quarantined == 1
+    store.sql("UPDATE quarantine SET record = replace(record, '5000000.0', '150.0')")
+
+    # Execute
+    report = store.engine.verify()
+
+    # Assert
+    assert not report.ok
+    assert any(f"batch {result.batch_id}" in p and "quarantined rows" in p for p in report.problems)

@@ -90,6 +90,11 @@ def decisions_digest(frame: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def quarantine_rows_digest(rows: list[list[Any]]) -> str:
+    """sha256 of a batch's quarantined rows: [row, record JSON, reason], by row."""
+    return hashlib.sha256(canonical_json(sorted(rows)).encode("utf-8")).hexdigest()
+
+
 def features_json(names: list[str], values: np.ndarray) -> list[str]:
     """One canonical JSON object per row of ``values`` (rows x len(names))."""
     out = []

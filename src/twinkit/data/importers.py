@@ -99,7 +99,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             )
             return frame
         if fmt == "jsonl":
-            return pd.read_json(io.BytesIO(raw), lines=True, dtype=False, convert_dates=False)
+            return pd.read_json(io.BytesIO(raw), lines=True, dtype=False)
         return _read_csv(raw)
     except ValidationError:
         raise
@@ -245,40 +245,42 @@ def _numeric(
 
 def _times(values: pd.Series, rows: np.ndarray, problems: list[Problem]) -> np.ndarray:
     """int64 microseconds UTC. Naive times are UTC; naive and zoned may not be mixed."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        parsed = pd.DatetimeIndex(values).tz_convert("UTC")
-    elif pd.api.types.is_datetime64_dtype(values.dtype):
-        parsed = pd.DatetimeIndex(values).tz_localize("UTC")
-    else:
-        fast = _arrow_times(values)
-        if fast is not None:
-            return fast
-        # Slow path, only for batches that are not clean ISO-8601: find and name the rows.
-        missing = values.isna().to_numpy()
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
+        values.dtype
+    ):
+        index = pd.DatetimeIndex(values)
+        parsed = index.tz_convert("UTC") if index.tz is not None else index.tz_localize("UTC")
+        missing = np.asarray(parsed.isna())
         _report(problems, missing, rows, "time", values, "missing time")
-        text = values.astype(str).str.strip()
-        zoned = _matches(text, _TZ_SUFFIX) & ~missing
-        n_zoned = int(zoned.sum())
-        if 0 < n_zoned < int((~missing).sum()):
-            minority = zoned if n_zoned * 2 <= (~missing).sum() else ~zoned & ~missing
-            kind = "with" if n_zoned * 2 <= (~missing).sum() else "without"
-            _report(
-                problems,
-                minority,
-                rows,
-                "time",
-                values,
-                f"time {kind} a UTC offset among times "
-                f"{'without' if kind == 'with' else 'with'} one (mixing is ambiguous)",
-            )
-            return np.zeros(len(values), dtype=np.int64)
-        parsed = pd.DatetimeIndex(
-            pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+        return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
+    fast = _arrow_times(values)
+    if fast is not None:
+        return fast
+    # Slow path, only for batches that are not clean ISO-8601: find and name the rows.
+    missing = values.isna().to_numpy()
+    _report(problems, missing, rows, "time", values, "missing time")
+    text = values.astype(str).str.strip()
+    parsed = pd.DatetimeIndex(
+        pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+    )
+    bad = np.asarray(parsed.isna()) & ~missing
+    _report(problems, bad, rows, "time", values, "not an ISO-8601 time")
+    valid = ~missing & ~bad
+    zoned = _matches(text, _TZ_SUFFIX) & valid
+    n_zoned, n_valid = int(zoned.sum()), int(valid.sum())
+    if 0 < n_zoned < n_valid:
+        # Name the rarer kind: those are most likely the rows that are wrong.
+        with_offset = n_zoned * 2 <= n_valid
+        odd = zoned if with_offset else valid & ~zoned
+        kind, other = ("with", "without") if with_offset else ("without", "with")
+        _report(
+            problems,
+            odd,
+            rows,
+            "time",
+            values,
+            f"time {kind} a UTC offset among times {other} one (mixing is ambiguous)",
         )
-        bad = parsed.isna() & ~missing
-        _report(problems, np.asarray(bad), rows, "time", values, "not an ISO-8601 time")
-        if missing.any() or bad.any():
-            return np.zeros(len(values), dtype=np.int64)
     return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
 
 

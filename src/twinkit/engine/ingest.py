@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 
-from twinkit.core.digest import canonical_json, decisions_digest, features_json, signals_digest
+from twinkit.core.digest import (
+    canonical_json,
+    decisions_digest,
+    features_json,
+    quarantine_rows_digest,
+    signals_digest,
+)
 from twinkit.core.errors import NotFoundError, Problem, TwinkitError, ValidationError
 from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind
 from twinkit.data.importers import Batch, SignalBatch
@@ -177,8 +183,10 @@ def ingest_batch(
     batch_id = observations.insert_batch(
         conn,
         content_hash=content_hash,
+        active=1,
         kind=batch.kind.value,
         source=batch.source,
+        twins=json.dumps(result.twins),
         n_rows=len(batch),
         n_stored=int(accepted.sum()),
         n_quarantined=int(held.sum()),
@@ -195,7 +203,7 @@ def ingest_batch(
     else:
         observations.insert_decisions(conn, kept, batch_id)
         stored_hash = content_hash if accepted.all() else decisions_digest(kept)
-    quarantine_rows(conn, batch, digest_frame, screening.reasons, held, batch_id, now)
+    held_rows = quarantine_rows(conn, batch, digest_frame, screening.reasons, held, batch_id, now)
     reasons: dict[str, int] = {}
     for name in screening.screens[held]:
         reasons[str(name)] = reasons.get(str(name), 0) + 1
@@ -219,6 +227,7 @@ def ingest_batch(
             "n_quarantined": result.n_quarantined,
             "n_duplicates": result.n_duplicates,
             "batch_hashes": {str(batch_id): stored_hash},
+            "quarantine_hashes": {str(batch_id): quarantine_rows_digest(held_rows)},
         },
     )
     return result
@@ -232,7 +241,8 @@ def quarantine_rows(
     held: np.ndarray,
     batch_id: int,
     now: str,
-) -> None:
+) -> list[list[Any]]:
+    """Store the held rows with their reasons; return them as [row, record, reason]."""
     rows = []
     for i in np.flatnonzero(held):
         row = frame.iloc[i]
@@ -266,6 +276,7 @@ def quarantine_rows(
             }
         )
     observations.insert_quarantine(conn, rows)
+    return [[r["row"], r["record"], r["reason"]] for r in rows]
 
 
 def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
@@ -279,11 +290,14 @@ def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
     if released:
         raise TwinkitError(f"quarantined row(s) {released} were already released")
     now = utc_now_iso()
+    twin_ids = sorted({held[i]["twin_id"] for i in ids})
     batch_id = observations.insert_batch(
         conn,
         content_hash=_release_hash(ids, now),
+        active=1,
         kind="release",
         source=f"release of quarantined rows {ids}",
+        twins=json.dumps(twin_ids),
         n_rows=len(ids),
         n_stored=len(ids),
         n_quarantined=0,
@@ -295,7 +309,6 @@ def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
         record = held[qid]["record"]
         touched |= release_one(conn, qid, held[qid]["kind"], record, batch_id)
         observations.mark_released(conn, qid, now)
-    twin_ids = sorted({held[i]["twin_id"] for i in ids})
     ledger.append(
         conn,
         "quarantine_released",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
 from twinkit.store.registry import ModelVersion, Status
 from twinkit.store.timeutil import utc_now_iso
+
+
+def _str_keys(mapping: dict[int, str]) -> dict[str, str]:
+    return {str(k): v for k, v in mapping.items()}
 
 
 @dataclass
@@ -128,13 +132,22 @@ class TwinEngine:
         with self.store.write() as conn:
             if twins.get_twin(conn, twin_id) is None:
                 raise NotFoundError(f"no twin {twin_id!r}")
-            touched = observations.batch_ids_of_twin(conn, twin_id)
+            touched = sorted(
+                set(observations.batch_ids_of_twin(conn, twin_id))
+                | set(observations.batches_naming(conn, twin_id))
+            )
             twins.delete_twin_rows(conn, twin_id)
+            # Its batches no longer count as ingested: the same file may come back later.
+            retired = observations.retire_batches(conn, observations.batches_naming(conn, twin_id))
             ledger.append(
                 conn,
                 "twin_deleted",
                 twin_id,
-                {"batch_hashes": observations.batch_digests(conn, touched)},
+                {
+                    "batch_hashes": _str_keys(observations.batch_digests(conn, touched)),
+                    "quarantine_hashes": _str_keys(observations.quarantine_digests(conn, touched)),
+                    "retired_batches": retired,
+                },
             )
 
     # -- ingest -------------------------------------------------------------------------
@@ -220,31 +233,16 @@ class TwinEngine:
         cls = forecaster_class(model)
         candidate = cls(target=target, seed=seed, **(params or {}))
         candidate.fit(frame.loc[frame.index < split])
-        horizons = [
-            h for h in horizons if h <= getattr(candidate, "max_horizon_min", max(horizons))
-        ]
+        horizons = [h for h in horizons if h <= candidate.max_horizon_min]
+        if not horizons:
+            raise ForecastInputError(
+                f"{model}: fitted for at most {candidate.max_horizon_min} min ahead; "
+                "give horizons within that"
+            )
         metrics = rolling_scores(candidate, frame, split, horizons)
-        serving_metrics = None
-        if current is not None:
-            try:
-                serving_model = self.load_model(current)
-                serving_metrics = rolling_scores(serving_model, frame, split, horizons)
-            except TwinkitError:
-                # A serving model that cannot be loaded or scored is no reason to keep it.
-                serving_metrics = {"score": float("inf")}
-        promoted = serving_metrics is None or metrics["score"] <= serving_metrics["score"]
-        if current is None:
-            reason = "first version of this twin"
-        elif promoted:
-            reason = (
-                f"holdout score {metrics['score']:.4g} is not worse than serving "
-                f"v{current.version}'s {serving_metrics['score']:.4g}"  # type: ignore[index]
-            )
-        else:
-            reason = (
-                f"holdout score {metrics['score']:.4g} is worse than serving "
-                f"v{current.version}'s {serving_metrics['score']:.4g}: v{current.version} stays"  # type: ignore[index]
-            )
+        promoted, reason, serving_metrics = self._compare(
+            candidate, metrics, current, frame, split, horizons
+        )
         tensors, config = candidate.get_state()
         sha = self.artifacts.save(tensors, config)
         data_hash = signals_digest(long.assign(twin_id=twin_id))
@@ -261,6 +259,14 @@ class TwinEngine:
                 data_hash=data_hash,
                 created_at=utc_now_iso(),
             )
+            now_serving = registry.serving(conn, twin_id)
+            changed = (now_serving.version if now_serving else None) != (
+                current.version if current else None
+            )
+            if promoted and changed:
+                promoted = False
+                reason = "the serving version changed while this one was fitted; promote by hand"
+                entry = replace(entry, status=Status.REJECTED)
             if promoted and current is not None:
                 registry.set_status(conn, twin_id, current.version, Status.RETIRED)
             registry.insert_version(conn, entry)
@@ -291,6 +297,52 @@ class TwinEngine:
                 },
             )
         return FitResult(twin_id, version, model, promoted, reason, metrics, serving_metrics)
+
+    def _compare(
+        self,
+        candidate: Forecaster,
+        metrics: dict[str, float],
+        current: ModelVersion | None,
+        frame: pd.DataFrame,
+        split: pd.Timestamp,
+        horizons: Sequence[int],
+    ) -> tuple[bool, str, dict[str, float] | None]:
+        """Promote or not: both versions scored on the same holdout and the same horizons."""
+        if current is None:
+            return True, "first version of this twin", None
+        try:
+            serving = self.load_model(current)
+        except TwinkitError as exc:
+            return True, f"serving v{current.version} cannot be loaded ({exc})", None
+        common = [h for h in horizons if h <= serving.max_horizon_min]
+        if not common:
+            return (
+                False,
+                f"no horizon that both this version and serving v{current.version} forecast; "
+                "promote by hand if intended",
+                None,
+            )
+        mine = metrics if list(common) == list(horizons) else None
+        try:
+            if mine is None:
+                mine = rolling_scores(candidate, frame, split, common)
+            theirs = rolling_scores(serving, frame, split, common)
+        except ForecastInputError as exc:
+            return True, f"serving v{current.version} cannot be scored on this data ({exc})", None
+        on = f"at {', '.join(map(str, common))} min"
+        if mine["score"] <= theirs["score"]:
+            return (
+                True,
+                f"holdout RMSE {mine['score']:.4g} {on} is not worse than serving "
+                f"v{current.version}'s {theirs['score']:.4g}",
+                theirs,
+            )
+        return (
+            False,
+            f"holdout RMSE {mine['score']:.4g} {on} is worse than serving "
+            f"v{current.version}'s {theirs['score']:.4g}: v{current.version} stays",
+            theirs,
+        )
 
     def fit_cohort(
         self,
@@ -380,17 +432,16 @@ class TwinEngine:
             current = registry.serving(conn, twin_id)
             if current is None:
                 raise PromotionError(f"twin {twin_id!r} has no serving model to roll back")
-            earlier = [
-                v
-                for v in registry.versions(conn, twin_id)
-                if v.version < current.version and v.status == Status.RETIRED
-            ]
+            served = ledger.serving_history(ledger.entries(conn, twin_id)).get(twin_id, [])
+            earlier = [v for v in served[:-1] if v != current.version]
             if not earlier:
                 raise PromotionError(
                     f"twin {twin_id!r}: no earlier version served before v{current.version}"
                 )
-            previous = earlier[-1]
-            self.artifacts.load(previous.sha256)
+            previous = registry.get_version(conn, twin_id, earlier[-1])
+            if previous is None:
+                raise PromotionError(f"twin {twin_id!r}: v{earlier[-1]} is gone from the registry")
+            self.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
             registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
             registry.set_status(conn, twin_id, previous.version, Status.SERVING)
             ledger.append(

@@ -41,9 +41,12 @@ class Forecaster(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, target: str = "glucose", seed: int = 0) -> None:
+    def __init__(self, target: str = "glucose", seed: int = 0, max_horizon_min: int = 120) -> None:
+        if max_horizon_min <= 0:
+            raise ForecastInputError(f"max_horizon_min must be positive, got {max_horizon_min}")
         self.target = target
         self.seed = seed
+        self.max_horizon_min = max_horizon_min  # the furthest forecast fit() prepares for
         self.step_min: float | None = None
 
     @abc.abstractmethod
@@ -70,7 +73,7 @@ class Forecaster(abc.ABC):
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, recorded in the registry."""
-        return {"target": self.target, "seed": self.seed}
+        return {"target": self.target, "seed": self.seed, "max_horizon_min": self.max_horizon_min}
 
     def _check_fitted(self) -> float:
         if self.step_min is None:

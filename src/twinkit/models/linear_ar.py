@@ -72,7 +72,6 @@ class LinearAR(Forecaster):
         return {
             **super().params(),
             "lags": self.lags,
-            "max_horizon_min": self.max_horizon_min,
             "ridge": self.ridge,
         }
 

@@ -35,12 +35,11 @@ class Persistence(Forecaster):
     name = "persistence"
 
     def __init__(self, target: str = "glucose", seed: int = 0, max_horizon_min: int = 120) -> None:
-        super().__init__(target, seed)
-        self.max_horizon_min = max_horizon_min
+        super().__init__(target, seed, max_horizon_min)
         self.delta_quantiles: np.ndarray | None = None  # (levels, steps)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "max_horizon_min": self.max_horizon_min}
+        return super().params()
 
     def fit(self, history: pd.DataFrame) -> Self:
         grid = self._target_grid(history)

@@ -32,10 +32,13 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
         return report  # nothing after a broken chain can be trusted
 
     expected: dict[int, tuple[str, int]] = {}  # batch -> (digest, ledger seq that set it)
+    expected_held: dict[int, tuple[str, int]] = {}  # the same for its quarantined rows
     registered: dict[tuple[str, int], str] = {}
     for entry in entries:
         for batch_id, digest in entry.payload.get("batch_hashes", {}).items():
             expected[int(batch_id)] = (digest, entry.seq)
+        for batch_id, digest in entry.payload.get("quarantine_hashes", {}).items():
+            expected_held[int(batch_id)] = (digest, entry.seq)
         if entry.event == "model_registered" and entry.twin_id is not None:
             registered[(entry.twin_id, int(entry.payload["version"]))] = entry.payload["sha256"]
 
@@ -55,7 +58,24 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
                 f"{expected[batch_id][1]}: a stored value was modified, added or deleted"
             )
 
+    held = observations.quarantine_digests(conn, expected_held)
+    for batch_id, (digest, seq) in sorted(expected_held.items()):
+        if held.get(batch_id) != digest:
+            report.problems.append(
+                f"batch {batch_id}: its quarantined rows do not match the digest in ledger "
+                f"entry {seq}: a held row was modified, added or deleted"
+            )
+
     versions = registry.all_versions(conn)
+    history = ledger.serving_history(entries)
+    serving_now = {v.twin_id: v.version for v in versions if v.status == registry.Status.SERVING}
+    for twin_id in sorted(set(serving_now) | {t for t, s in history.items() if s}):
+        said = history.get(twin_id, [])
+        if serving_now.get(twin_id) != (said[-1] if said else None):
+            report.problems.append(
+                f"twin {twin_id}: the registry serves v{serving_now.get(twin_id)} but the "
+                f"ledger's last promotion or rollback says v{said[-1] if said else None}"
+            )
     report.models = len(versions)
     for v in versions:
         recorded = registered.get((v.twin_id, v.version))

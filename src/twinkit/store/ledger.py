@@ -149,3 +149,26 @@ def verify_chain(conn: Connection) -> list[str]:
             "entries after the last present one were deleted, or the head was altered"
         )
     return problems
+
+
+def serving_history(entries: list[LedgerEntry]) -> dict[str, list[int]]:
+    """Per twin, the versions that served, oldest first, as the ledger tells it.
+
+    A promotion pushes a version; a rollback pops back to the one before; deleting a twin
+    forgets its history. The last element is the version that serves now.
+    """
+    stacks: dict[str, list[int]] = {}
+    for entry in entries:
+        if entry.twin_id is None:
+            continue
+        stack = stacks.setdefault(entry.twin_id, [])
+        if entry.event == "model_promoted":
+            stack.append(int(entry.payload["version"]))
+        elif entry.event == "model_rolled_back":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != int(entry.payload["to_version"]):
+                stack.append(int(entry.payload["to_version"]))
+        elif entry.event == "twin_deleted":
+            stack.clear()
+    return stacks

@@ -11,16 +11,53 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, select, update
 
-from twinkit.core.digest import canonical_order, decisions_digest, signals_digest
+from twinkit.core.digest import (
+    canonical_order,
+    decisions_digest,
+    quarantine_rows_digest,
+    signals_digest,
+)
 from twinkit.store import tables
 
 _CHUNK = 50_000
 
 
 def find_batch(conn: Connection, content_hash: str) -> Any:
+    """The live batch with this content, if any."""
+    b = tables.batches.c
     return conn.execute(
-        select(tables.batches).where(tables.batches.c.content_hash == content_hash)
+        select(tables.batches).where(b.content_hash == content_hash, b.active == 1)
     ).first()
+
+
+def batches_naming(conn: Connection, twin_id: str) -> list[int]:
+    """Live batches whose rows named this twin."""
+    b = tables.batches.c
+    rows = conn.execute(select(b.id, b.twins).where(b.active == 1))
+    return [int(r.id) for r in rows if twin_id in json.loads(r.twins)]
+
+
+def retire_batches(conn: Connection, batch_ids: list[int]) -> list[int]:
+    if batch_ids:
+        conn.execute(
+            update(tables.batches).where(tables.batches.c.id.in_(batch_ids)).values(active=0)
+        )
+    return batch_ids
+
+
+def quarantine_digests(conn: Connection, batch_ids: Iterable[int]) -> dict[int, str]:
+    """Per batch, the sha256 of its quarantined rows as first recorded (release excluded)."""
+    q = tables.quarantine.c
+    ids = sorted(set(batch_ids))
+    held: dict[int, list[list[Any]]] = {i: [] for i in ids}
+    rows = conn.execute(
+        select(q.batch_id, q.row, q.record, q.reason)
+        .where(q.batch_id.in_(ids))
+        .order_by(q.batch_id, q.row, q.id)
+    )
+    for r in rows:
+        held[int(r.batch_id)].append([int(r.row), r.record, r.reason])
+    return {i: quarantine_rows_digest(rows_) for i, rows_ in held.items()}
 
 
 def insert_batch(conn: Connection, **values: Any) -> int:

@@ -57,9 +57,12 @@ batches = Table(
     "batches",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("content_hash", String(64), nullable=False, unique=True),
+    # Not unique: a batch retired by deleting its twin may be ingested again.
+    Column("content_hash", String(64), nullable=False, index=True),
+    Column("active", Integer, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("source", Text, nullable=False),
+    Column("twins", Text, nullable=False),  # JSON list of the twins the batch names
     Column("n_rows", Integer, nullable=False),
     Column("n_stored", Integer, nullable=False),
     Column("n_quarantined", Integer, nullable=False),
