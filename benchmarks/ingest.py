@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--twins", type=int, default=100)
     parser.add_argument("--rows-per-twin", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the median is kept")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per path; the median is kept")
     args = parser.parse_args(argv)
 
     frame = make_rows(args.twins, args.rows_per_twin, args.seed)
@@ -96,16 +96,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("twinkit_dataframe", lambda d: twinkit_ingest(frame, twins, d)),
             ("twinkit_csv", lambda d: twinkit_ingest(csv_path, twins, d)),
         ]
-        for name, run in paths:
-            runs = []
-            for i in range(args.repeat):
+        # Interleaved (raw, dataframe, csv, raw, ...) so drift in the machine's speed hits
+        # every path alike; each run writes a fresh database.
+        runs: dict[str, list[float]] = {name: [] for name, _ in paths}
+        for i in range(args.repeat):
+            for name, run in paths:
                 sub = folder / f"{name}-{i}"
                 sub.mkdir()
-                runs.append(run(sub))
-            seconds = float(np.median(runs))
+                runs[name].append(run(sub))
+        for name, times in runs.items():
+            seconds = float(np.median(times))
             results[name] = {
                 "seconds": round(seconds, 3),
-                "runs": [round(r, 3) for r in runs],
+                "runs": [round(r, 3) for r in times],
                 "rows_per_s": round(n / seconds),
             }
     raw = results["raw_sqlite3_executemany"]["seconds"]
