@@ -100,7 +100,7 @@ def test_ingest_fit_predict_models(
 
     code, out, err = run(capsys, "fit", "p1", "--json", "--db", db)
     assert code == 0, err
-    assert json.loads(out)[0]["promoted"] is True
+    assert json.loads(out)["fitted"][0]["promoted"] is True
     code, out, err = run(capsys, "fit", "p1", "--model", "persistence", "--db", db)
     assert code == 0, err
 
@@ -222,3 +222,22 @@ def test_demo_synthetic_writes_report(
     )  # fmt: skip
     assert code == 0
     assert "already ingested" in out
+
+
+def test_fit_all_reports_a_twin_without_data_and_fits_the_rest(
+    capsys: pytest.CaptureFixture[str], db: str, signals_csv: Path
+) -> None:
+    # Prepare: p1 has data, p2 has none
+    run(capsys, "twin", "create", "p1", "--db", db)
+    run(capsys, "twin", "create", "p2", "--db", db)
+    run(capsys, "ingest", str(signals_csv), "--twin", "p1", "--db", db)
+
+    # Execute: no twin named means every state twin
+    code, out, _ = run(capsys, "fit", "--json", "--db", db)
+
+    # Assert
+    assert code == 1
+    report = json.loads(out)
+    assert [r["twin_id"] for r in report["fitted"]] == ["p1"]
+    assert "p2" in report["failed"]
+    assert "no signals" in report["failed"]["p2"]

@@ -263,23 +263,27 @@ def fit(
     """Fit a new model version per twin; promote it only if it is not worse."""
     engine = _engine(db)
     ids = twin_ids or [t.id for t in engine.list_twins() if t.kind.value == "state"]
-    results = engine.fit_cohort(
+    results, failures = engine.fit_cohort(
         ids, model=model, target=target, seed=seed, progress=_bar_callback(len(ids))
     )
     if as_json:
-        _print_json([r.to_dict() for r in results])
-        return
-    table = Table("twin", "version", "model", "promoted", "holdout RMSE", "reason")
-    for r in results:
-        table.add_row(
-            r.twin_id,
-            f"v{r.version}",
-            r.model,
-            "yes" if r.promoted else "no",
-            f"{r.metrics['score']:.2f}",
-            r.reason,
-        )
-    console.print(table)
+        _print_json({"fitted": [r.to_dict() for r in results], "failed": failures})
+    else:
+        table = Table("twin", "version", "model", "promoted", "holdout RMSE", "reason")
+        for r in results:
+            table.add_row(
+                r.twin_id,
+                f"v{r.version}",
+                r.model,
+                "yes" if r.promoted else "no",
+                f"{r.metrics['score']:.2f}",
+                r.reason,
+            )
+        console.print(table)
+        for twin_id, reason in failures.items():
+            err.print(f"{twin_id}: not fitted: {reason}", markup=False)
+    if failures:
+        raise typer.Exit(1)
 
 
 def _bar_callback(total: int) -> Callable[[str], None] | None:

@@ -349,14 +349,22 @@ class TwinEngine:
         twin_ids: Sequence[str],
         progress: Callable[[str], None] | None = None,
         **kwargs: Any,
-    ) -> list[FitResult]:
-        """Fit every twin in turn (``kwargs`` as for :meth:`fit`)."""
-        results = []
+    ) -> tuple[list[FitResult], dict[str, str]]:
+        """Fit every twin in turn (``kwargs`` as for :meth:`fit`).
+
+        A twin that cannot be fitted (too little data, no target) does not stop the others:
+        it is returned in the second element with the reason.
+        """
+        results: list[FitResult] = []
+        failures: dict[str, str] = {}
         for twin_id in twin_ids:
-            results.append(self.fit(twin_id, **kwargs))
+            try:
+                results.append(self.fit(twin_id, **kwargs))
+            except (ForecastInputError, NotFoundError) as exc:
+                failures[twin_id] = str(exc)
             if progress is not None:
                 progress(twin_id)
-        return results
+        return results, failures
 
     def load_model(self, version: ModelVersion) -> Forecaster:
         """The fitted model of a registry version; its artifact's sha256 is checked."""
@@ -392,15 +400,7 @@ class TwinEngine:
         if as_of is not None:
             frame = frame.loc[:as_of]
         forecast = model.predict(frame, horizons)
-        return Forecast(
-            target=forecast.target,
-            origin=forecast.origin,
-            horizons=forecast.horizons,
-            mean=forecast.mean,
-            quantiles=forecast.quantiles,
-            model=chosen.model,
-            version=chosen.version,
-        )
+        return replace(forecast, model=chosen.model, version=chosen.version)
 
     def promote(self, twin_id: str, version: int) -> None:
         with self.store.write() as conn:
