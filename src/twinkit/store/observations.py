@@ -80,6 +80,18 @@ def _executemany(
         assert raw is not None
         raw.executemany(sql, rows)
         return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        # COPY is PostgreSQL's bulk path, about ten times multi-row INSERT; it runs on the
+        # same connection, inside the caller's transaction.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
     chunk: list[dict[str, Any]] = []
     for row in rows:
         chunk.append(dict(zip(columns, row, strict=True)))
