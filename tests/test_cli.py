@@ -61,7 +61,7 @@ def test_init_uses_default_path_env_and_flag(
 def test_twin_lifecycle_and_json(capsys: pytest.CaptureFixture[str], db: str) -> None:
     code, out, _ = run(
         capsys, "twin", "create", "p-1", "--kind", "state", "--owner", "ana",
-        "--channel", "glucose", "--meta", "site=lab", "--db", db,
+        "--channel", "glucose", "--meta", "site=lab", "--metadata", '{"age": 41}', "--db", db,
     )  # fmt: skip
     assert code == 0, out
     assert "p-1" in out
@@ -70,7 +70,7 @@ def test_twin_lifecycle_and_json(capsys: pytest.CaptureFixture[str], db: str) ->
     listed = json.loads(out)
     assert [t["id"] for t in listed] == ["p-1"]
     assert listed[0]["owner"] == "ana"
-    assert listed[0]["metadata"] == {"site": "lab"}
+    assert listed[0]["metadata"] == {"site": "lab", "age": 41}
     assert listed[0]["channels"][0]["name"] == "glucose"
 
     code, out, err = run(capsys, "twin", "create", "p-1", "--db", db)
@@ -118,6 +118,12 @@ def test_ingest_fit_predict_models(
     code, out, _ = run(capsys, "models", "rollback", "p1", "--db", db)
     assert code == 0
     assert "rolled back" in out
+
+    code, out, err = run(
+        capsys, "predict", "p1", "--as-of", "2026-01-06T12:00:00", "--json", "--db", db
+    )
+    assert code == 0, err
+    assert json.loads(out)["origin"] <= "2026-01-06T12:00:00+00:00"
 
     code, out, err = run(capsys, "predict", "p1", "--horizons", "soon", "--db", db)
     assert code == 1

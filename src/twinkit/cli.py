@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -107,16 +108,25 @@ def twin_create(
         typer.Option(help="Declare a channel: name[:unit[:low:high]] (repeatable)."),
     ] = None,
     meta: Annotated[list[str] | None, typer.Option(help="Metadata key=value (repeatable).")] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="Metadata as a JSON object, e.g. '{\"age\": 41}'.")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Create a twin."""
-    metadata: dict[str, Any] = {}
+    try:
+        given = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError as exc:
+        raise TwinkitError(f"--metadata is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise TwinkitError("--metadata must be a JSON object")
+    fields: dict[str, Any] = dict(given)
     for item in meta or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise TwinkitError(f"--meta {item!r}: expected key=value")
-        metadata[key] = value
-    twin = _engine(db).create_twin(twin_id, kind, owner, metadata, channel or [])
+        fields[key] = value
+    twin = _engine(db).create_twin(twin_id, kind, owner, fields, channel or [])
     console.print(f"created {twin.kind.value} twin [bold]{twin.id}[/bold] (owner {twin.owner})")
 
 
@@ -306,6 +316,9 @@ def predict(
     twin_id: str,
     horizons: Annotated[str, typer.Option(help="Minutes ahead, comma-separated.")] = "30,60",
     version: Annotated[int | None, typer.Option(help="A model version (default: serving).")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Forecast from the data up to this ISO-8601 time.")
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -314,7 +327,14 @@ def predict(
         steps = [int(h) for h in horizons.split(",") if h.strip()]
     except ValueError:
         raise TwinkitError(f"--horizons {horizons!r}: expected minutes like 30,60") from None
-    forecast = _engine(db).predict(twin_id, steps, version)
+    origin = None
+    if as_of is not None:
+        try:
+            origin = pd.Timestamp(as_of)
+        except ValueError:
+            raise TwinkitError(f"--as-of {as_of!r} is not an ISO-8601 time") from None
+        origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    forecast = _engine(db).predict(twin_id, steps, version, as_of=origin)
     if as_json:
         _print_json(forecast.to_dict())
         return
