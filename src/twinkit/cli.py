@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -27,10 +28,12 @@ twin_app = typer.Typer(help="Create, list, show and delete twins.", no_args_is_h
 quarantine_app = typer.Typer(help="Rows held back at ingest.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The provenance ledger.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate models on a data set with many twins.", no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(eval_app, name="eval")
 
 console = Console()
 err = Console(stderr=True)
@@ -435,6 +438,66 @@ def ledger_show(
             e.twin_id or "*",
             json.dumps(details, default=str)[:100],
             e.hash[:12],
+        )
+    console.print(table)
+
+
+@eval_app.command("forecast")
+def eval_forecast(
+    data: Annotated[Path, typer.Argument(help="Signals file (twin_id,time,channel,value).")],
+    target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
+    horizons: Annotated[str, typer.Option(help="Minutes ahead, comma-separated.")] = "30,60",
+    train_frac: Annotated[
+        float, typer.Option(help="Share of each twin's readings that trains.")
+    ] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models (default: all, population, twinkit).")
+    ] = None,
+    cold_start: Annotated[
+        str | None, typer.Option(help="Personalise on only the first part, e.g. 24h.")
+    ] = None,
+    max_origins: Annotated[int, typer.Option(help="Forecast origins per twin, at most.")] = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
+    from twinkit.data.importers import load_batch
+    from twinkit.eval.forecast import evaluate_forecasts
+
+    try:
+        steps = [int(h) for h in horizons.split(",") if h.strip()]
+        window = pd.Timedelta(cold_start) if cold_start else None
+    except ValueError as exc:
+        raise TwinkitError(f"bad --horizons or --cold-start: {exc}") from None
+    with _spinner(f"reading {data}"):
+        batch = load_batch(data)
+    frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
+    if "time" not in frame or "channel" not in frame:
+        raise TwinkitError(f"{data}: eval forecast needs a signals file")
+    with _spinner("evaluating"):
+        report = evaluate_forecasts(
+            frame,
+            target,
+            steps,
+            train_frac=train_frac,
+            seed=seed,
+            models=[m.strip() for m in models.split(",")] if models else None,
+            cold_start=window,
+            max_origins=max_origins,
+        )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+    table = Table("model", *[f"RMSE {h}" for h in sorted(steps)], "cov90", "twins", "failed")
+    for name, result in report["models"].items():
+        pooled = result["pooled"]
+        cov = [pooled[h].get("coverage90") for h in pooled if "coverage90" in pooled[h]]
+        table.add_row(
+            name,
+            *[f"{pooled[str(h)]['rmse']:.2f}" if str(h) in pooled else "-" for h in sorted(steps)],
+            f"{np.mean(cov):.2f}" if cov else "-",
+            str(len(result["per_twin"])),
+            str(len(result["failed"])),
         )
     console.print(table)
 

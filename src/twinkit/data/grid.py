@@ -35,6 +35,8 @@ def detect_step_minutes(index: pd.DatetimeIndex) -> float:
     >>> idx = pd.date_range("2026-01-01", periods=5, freq="5min", tz="UTC")
     >>> detect_step_minutes(idx)
     5.0
+    >>> detect_step_minutes(idx + pd.to_timedelta([0, 1, -2, 3, 0], unit="s"))
+    5.0
     """
     if len(index) < 2:
         raise ForecastInputError("need at least two readings to detect the sampling interval")
@@ -42,6 +44,10 @@ def detect_step_minutes(index: pd.DatetimeIndex) -> float:
     step = float(np.median(gaps))
     if step <= 0:
         raise ForecastInputError("cannot detect a sampling interval: timestamps repeat")
+    # Sensors drift by seconds around their nominal interval (4:59, 5:01): above two
+    # minutes, the nominal interval is a whole number of minutes.
+    if step >= 2:
+        return float(round(step))
     return max(round(step * 60) / 60, 1 / 60)
 
 

@@ -17,6 +17,7 @@ from twinkit.data.grid import (
     grid_step_minutes,
     target_grid,
 )
+from twinkit.data.windows import to_grid
 
 #: quantile levels the baselines estimate (the required 5/50/95 % among them)
 QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -31,6 +32,7 @@ __all__ = [
     "horizon_steps",
     "make_forecast",
     "register_forecaster",
+    "registered_forecasters",
     "target_grid",
 ]
 
@@ -41,6 +43,12 @@ def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
     """Class decorator: make a forecaster loadable from a registry artifact by its name."""
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def registered_forecasters() -> list[str]:
+    """Names of every forecaster that can be built by name, baselines first."""
+    first = [n for n in ("persistence", "linear_ar") if n in _REGISTRY]
+    return first + sorted(n for n in _REGISTRY if n not in first)
 
 
 def forecaster_class(name: str) -> type[Forecaster]:
@@ -100,7 +108,9 @@ class Forecaster(abc.ABC):
         return self.step_min
 
     def _target_grid(self, frame: pd.DataFrame, step_min: float | None = None) -> pd.Series:
-        return target_grid(frame, self.target, step_min)
+        """The target on its regular grid, short gaps (missed readings) bridged."""
+        grid = to_grid(frame, self.target, covariates=(), step_min=step_min)
+        return pd.Series(grid.target, index=grid.index)
 
 
 def horizon_steps(horizons: Sequence[int], step_min: float, max_steps: int) -> np.ndarray:
