@@ -265,7 +265,9 @@ def fit(
     twin_ids: Annotated[
         list[str] | None, typer.Argument(help="Twins to fit (default: all state twins).")
     ] = None,
-    model: Annotated[str, typer.Option(help="persistence or linear_ar")] = "linear_ar",
+    model: Annotated[
+        str, typer.Option(help="auto (best on the twin's own data), or a model name.")
+    ] = "auto",
     target: Annotated[
         str | None, typer.Option(help="Target channel (default: glucose, else the first).")
     ] = None,

@@ -24,8 +24,15 @@ from twinkit.core.twin import Channel, Twin, TwinKind, validate_twin_id
 from twinkit.data.frames import long_to_wide
 from twinkit.data.importers import load_batch, parse_batch
 from twinkit.engine.ingest import IngestResult, ingest_batch, release_rows
+from twinkit.engine.population import (
+    DEFAULT_POPULATION_MODEL,
+    PopulationResult,
+    fit_population,
+    load_population,
+)
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
+from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 from twinkit.screen import (
     DEFAULT_DECISION_SCREENS,
     DEFAULT_SIGNAL_SCREENS,
@@ -36,12 +43,16 @@ from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
 from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
-from twinkit.store.registry import ModelVersion, Status
+from twinkit.store.registry import ModelVersion, PopulationVersion, Status
 from twinkit.store.timeutil import utc_now_iso
 
 
 def _str_keys(mapping: dict[int, str]) -> dict[str, str]:
     return {str(k): v for k, v in mapping.items()}
+
+
+#: ``fit(model=AUTO)`` picks the twin's best candidate on its own validation data
+AUTO = "auto"
 
 
 @dataclass
@@ -53,6 +64,7 @@ class FitResult:
     reason: str
     metrics: dict[str, float]
     serving_metrics: dict[str, float] | None = None
+    selection: dict[str, Any] | None = None  # with model "auto": the candidates' scores
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -208,15 +220,22 @@ class TwinEngine:
     def fit(
         self,
         twin_id: str,
-        model: str = "linear_ar",
+        model: str = AUTO,
         target: str | None = None,
         seed: int = 0,
         holdout_frac: float = 0.2,
         horizons: Sequence[int] = (30, 60),
         params: dict[str, Any] | None = None,
+        candidates: Sequence[str] | None = None,
     ) -> FitResult:
         """Fit a new version on the twin's earlier data, score it on its recent data, and
-        promote it only if it is not worse there than the serving version."""
+        promote it only if it is not worse there than the serving version.
+
+        ``model`` "auto" (the default) chooses among ``candidates`` (default
+        :data:`~twinkit.personalize.select.DEFAULT_CANDIDATES`, the population prior
+        fine-tuned on the twin among them) by their scores on the twin's own validation
+        data; the choice and every candidate's score go into the registry's metrics.
+        """
         twin = self.get_twin(twin_id)
         if twin.kind is not TwinKind.STATE:
             raise TwinkitError(
@@ -230,9 +249,31 @@ class TwinEngine:
         split = holdout_split(frame, target, holdout_frac) if target in frame else None
         if split is None:
             raise ForecastInputError(f"twin {twin_id!r} has no {target!r} values")
-        cls = forecaster_class(model)
-        candidate = cls(target=target, seed=seed, **(params or {}))
-        candidate.fit(frame.loc[frame.index < split])
+        train = frame.loc[frame.index < split]
+        selection_scores: dict[str, Any] = {}
+        if model == AUTO:
+            # The twin's default model: the best candidate on the twin's own validation
+            # data inside the training part; the holdout below stays untouched by the choice.
+            prior = load_population(self.store, self.artifacts)
+            selection = select_personal_model(
+                train,
+                target,
+                candidates or DEFAULT_CANDIDATES,
+                population=prior[1] if prior else None,
+                horizons=horizons,
+                seed=seed,
+            )
+            candidate = selection.model
+            model = candidate.name
+            selection_scores = {
+                "chosen": selection.chosen,
+                "population_version": prior[0].version if prior else None,
+                "candidates": {k: v["score"] for k, v in selection.scores.items()},
+                "failed": selection.failed,
+            }
+        else:
+            candidate = forecaster_class(model)(target=target, seed=seed, **(params or {}))
+            candidate.fit(train)
         horizons = [h for h in horizons if h <= candidate.max_horizon_min]
         if not horizons:
             raise ForecastInputError(
@@ -254,7 +295,11 @@ class TwinEngine:
                 model=model,
                 status=Status.SERVING if promoted else Status.REJECTED,
                 sha256=sha,
-                params=candidate.params(),
+                params=(
+                    {**candidate.params(), "selection": selection_scores}
+                    if selection_scores
+                    else candidate.params()
+                ),
                 metrics=metrics,
                 data_hash=data_hash,
                 created_at=utc_now_iso(),
@@ -296,7 +341,9 @@ class TwinEngine:
                     "manual": False,
                 },
             )
-        return FitResult(twin_id, version, model, promoted, reason, metrics, serving_metrics)
+        return FitResult(
+            twin_id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
+        )
 
     def _compare(
         self,
@@ -343,6 +390,27 @@ class TwinEngine:
             f"v{current.version}'s {theirs['score']:.4g}: v{current.version} stays",
             theirs,
         )
+
+    def fit_population(
+        self,
+        model: str = DEFAULT_POPULATION_MODEL,
+        twin_ids: Sequence[str] | None = None,
+        target: str = "glucose",
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+    ) -> PopulationResult:
+        """Train a population prior on the state twins (their training parts only)."""
+        return fit_population(
+            self.store, self.artifacts, model, twin_ids, target, seed, params=params
+        )
+
+    def population(self, version: int | None = None) -> tuple[PopulationVersion, Forecaster] | None:
+        """The newest (or a given) population prior, loaded and checked; None if none."""
+        return load_population(self.store, self.artifacts, version)
+
+    def populations(self) -> list[PopulationVersion]:
+        with self.store.read() as conn:
+            return registry.populations(conn)
 
     def fit_cohort(
         self,

@@ -19,6 +19,7 @@ import pandas as pd
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.data.grid import target_grid
 from twinkit.models.base import Forecaster, forecaster_class, registered_forecasters
+from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 
 #: the learned model the population prior and the personal ``twinkit`` model are built from
 DEFAULT_POPULATION_MODEL = "gru"
@@ -122,7 +123,7 @@ def score(model: Forecaster, twin: TwinSplit, horizons: Sequence[int]) -> Scores
                 continue
             scores.add(
                 h,
-                float(forecast.quantiles[0.5][i] - truth),
+                float(forecast.mean[i] - truth),
                 bool(lo[i] <= truth <= hi[i]),
                 float(hi[i] - lo[i]),
             )
@@ -145,6 +146,7 @@ def evaluate_forecasts(
     folds: int = 4,
     max_origins: int = 200,
     population_model: str = DEFAULT_POPULATION_MODEL,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
     model_params: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -152,7 +154,9 @@ def evaluate_forecasts(
 
     ``models`` may name ``persistence``, ``linear_ar``, any registered forecaster (fitted
     per twin from scratch), ``population`` (the ``population_model`` trained on other
-    twins only) and ``twinkit`` (that population model personalised on the twin).
+    twins only) and ``twinkit``: the twin's default personal model, the best of
+    ``candidates`` on the twin's own validation data (as ``twinkit fit`` chooses), one of
+    them being the population model fine-tuned on the twin.
     """
     started = time.perf_counter()
     horizons = sorted({int(h) for h in horizons})
@@ -169,6 +173,7 @@ def evaluate_forecasts(
         return forecaster_class(name)(**{**kwargs, **params.get(name, {})})
 
     per_model: dict[str, dict[str, Scores]] = {m: {} for m in wanted}
+    chosen: dict[str, str] = {}
     failures: dict[str, dict[str, str]] = {m: {} for m in wanted}
     populations: dict[int, Forecaster] = {}
     fold_of = _folds([s.twin_id for s in splits], min(folds, len(splits)), seed)
@@ -194,9 +199,16 @@ def evaluate_forecasts(
                         raise TwinkitError("no other twins to learn a population model from")
                     model = populations[fold_of[twin.twin_id]]
                 elif name == "twinkit":
-                    if fold_of[twin.twin_id] not in populations:
-                        raise TwinkitError("no other twins to learn a population model from")
-                    model = populations[fold_of[twin.twin_id]].personalize(history)  # type: ignore[attr-defined]
+                    selection = select_personal_model(
+                        history,
+                        target,
+                        candidates,
+                        population=populations.get(fold_of[twin.twin_id]),
+                        horizons=horizons,
+                        seed=seed,
+                    )
+                    model = selection.model
+                    chosen[twin.twin_id] = selection.chosen
                 else:
                     model = build(name).fit(history)
                 per_model[name][twin.twin_id] = score(model, twin, horizons)
@@ -213,6 +225,8 @@ def evaluate_forecasts(
             "per_twin": {t: s.summary() for t, s in per_model[name].items()},
             "failed": failures[name],
         }
+    if "twinkit" in report["models"]:
+        report["models"]["twinkit"]["chosen"] = chosen
     report["data"] = {
         "twins": len(splits),
         "twins_skipped": skipped,
@@ -222,6 +236,7 @@ def evaluate_forecasts(
         "train_frac": train_frac,
         "cold_start": None if cold_start is None else str(cold_start),
         "population_model": population_model,
+        "twinkit_candidates": list(candidates),
         "folds": len(populations),
         "max_origins_per_twin": max_origins,
     }

@@ -48,6 +48,32 @@ def conformal_quantiles(residuals: np.ndarray, levels: Sequence[float]) -> np.nd
     return np.asarray(out)
 
 
+def combine(medians: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, conformal quantiles (levels x steps) and combined forecasts (origins x steps).
+
+    ``medians`` is (members x origins x steps) of point forecasts, ``truth`` (origins x
+    steps); NaN marks a forecast or an observation that is missing. Weights are inverse
+    mean squared errors over the forecasts every member made.
+    """
+    usable = np.isfinite(truth) & np.isfinite(medians).all(axis=0)
+    scored = int(usable.sum(axis=0).min()) if usable.size else 0
+    if scored < 10:
+        raise ForecastInputError(
+            "ensemble: too few scored forecasts to weight and calibrate the members "
+            f"({scored}); give it more gap-free history"
+        )
+    mse = np.array([np.mean((m[usable] - truth[usable]) ** 2) for m in medians])
+    weights = 1.0 / np.maximum(mse, 1e-9)
+    weights /= weights.sum()
+    combined = np.einsum("m,mok->ok", weights, np.nan_to_num(medians))
+    combined[~np.isfinite(medians).all(axis=0)] = np.nan
+    quantiles = np.zeros((len(QUANTILE_LEVELS), truth.shape[1]))
+    for k in range(truth.shape[1]):
+        residuals = (truth[:, k] - combined[:, k])[usable[:, k]]
+        quantiles[:, k] = conformal_quantiles(residuals, QUANTILE_LEVELS)
+    return weights, quantiles, combined
+
+
 @register_forecaster
 class Ensemble(Forecaster):
     """Members combined by inverse validation MSE; quantiles by split conformal.
@@ -139,28 +165,34 @@ class Ensemble(Forecaster):
                 value = truth.get(origin + pd.Timedelta(minutes=h))
                 if value is not None and np.isfinite(value):
                     actual[j, k] = value
-        usable = np.isfinite(actual) & np.isfinite(medians).all(axis=0)
-        scored = int(usable.sum(axis=0).min()) if usable.size else 0
-        if scored < 10:
-            raise ForecastInputError(
-                "ensemble: too few scored forecasts to weight and calibrate the members "
-                f"({scored}); give it more gap-free history"
-            )
-        mse = np.array(
-            [np.mean((medians[i][usable] - actual[usable]) ** 2) for i in range(len(members))]
-        )
-        weights = 1.0 / np.maximum(mse, 1e-9)
-        weights /= weights.sum()
-        combined = np.einsum("m,mok->ok", weights, np.nan_to_num(medians))
-        quantiles = np.zeros((len(QUANTILE_LEVELS), n_steps))
-        for k in range(n_steps):
-            residuals = (actual[:, k] - combined[:, k])[usable[:, k]]
-            quantiles[:, k] = conformal_quantiles(residuals, QUANTILE_LEVELS)
+        weights, quantiles, _ = combine(medians, actual)
         self.members, self.members_names = members, tuple(names)
         self.weights = weights
         self.residual_quantiles = quantiles
         self.step_min = step
         return self
+
+    @classmethod
+    def from_fitted(
+        cls,
+        members: Sequence[Forecaster],
+        weights: np.ndarray,
+        residual_quantiles: np.ndarray,
+        step_min: float,
+    ) -> Ensemble:
+        """An ensemble of already fitted members, weighted and calibrated elsewhere."""
+        first = members[0]
+        model = cls(
+            target=first.target,
+            seed=first.seed,
+            max_horizon_min=min(m.max_horizon_min for m in members),
+            members=tuple(m.name for m in members),
+        )
+        model.members = list(members)
+        model.weights = np.asarray(weights, dtype=np.float64)
+        model.residual_quantiles = np.asarray(residual_quantiles, dtype=np.float64)
+        model.step_min = step_min
+        return model
 
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,75 @@ def holdout_split(frame: pd.DataFrame, target: str, holdout_frac: float) -> pd.T
     return pd.Timestamp(times[int(len(times) * (1 - holdout_frac))])
 
 
+@dataclass(frozen=True)
+class RollingForecasts:
+    """Forecasts from many origins: (origins x horizons) point forecasts, bounds and truth."""
+
+    origins: pd.DatetimeIndex
+    horizons: tuple[int, ...]
+    mean: np.ndarray
+    lower: np.ndarray  # 5 % quantile
+    upper: np.ndarray  # 95 % quantile
+    truth: np.ndarray  # NaN where nothing was observed, or no forecast could be made
+
+    def scores(self, horizons: Sequence[int] | None = None) -> dict[str, float]:
+        """RMSE, MAE, 90 % coverage and count per horizon; ``score``: mean RMSE."""
+        metrics: dict[str, float] = {}
+        rmses = []
+        for h in horizons or self.horizons:
+            k = self.horizons.index(h)
+            ok = np.isfinite(self.truth[:, k]) & np.isfinite(self.mean[:, k])
+            if not ok.any():
+                continue
+            e = self.mean[ok, k] - self.truth[ok, k]
+            rmse = float(np.sqrt(np.mean(e**2)))
+            rmses.append(rmse)
+            metrics[f"rmse_{h}"] = rmse
+            metrics[f"mae_{h}"] = float(np.mean(np.abs(e)))
+            inside = (self.lower[ok, k] <= self.truth[ok, k]) & (
+                self.truth[ok, k] <= self.upper[ok, k]
+            )
+            metrics[f"coverage90_{h}"] = float(np.mean(inside))
+            metrics[f"n_{h}"] = float(ok.sum())
+        if not rmses:
+            raise ForecastInputError(
+                "no holdout forecast could be scored: the holdout is too short or full of gaps"
+            )
+        metrics["score"] = float(np.mean(rmses))
+        return metrics
+
+
+def rolling_forecasts(
+    model: Forecaster,
+    frame: pd.DataFrame,
+    split: pd.Timestamp,
+    horizons: Sequence[int],
+    max_origins: int = 200,
+) -> RollingForecasts:
+    """Forecast from origins in the holdout (from ``split`` on), each seeing only the data
+    up to it; at most ``max_origins``, evenly spread."""
+    grid = target_grid(frame, model.target, model.step_min)
+    origins = grid.index[(grid.index >= split) & grid.notna().to_numpy()]
+    if len(origins) > max_origins:
+        origins = origins[np.linspace(0, len(origins) - 1, max_origins).astype(int)]
+    shape = (len(origins), len(horizons))
+    mean, lower, upper, truth = (np.full(shape, np.nan) for _ in range(4))
+    for j, origin in enumerate(origins):
+        try:
+            forecast = model.predict(frame.loc[:origin], horizons)
+        except ForecastInputError:
+            continue  # a gap right before this origin: no forecast can be made there
+        mean[j] = forecast.mean
+        lower[j], upper[j] = forecast.interval(0.9)
+        for k, h in enumerate(horizons):
+            value = grid.get(origin + pd.Timedelta(minutes=h))
+            if value is not None and np.isfinite(value):
+                truth[j, k] = value
+    return RollingForecasts(
+        pd.DatetimeIndex(origins), tuple(int(h) for h in horizons), mean, lower, upper, truth
+    )
+
+
 def rolling_scores(
     model: Forecaster,
     frame: pd.DataFrame,
@@ -31,40 +101,4 @@ def rolling_scores(
     Each forecast sees only data up to its origin. ``score`` (lower is better) is the RMSE
     averaged over horizons: what promotion compares.
     """
-    grid = target_grid(frame, model.target, model.step_min)
-    origins = grid.index[(grid.index >= split) & grid.notna().to_numpy()]
-    if len(origins) > max_origins:
-        origins = origins[np.linspace(0, len(origins) - 1, max_origins).astype(int)]
-    errors: dict[int, list[float]] = {h: [] for h in horizons}
-    inside: dict[int, list[bool]] = {h: [] for h in horizons}
-    for origin in origins:
-        try:
-            forecast = model.predict(frame.loc[:origin], horizons)
-        except ForecastInputError:
-            continue  # a gap right before this origin: no forecast can be made there
-        lo, hi = forecast.interval(0.9)
-        for i, h in enumerate(horizons):
-            truth = grid.get(origin + pd.Timedelta(minutes=h))
-            if truth is None or not np.isfinite(truth):
-                continue
-            errors[h].append(float(forecast.mean[i] - truth))
-            inside[h].append(bool(lo[i] <= truth <= hi[i]))
-    metrics: dict[str, float] = {}
-    rmses = []
-    for h in horizons:
-        if not errors[h]:
-            continue
-        e = np.asarray(errors[h])
-        rmse = float(np.sqrt(np.mean(e**2)))
-        rmses.append(rmse)
-        metrics[f"rmse_{h}"] = rmse
-        metrics[f"mae_{h}"] = float(np.mean(np.abs(e)))
-        metrics[f"coverage90_{h}"] = float(np.mean(inside[h]))
-        metrics[f"n_{h}"] = float(len(e))
-    if not rmses:
-        raise ForecastInputError(
-            f"no holdout forecast could be scored for {model.target!r}: the holdout is too "
-            "short or full of gaps"
-        )
-    metrics["score"] = float(np.mean(rmses))
-    return metrics
+    return rolling_forecasts(model, frame, split, horizons, max_origins).scores()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -101,6 +101,13 @@ class Store:
                     raise SchemaVersionError(
                         f"the store at {self.url} has schema version {row[0]}, newer than "
                         f"this twinkit's {tables.SCHEMA_VERSION}: upgrade twinkit to open it"
+                    )
+                elif int(row[0]) < tables.SCHEMA_VERSION:
+                    # Every version so far only added tables, which create_all just made.
+                    conn.execute(
+                        update(tables.meta)
+                        .where(tables.meta.c.key == "schema_version")
+                        .values(value=str(tables.SCHEMA_VERSION))
                     )
         except OperationalError as exc:
             raise TwinkitError(f"cannot open the store at {self.url}: {exc.orig}") from None

@@ -41,6 +41,8 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
             expected_held[int(batch_id)] = (digest, entry.seq)
         if entry.event == "model_registered" and entry.twin_id is not None:
             registered[(entry.twin_id, int(entry.payload["version"]))] = entry.payload["sha256"]
+        if entry.event == "population_registered":
+            registered[("*population*", int(entry.payload["version"]))] = entry.payload["sha256"]
 
     stored_ids = {int(r[0]) for r in conn.execute(select(tables.batches.c.id))}
     report.batches = len(stored_ids)
@@ -65,6 +67,19 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
                 f"batch {batch_id}: its quarantined rows do not match the digest in ledger "
                 f"entry {seq}: a held row was modified, added or deleted"
             )
+
+    for p in registry.populations(conn):
+        recorded = registered.get(("*population*", p.version))
+        if recorded is None:
+            report.problems.append(f"population model v{p.version} is not in the ledger")
+        elif recorded != p.sha256:
+            report.problems.append(
+                f"population model v{p.version}: the registry's sha256 differs from the ledger's"
+            )
+        else:
+            broken = artifacts.check(p.sha256)
+            if broken:
+                report.problems.append(f"population model v{p.version}: {broken}")
 
     versions = registry.all_versions(conn)
     history = ledger.serving_history(entries)

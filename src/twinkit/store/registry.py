@@ -107,3 +107,61 @@ def all_versions(conn: Connection) -> list[ModelVersion]:
     m = tables.model_versions.c
     rows = conn.execute(select(tables.model_versions).order_by(m.twin_id, m.version))
     return [_version(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class PopulationVersion:
+    version: int
+    model: str
+    target: str
+    sha256: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    twins: list[str]
+    data_hash: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _population(row: Any) -> PopulationVersion:
+    return PopulationVersion(
+        version=row.version,
+        model=row.model,
+        target=row.target,
+        sha256=row.sha256,
+        params=json.loads(row.params),
+        metrics=json.loads(row.metrics),
+        twins=json.loads(row.twins),
+        data_hash=row.data_hash,
+        created_at=row.created_at,
+    )
+
+
+def insert_population(conn: Connection, population: PopulationVersion) -> None:
+    conn.execute(
+        tables.population_models.insert().values(
+            version=population.version,
+            model=population.model,
+            target=population.target,
+            sha256=population.sha256,
+            params=json.dumps(population.params, sort_keys=True),
+            metrics=json.dumps(population.metrics, sort_keys=True),
+            twins=json.dumps(population.twins),
+            data_hash=population.data_hash,
+            created_at=population.created_at,
+        )
+    )
+
+
+def populations(conn: Connection) -> list[PopulationVersion]:
+    p = tables.population_models.c
+    return [
+        _population(r) for r in conn.execute(select(tables.population_models).order_by(p.version))
+    ]
+
+
+def next_population_version(conn: Connection) -> int:
+    p = tables.population_models.c
+    return int(conn.execute(select(func.max(p.version))).scalar() or 0) + 1

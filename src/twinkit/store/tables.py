@@ -17,7 +17,12 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: what each version added (a store at an older version gains it when opened)
+SCHEMA_HISTORY = {
+    1: "twins, batches, observations, decisions, quarantine, ledger, models",
+    2: "population_models",
+}
 
 metadata = MetaData()
 
@@ -133,4 +138,21 @@ model_versions = Table(
     Column("data_hash", String(64), nullable=False),
     Column("created_at", String(40), nullable=False),
     UniqueConstraint("twin_id", "version", name="uq_model_versions_twin_version"),
+)
+
+# Population priors: one network trained on many twins, the starting point of personal
+# models. Not tied to one twin.
+population_models = Table(
+    "population_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", Integer, nullable=False, unique=True),
+    Column("model", String(64), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("metrics", Text, nullable=False),
+    Column("twins", Text, nullable=False),
+    Column("data_hash", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
 )

@@ -1,0 +1,144 @@
+"""Choose a twin's personal model: every candidate scored on the twin's own recent data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.models.base import QUANTILE_LEVELS, Forecaster, forecaster_class
+from twinkit.models.ensemble import Ensemble, combine
+from twinkit.models.evaluate import RollingForecasts, holdout_split, rolling_forecasts
+
+#: a candidate name that means "the population model, fine-tuned on this twin"
+PERSONALIZED = "personalized"
+#: a candidate name that means "the other candidates, combined"
+ENSEMBLE = "ensemble"
+#: what ``twinkit fit`` weighs by default
+DEFAULT_CANDIDATES = ("linear_ar", PERSONALIZED, ENSEMBLE)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """How to build one candidate: a registered forecaster (with params) or the prior."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    """The chosen model, refitted on all the twin's data, and every candidate's score."""
+
+    model: Forecaster
+    chosen: str
+    scores: dict[str, dict[str, float]]
+    failed: dict[str, str]
+
+
+def _build(
+    candidate: Candidate,
+    history: pd.DataFrame,
+    population: Forecaster | None,
+    target: str,
+    seed: int,
+    max_horizon_min: int,
+) -> Forecaster:
+    if candidate.name == PERSONALIZED:
+        personalize = getattr(population, "personalize", None)
+        if population is None or personalize is None:
+            raise TwinkitError("no population model to personalise (fit one first)")
+        model: Forecaster = personalize(history)
+        return model
+    kwargs = {"target": target, "seed": seed, "max_horizon_min": max_horizon_min}
+    return forecaster_class(candidate.name)(**{**kwargs, **candidate.params}).fit(history)
+
+
+def select_personal_model(
+    history: pd.DataFrame,
+    target: str,
+    candidates: Sequence[Candidate | str] = DEFAULT_CANDIDATES,
+    population: Forecaster | None = None,
+    horizons: Sequence[int] = (30, 60),
+    seed: int = 0,
+    validation_frac: float = 0.2,
+    max_origins: int = 150,
+) -> Selection:
+    """Fit each candidate on the twin's earlier data, score it on the later part, pick the
+    lowest mean RMSE over ``horizons``, and refit the winner on all of ``history``.
+
+    The candidate ``ensemble`` is the other candidates combined: weighted by their inverse
+    validation MSE, with split-conformal quantiles from the same validation forecasts (so
+    its validation coverage is in-sample; its RMSE depends only on the weights). A
+    candidate that cannot be built (too little data, no population model) is reported in
+    ``failed`` and left out; if none can, :class:`ForecastInputError` says why.
+    """
+    specs = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
+    singles = [s for s in specs if s.name != ENSEMBLE]
+    max_h = max(horizons)
+    split = holdout_split(history, target, validation_frac)
+    early = history.loc[history.index < split]
+    scores: dict[str, dict[str, float]] = {}
+    failed: dict[str, str] = {}
+    forecasts: dict[str, RollingForecasts] = {}
+    every_step: list[int] = []
+    scored: list[int] = list(horizons)
+    for spec in singles:
+        try:
+            model = _build(spec, early, population, target, seed, max_h)
+            step = model._check_fitted()
+            if not every_step:
+                # Every grid step up to the horizon: the ensemble's quantiles need them all.
+                every_step = [round(step * k) for k in range(1, round(max_h / step) + 1)]
+                scored = [min(every_step, key=lambda m: abs(m - h)) for h in horizons]
+            forecasts[spec.name] = rolling_forecasts(model, history, split, every_step, max_origins)
+            scores[spec.name] = forecasts[spec.name].scores(scored)
+        except (ForecastInputError, TwinkitError) as exc:
+            failed[spec.name] = str(exc)
+    combination = None
+    if any(s.name == ENSEMBLE for s in specs):
+        try:
+            combination = _combine(forecasts)
+            scores[ENSEMBLE] = combination[2].scores(scored)
+        except ForecastInputError as exc:
+            failed[ENSEMBLE] = str(exc)
+    if not scores:
+        detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        raise ForecastInputError(f"no candidate model could be fitted on this twin ({detail})")
+    chosen = min(scores, key=lambda name: scores[name]["score"])
+    if chosen == ENSEMBLE and combination is not None:
+        names, weights, _, quantiles = combination
+        members = [
+            _build(
+                next(s for s in singles if s.name == n), history, population, target, seed, max_h
+            )
+            for n in names
+        ]
+        step = members[0]._check_fitted()
+        final: Forecaster = Ensemble.from_fitted(members, weights, quantiles, step)
+    else:
+        spec = next(s for s in singles if s.name == chosen)
+        final = _build(spec, history, population, target, seed, max_h)
+    return Selection(final, chosen, scores, failed)
+
+
+def _combine(
+    forecasts: dict[str, RollingForecasts],
+) -> tuple[list[str], np.ndarray, RollingForecasts, np.ndarray]:
+    """The candidates' validation forecasts combined into an ensemble's."""
+    names = [n for n in forecasts if n != "persistence"] or list(forecasts)
+    if len(names) < 2:
+        raise ForecastInputError("an ensemble needs at least two fitted candidates")
+    first = forecasts[names[0]]
+    if not all(forecasts[n].origins.equals(first.origins) for n in names):
+        raise ForecastInputError("candidates were scored at different origins")
+    medians = np.stack([forecasts[n].mean for n in names])
+    weights, quantiles, combined = combine(medians, first.truth)
+    lower = combined + quantiles[QUANTILE_LEVELS.index(0.05)][None, :]
+    upper = combined + quantiles[QUANTILE_LEVELS.index(0.95)][None, :]
+    rolling = RollingForecasts(first.origins, first.horizons, combined, lower, upper, first.truth)
+    return names, weights, rolling, quantiles
