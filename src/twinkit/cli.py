@@ -28,12 +28,16 @@ twin_app = typer.Typer(help="Create, list, show and delete twins.", no_args_is_h
 quarantine_app = typer.Typer(help="Rows held back at ingest.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The provenance ledger.", no_args_is_help=True)
+population_app = typer.Typer(
+    help="Population priors: one model learned from many twins.", no_args_is_help=True
+)
 eval_app = typer.Typer(help="Evaluate models on a data set with many twins.", no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(eval_app, name="eval")
+app.add_typer(population_app, name="population")
 
 console = Console()
 err = Console(stderr=True)
@@ -355,6 +359,47 @@ def predict(
             forecast.times[i].isoformat(),
             f"{forecast.quantiles[0.5][i]:.1f}",
             f"{lo[i]:.1f} .. {hi[i]:.1f}",
+        )
+    console.print(table)
+
+
+@population_app.command("fit")
+def population_fit(
+    twin_ids: Annotated[
+        list[str] | None, typer.Argument(help="Twins to learn from (default: every state twin).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="A model that can learn from many twins.")] = "gru",
+    target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Train a population prior on the twins' training data; `twinkit fit` then starts
+    personal models from it."""
+    with _spinner(f"training a {model} population model"):
+        result = _engine(db).fit_population(model, twin_ids or None, target, seed)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    console.print(
+        f"population v{result.version} ({result.model}) learned from {len(result.twins)} twins "
+        f"in {result.seconds:.1f} s"
+    )
+    for twin_id, why in result.skipped.items():
+        err.print(f"  skipped {twin_id}: {why}", markup=False)
+
+
+@population_app.command("list")
+def population_list(as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List population priors, newest last (the newest is the one used)."""
+    versions = _engine(db).populations()
+    if as_json:
+        _print_json([v.to_dict() for v in versions])
+        return
+    table = Table("version", "model", "target", "twins", "sha256", "created")
+    for v in versions:
+        table.add_row(
+            f"v{v.version}", v.model, v.target, str(len(v.twins)), v.sha256[:12], v.created_at
         )
     console.print(table)
 

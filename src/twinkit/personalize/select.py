@@ -130,7 +130,10 @@ def _combine(
     forecasts: dict[str, RollingForecasts],
 ) -> tuple[list[str], np.ndarray, RollingForecasts, np.ndarray]:
     """The candidates' validation forecasts combined into an ensemble's."""
-    names = [n for n in forecasts if n != "persistence"] or list(forecasts)
+    # Persistence joins only when it is needed to make a pair: it rarely adds skill.
+    names = [n for n in forecasts if n != "persistence"]
+    if len(names) < 2:
+        names = list(forecasts)
     if len(names) < 2:
         raise ForecastInputError("an ensemble needs at least two fitted candidates")
     first = forecasts[names[0]]
