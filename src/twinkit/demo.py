@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from twinkit.core.errors import NotFoundError, TwinkitError
+from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
 from twinkit.engine import TwinEngine
-from twinkit.models.base import target_grid
+from twinkit.engine.population import DEFAULT_POPULATION_MODEL
+from twinkit.models.base import Forecaster, target_grid
+from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.report.html import TwinSection, write_report
 
 DEMO_CHANNELS = ("glucose:mg/dL:10:1000", "carbs:g:0:1000", "insulin:U:0:200")
@@ -70,13 +73,21 @@ def run_demo(
             f"{result.n_quarantined} quarantined"
         )
 
+    with console.status("training the population prior (a GRU on every twin's training part)"):
+        population = engine.fit_population(DEFAULT_POPULATION_MODEL, twin_ids, seed=seed)
+    console.print(
+        f"population v{population.version}: {population.model} from "
+        f"{len(population.twins)} twins in {population.seconds:.1f} s"
+    )
+    prior = engine.population(population.version)
     sections: list[TwinSection] = []
     table = Table(
         "twin",
-        "model",
+        "chosen",
         "RMSE30",
         "RMSE60",
-        "persist.30/60",
+        "persist.",
+        "popul.",
         "cov90",
         "+60min [90%]",
     )
@@ -86,24 +97,34 @@ def run_demo(
         bar.start()
     for twin_id in twin_ids:
         baseline = engine.fit(twin_id, model="persistence", seed=seed)
-        fitted = engine.fit(twin_id, model="linear_ar", seed=seed)
-        live = engine.predict(twin_id, FAN_HORIZONS)
+        fitted = engine.fit(twin_id, seed=seed)  # auto: the best candidate for this twin
         history = engine.signals(twin_id)
+        population_scores = _holdout_scores(prior[1] if prior else None, history)
+        live = engine.predict(twin_id, FAN_HORIZONS)
         origin = history.index[-1] - pd.Timedelta(hours=2)
         backtest = engine.predict(twin_id, FAN_HORIZONS, as_of=origin)
         recent = target_grid(history, live.target).loc[origin - pd.Timedelta(hours=10) :]
         m, b = fitted.metrics, baseline.metrics
         lo, hi = live.interval(0.9)
         i60 = live.horizons.index(60)
+        chosen = (fitted.selection or {}).get("chosen", fitted.model)
         table.add_row(
             twin_id,
-            f"v{live.version}",
+            f"v{live.version} {chosen}",
             f"{m['rmse_30']:.1f}",
             f"{m['rmse_60']:.1f}",
-            f"{b['rmse_30']:.1f} / {b['rmse_60']:.1f}",
+            f"{b['rmse_30']:.1f}/{b['rmse_60']:.1f}",
+            (
+                f"{population_scores['rmse_30']:.1f}/{population_scores['rmse_60']:.1f}"
+                if population_scores
+                else "-"
+            ),
             f"{(m['coverage90_30'] + m['coverage90_60']) / 2:.0%}",
             f"{live.quantiles[0.5][i60]:.0f} [{lo[i60]:.0f}-{hi[i60]:.0f}]",
         )
+        metrics = {f"twinkit ({chosen})": fitted.metrics, "persistence": baseline.metrics}
+        if population_scores:
+            metrics["population"] = population_scores
         sections.append(
             TwinSection(
                 twin_id=twin_id,
@@ -111,8 +132,8 @@ def run_demo(
                 history=recent,
                 backtest=backtest,
                 live=live,
-                metrics={"linear_ar": fitted.metrics, "persistence": baseline.metrics},
-                notes=[fitted.reason],
+                metrics=metrics,
+                notes=[fitted.reason, _selection_note(fitted.selection)],
             )
         )
         if bar and task is not None:
@@ -127,7 +148,8 @@ def run_demo(
         summary=(
             f"{len(twin_ids)} {source} twins, {days:g} days each, seed {seed}. Blue: a forecast "
             "made 2 h before the last reading, over what happened; red: the forecast from the "
-            "latest reading. Metrics: rolling-origin forecasts on each twin's last 20% of data."
+            "latest reading. Metrics: rolling-origin forecasts on each twin's last 20% of data, "
+            "which neither the personal models nor the population prior saw."
         ),
     )
     verify = engine.verify()
@@ -136,3 +158,21 @@ def run_demo(
         f"report: {report}; {time.perf_counter() - started:.1f} s"
     )
     return report
+
+
+def _holdout_scores(model: Forecaster | None, history: pd.DataFrame) -> dict[str, float] | None:
+    """The population prior's scores on a twin's holdout (data it never saw)."""
+    if model is None:
+        return None
+    split = holdout_split(history, model.target, 0.2)
+    try:
+        return rolling_scores(model, history, split, [30, 60])
+    except ForecastInputError:
+        return None
+
+
+def _selection_note(selection: dict[str, Any] | None) -> str:
+    if not selection:
+        return ""
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in selection["candidates"].items())
+    return f"chosen: {selection['chosen']} (validation RMSE: {scores})"

@@ -44,7 +44,8 @@ def test_selection_picks_the_better_candidate_and_reports_failures() -> None:
     assert selection.chosen == "linear_ar"
     assert selection.scores["linear_ar"]["score"] < selection.scores["persistence"]["score"]
     assert "personalized" in selection.failed
-    assert selection.model.name == "linear_ar"
+    assert isinstance(selection.model, Ensemble)  # the winner, recalibrated
+    assert selection.model.members_names == ("linear_ar",)
 
 
 def test_ensemble_candidate_combines_the_others_and_round_trips() -> None:
@@ -56,8 +57,8 @@ def test_ensemble_candidate_combines_the_others_and_round_trips() -> None:
         horizons=(30,),
     )
     assert "ensemble" in selection.scores
+    assert isinstance(selection.model, Ensemble)
     if selection.chosen == "ensemble":
-        assert isinstance(selection.model, Ensemble)
         restored = Ensemble.from_state(*selection.model.get_state())
         assert np.array_equal(
             restored.predict(history, [30]).mean, selection.model.predict(history, [30]).mean
@@ -83,8 +84,9 @@ def test_engine_population_prior_and_auto_fit(tmp_path: Path) -> None:
     assert population.twins == ["synth-002", "synth-003"]
     assert result.selection is not None
     assert result.selection["population_version"] == 1
-    assert set(result.selection["candidates"]) >= {"linear_ar", "personalized"}
-    assert result.model in {"linear_ar", "gru", "ensemble"}
+    assert set(result.selection["candidates"]) >= {"linear_ar", "population", "personalized"}
+    assert result.model == result.selection["chosen"]
+    assert result.model in {"linear_ar", "population", "personalized", "ensemble"}
     forecast = engine.predict("synth-001", [30, 60])
     assert forecast.version == result.version
     assert engine.verify().ok

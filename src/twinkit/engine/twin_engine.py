@@ -264,7 +264,7 @@ class TwinEngine:
                 seed=seed,
             )
             candidate = selection.model
-            model = candidate.name
+            model = selection.chosen
             selection_scores = {
                 "chosen": selection.chosen,
                 "population_version": prior[0].version if prior else None,

@@ -36,6 +36,8 @@ class RollingForecasts:
         metrics: dict[str, float] = {}
         rmses = []
         for h in horizons or self.horizons:
+            if h not in self.horizons:
+                continue  # beyond what these forecasts reach
             k = self.horizons.index(h)
             ok = np.isfinite(self.truth[:, k]) & np.isfinite(self.mean[:, k])
             if not ok.any():

@@ -16,10 +16,12 @@ from twinkit.models.evaluate import RollingForecasts, holdout_split, rolling_for
 
 #: a candidate name that means "the population model, fine-tuned on this twin"
 PERSONALIZED = "personalized"
+#: a candidate name that means "the population model as it is"
+POPULATION = "population"
 #: a candidate name that means "the other candidates, combined"
 ENSEMBLE = "ensemble"
 #: what ``twinkit fit`` weighs by default
-DEFAULT_CANDIDATES = ("linear_ar", PERSONALIZED, ENSEMBLE)
+DEFAULT_CANDIDATES = ("linear_ar", POPULATION, PERSONALIZED, ENSEMBLE)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ def _build(
     seed: int,
     max_horizon_min: int,
 ) -> Forecaster:
+    if candidate.name == POPULATION:
+        if population is None:
+            raise TwinkitError("no population model (fit one first)")
+        return population
     if candidate.name == PERSONALIZED:
         personalize = getattr(population, "personalize", None)
         if population is None or personalize is None:
@@ -67,9 +73,11 @@ def select_personal_model(
     seed: int = 0,
     validation_frac: float = 0.2,
     max_origins: int = 150,
+    max_horizon_min: int = 120,
 ) -> Selection:
     """Fit each candidate on the twin's earlier data, score it on the later part, pick the
-    lowest mean RMSE over ``horizons``, and refit the winner on all of ``history``.
+    lowest mean RMSE over ``horizons``, and refit the winner on all of ``history``, its
+    quantiles recalibrated (split conformal) on the validation residuals.
 
     The candidate ``ensemble`` is the other candidates combined: weighted by their inverse
     validation MSE, with split-conformal quantiles from the same validation forecasts (so
@@ -79,23 +87,22 @@ def select_personal_model(
     """
     specs = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
     singles = [s for s in specs if s.name != ENSEMBLE]
-    max_h = max(horizons)
+    max_h = max(max_horizon_min, *horizons)
     split = holdout_split(history, target, validation_frac)
     early = history.loc[history.index < split]
     scores: dict[str, dict[str, float]] = {}
     failed: dict[str, str] = {}
     forecasts: dict[str, RollingForecasts] = {}
-    every_step: list[int] = []
     scored: list[int] = list(horizons)
     for spec in singles:
         try:
             model = _build(spec, early, population, target, seed, max_h)
             step = model._check_fitted()
-            if not every_step:
-                # Every grid step up to the horizon: the ensemble's quantiles need them all.
-                every_step = [round(step * k) for k in range(1, round(max_h / step) + 1)]
-                scored = [min(every_step, key=lambda m: abs(m - h)) for h in horizons]
-            forecasts[spec.name] = rolling_forecasts(model, history, split, every_step, max_origins)
+            # Every grid step the model can reach: the ensemble's quantiles need them all.
+            reach = min(max_h, model.max_horizon_min)
+            steps = [round(step * k) for k in range(1, round(reach / step) + 1)]
+            scored = [min(steps, key=lambda m: abs(m - h)) for h in horizons]
+            forecasts[spec.name] = rolling_forecasts(model, history, split, steps, max_origins)
             scores[spec.name] = forecasts[spec.name].scores(scored)
         except (ForecastInputError, TwinkitError) as exc:
             failed[spec.name] = str(exc)
@@ -112,17 +119,19 @@ def select_personal_model(
     chosen = min(scores, key=lambda name: scores[name]["score"])
     if chosen == ENSEMBLE and combination is not None:
         names, weights, _, quantiles = combination
-        members = [
-            _build(
-                next(s for s in singles if s.name == n), history, population, target, seed, max_h
-            )
-            for n in names
-        ]
-        step = members[0]._check_fitted()
-        final: Forecaster = Ensemble.from_fitted(members, weights, quantiles, step)
     else:
-        spec = next(s for s in singles if s.name == chosen)
-        final = _build(spec, history, population, target, seed, max_h)
+        # One model, recalibrated all the same: its validation residuals set its quantiles
+        # (split conformal), since a learned model's own intervals are rarely honest.
+        names, weights = [chosen], np.ones(1)
+        rolling = forecasts[chosen]
+        quantiles = combine(rolling.mean[None], rolling.truth)[1]
+    members = [
+        _build(next(s for s in singles if s.name == n), history, population, target, seed, max_h)
+        for n in names
+    ]
+    final: Forecaster = Ensemble.from_fitted(
+        members, weights, quantiles, members[0]._check_fitted()
+    )
     return Selection(final, chosen, scores, failed)
 
 
@@ -139,9 +148,14 @@ def _combine(
     first = forecasts[names[0]]
     if not all(forecasts[n].origins.equals(first.origins) for n in names):
         raise ForecastInputError("candidates were scored at different origins")
-    medians = np.stack([forecasts[n].mean for n in names])
-    weights, quantiles, combined = combine(medians, first.truth)
+    # Members may reach different horizons; the ensemble forecasts as far as all of them.
+    n_steps = min(len(forecasts[n].horizons) for n in names)
+    medians = np.stack([forecasts[n].mean[:, :n_steps] for n in names])
+    truth = first.truth[:, :n_steps]
+    weights, quantiles, combined = combine(medians, truth)
     lower = combined + quantiles[QUANTILE_LEVELS.index(0.05)][None, :]
     upper = combined + quantiles[QUANTILE_LEVELS.index(0.95)][None, :]
-    rolling = RollingForecasts(first.origins, first.horizons, combined, lower, upper, first.truth)
+    rolling = RollingForecasts(
+        first.origins, first.horizons[:n_steps], combined, lower, upper, truth
+    )
     return names, weights, rolling, quantiles
