@@ -39,7 +39,8 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(eval_app, name="eval")
 app.add_typer(population_app, name="population")
 
-console = Console()
+# Tables stay readable when the output is a file or a CI log (rich would assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 DbOption = Annotated[
@@ -552,12 +553,13 @@ def eval_forecast(
 @app.command()
 def demo(
     patients: Annotated[int, typer.Option(help="Virtual patients in the cohort.")] = 4,
-    days: Annotated[float, typer.Option(help="Simulated days per patient.")] = 3.0,
+    days: Annotated[float, typer.Option(help="Simulated days per patient.")] = 6.0,
     source: Annotated[str, typer.Option(help="simglucose or synthetic")] = "simglucose",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     report: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
         ".twinkit/report.html"
     ),
+    epochs: Annotated[int, typer.Option(help="Training epochs of the population model.")] = 30,
     db: DbOption = None,
 ) -> None:
     """The main job: a cohort of state twins, ingested, fitted, forecast, and reported."""
@@ -572,6 +574,7 @@ def demo(
         report_path=report,
         console=console,
         progress=progress_bar,
+        epochs=epochs,
     )
 
 

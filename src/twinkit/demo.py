@@ -39,12 +39,13 @@ def cohort_frame(source: str, patients: int, days: float, seed: int, cache: Path
 def run_demo(
     engine: TwinEngine,
     patients: int = 4,
-    days: float = 3.0,
+    days: float = 6.0,
     source: str = "simglucose",
     seed: int = 0,
     report_path: Path = Path(".twinkit/report.html"),
     console: Console | None = None,
     progress: Callable[[], Progress] | None = None,
+    epochs: int = 30,
 ) -> Path:
     console = console or Console()
     started = time.perf_counter()
@@ -74,7 +75,9 @@ def run_demo(
         )
 
     with console.status("training the population prior (a GRU on every twin's training part)"):
-        population = engine.fit_population(DEFAULT_POPULATION_MODEL, twin_ids, seed=seed)
+        population = engine.fit_population(
+            DEFAULT_POPULATION_MODEL, twin_ids, seed=seed, params={"epochs": epochs}
+        )
     console.print(
         f"population v{population.version}: {population.model} from "
         f"{len(population.twins)} twins in {population.seconds:.1f} s"

@@ -122,13 +122,29 @@ def to_grid(
 
 
 def _bridge(series: pd.Series, limit: int) -> pd.Series:
-    """Interpolate runs of at most ``limit`` missing values between two readings."""
-    missing = series.isna()
-    run_id = (~missing).cumsum()
-    run_length = missing.groupby(run_id).transform("sum")
-    short = missing & (run_length <= limit)
-    filled = series.interpolate(limit_area="inside")
-    return series.where(~short, filled)
+    """Interpolate runs of at most ``limit`` missing values between two readings.
+
+    >>> s = pd.Series([1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 7.0, np.nan])
+    >>> _bridge(s, 1).tolist()
+    [1.0, 2.0, 3.0, nan, nan, nan, 7.0, nan]
+    """
+    values = series.to_numpy(dtype=np.float64)
+    missing = np.isnan(values)
+    if not missing.any():
+        return series
+    # Runs of missing values: where each starts and ends (exclusive).
+    edges = np.diff(np.concatenate([[0], missing.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    inside = (starts > 0) & (ends < len(values)) & (ends - starts <= limit)
+    if not inside.any():
+        return series
+    filled = values.copy()
+    for start, end in zip(starts[inside], ends[inside], strict=True):
+        # A maximal run: the readings just before and after it are known.
+        left, right = values[start - 1], values[end]
+        fraction = np.arange(1, end - start + 1) / (end - start + 1)
+        filled[start:end] = left + (right - left) * fraction
+    return pd.Series(filled, index=series.index, name=series.name)
 
 
 @dataclass(frozen=True)
