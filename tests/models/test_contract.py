@@ -11,11 +11,27 @@ import pytest
 
 from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import REQUIRED_QUANTILES, Forecast
-from twinkit.models import Forecaster, LinearAR, Persistence, forecaster_class
+from twinkit.models import (
+    Ensemble,
+    Forecaster,
+    GPForecaster,
+    GRUAttention,
+    LinearAR,
+    Persistence,
+    TransformerForecaster,
+    forecaster_class,
+)
 from twinkit.models.evaluate import rolling_scores
 from twinkit.store.artifacts import ArtifactStore
 
-FORECASTERS: list[type[Forecaster]] = [Persistence, LinearAR]
+FORECASTERS: list[type[Forecaster]] = [
+    Persistence,
+    LinearAR,
+    GRUAttention,
+    TransformerForecaster,
+    GPForecaster,
+    Ensemble,
+]
 HORIZONS = (5, 15, 30)  # minutes; every tiny() model forecasts at least 30 min ahead
 
 

@@ -1,0 +1,592 @@
+"""The base of torch forecasters: windows in, quantiles of the change out, one training loop."""
+
+from __future__ import annotations
+
+import abc
+import copy
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from twinkit.core.digest import canonical_json
+from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.core.forecast import Forecast
+from twinkit.data.grid import check_frame
+from twinkit.data.windows import EVENT_CHANNELS, Grid, Scaler, Windows, make_windows, to_grid
+from twinkit.models.base import QUANTILE_LEVELS, Forecaster, horizon_steps, make_forecast
+
+#: fewest gap-free windows worth training a network on, besides those a validation split
+#: sets aside to keep training targets out of validation (one horizon's worth)
+MIN_WINDOWS = 32
+#: the most recent share of each twin's windows, held back for early stopping
+VALIDATION_FRAC = 0.15
+#: key of the model config in an exported ONNX file's metadata_props
+ONNX_CONFIG_KEY = "twinkit_config"
+_MEDIAN = QUANTILE_LEVELS.index(0.5)
+_EVAL_BATCH = 4096
+
+
+def pinball_loss(
+    predicted: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
+) -> torch.Tensor:
+    """Mean quantile loss of (B, H, Q) predictions against (B, H) truths."""
+    diff = target.unsqueeze(-1) - predicted
+    return torch.maximum(levels * diff, (levels - 1.0) * diff).mean()
+
+
+class QuantileHead(nn.Module):
+    """Features -> (B, H, Q) quantiles that cannot cross: the median plus positive steps.
+
+    Each quantile is the median plus (above) or minus (below) a running sum of softplus
+    increments; the sums are a fixed matrix product so ONNX sees a plain MatMul.
+    """
+
+    offsets: torch.Tensor
+
+    def __init__(self, in_features: int, horizon: int, n_quantiles: int) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.n_quantiles = n_quantiles
+        self.linear = nn.Linear(in_features, horizon * n_quantiles)
+        median = n_quantiles // 2
+        signs = torch.zeros(n_quantiles, n_quantiles)
+        for q in range(n_quantiles):
+            if q > median:
+                signs[q, median + 1 : q + 1] = 1.0
+            elif q < median:
+                signs[q, q:median] = -1.0
+        # Not persistent: it follows from the sizes, so it stays out of saved weights.
+        self.register_buffer("offsets", signs.T.contiguous(), persistent=False)
+        self.median = median
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        raw = self.linear(features).reshape(-1, self.horizon, self.n_quantiles)
+        centre = raw[..., self.median : self.median + 1]
+        out: torch.Tensor = centre + torch.matmul(nn.functional.softplus(raw), self.offsets)
+        return out
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    """One forecast's network inputs and what turns the network output into a Forecast.
+
+    ``past`` (1, L, F) and ``future`` (1, H, F2) are float32, ready for the network (torch
+    or an ONNX runtime); the rest is numpy-only post-processing.
+    """
+
+    past: np.ndarray
+    future: np.ndarray
+    origin: pd.Timestamp
+    last_value: float  # the target at the origin, in data units
+    target_std: float  # network units -> data units
+    steps: np.ndarray  # grid steps ahead (1-based) of the wanted horizons
+    horizons: tuple[int, ...]
+
+
+class NeuralForecaster(Forecaster):
+    """Learns the next ``max_horizon_min`` minutes of a target from windows of a twin's grid.
+
+    A subclass supplies only :meth:`build_network`: a module mapping ``(past (B, L, F),
+    future (B, H, F2))`` to non-crossing quantiles (B, H, Q) of the normalised change from
+    the value at the origin. This class cuts the windows, trains with the pinball loss and
+    early stopping, forecasts, saves and exports. Population training normalises each twin
+    by its own :class:`Scaler`, so one network serves twins with different levels.
+    """
+
+    def __init__(
+        self,
+        target: str = "glucose",
+        seed: int = 0,
+        max_horizon_min: int = 120,
+        context_min: int = 120,
+        covariates: Sequence[str] | None = None,
+        future_covariates: bool = True,
+        hidden: int = 32,
+        epochs: int = 30,
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 5,
+        max_gap_min: float = 15.0,
+    ) -> None:
+        super().__init__(target, seed, max_horizon_min)
+        positive = {
+            "context_min": context_min,
+            "hidden": hidden,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "patience": patience,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ForecastInputError(f"{self.name}: {key} must be positive, got {value}")
+        if weight_decay < 0 or max_gap_min < 0:
+            raise ForecastInputError(f"{self.name}: weight_decay and max_gap_min must be >= 0")
+        self.context_min = context_min
+        self.covariates = list(covariates) if covariates is not None else None
+        self.future_covariates = future_covariates
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.max_gap_min = max_gap_min
+        self.network: nn.Module | None = None
+        self.scaler: Scaler | None = None  # None for a population model: each twin its own
+        self.covariate_names: tuple[str, ...] = ()
+        self.context_steps = 0
+        self.n_steps = 0
+        self.n_past_features = 0
+        self.n_future_features = 0
+        self.best_val_loss: float | None = None  # of the last fit, for reports
+
+    @abc.abstractmethod
+    def build_network(
+        self, n_past_features: int, n_future_features: int, horizon_steps: int, n_quantiles: int
+    ) -> nn.Module:
+        """The untrained module: ``(past, future) -> (B, horizon_steps, n_quantiles)``."""
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "context_min": self.context_min,
+            "covariates": self.covariates,
+            "future_covariates": self.future_covariates,
+            "hidden": self.hidden,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "patience": self.patience,
+            "max_gap_min": self.max_gap_min,
+        }
+
+    # -- training ----------------------------------------------------------------------
+
+    def fit(self, history: pd.DataFrame) -> Self:
+        """Train a fresh network on one twin's history, normalised by its own scaler."""
+        grids = self._grids([history])
+        scaler = Scaler.fit(grids[0])
+        self._train_fresh(grids, [scaler])
+        self.scaler = scaler
+        return self
+
+    def fit_population(self, histories: Sequence[pd.DataFrame]) -> Self:
+        """Train a fresh network on windows pooled from many twins, each by its own scaler."""
+        if len(histories) == 0:
+            raise ForecastInputError(f"{self.name}: fit_population needs at least one history")
+        grids = self._grids(histories)
+        self._train_fresh(grids, [Scaler.fit(g) for g in grids])
+        self.scaler = None
+        return self
+
+    def personalize(
+        self, history: pd.DataFrame, epochs: int | None = None, lr: float | None = None
+    ) -> Self:
+        """A copy of this (population) model, fine-tuned on one twin with its own scaler.
+
+        The default learning rate is a third of the original one, so the twin's few windows
+        adjust the population's weights rather than overwrite them.
+        """
+        self._fitted_network()
+        twin = copy.deepcopy(self)
+        grid = twin._grid(history, twin.covariate_names)
+        if not math.isclose(grid.step_min, twin._check_fitted()):
+            raise ForecastInputError(
+                f"{self.name}: this twin is sampled every {grid.step_min:g} min, the population "
+                f"model every {twin.step_min:g} min; resample the twin or fit it on its own"
+            )
+        scaler = Scaler.fit(grid)
+        network = twin._fitted_network()
+        with _seeded(twin.seed):
+            twin._train(
+                network,
+                [twin._windows(grid, scaler)],
+                lr if lr is not None else self.lr / 3,
+                epochs if epochs is not None else self.epochs,
+            )
+        twin.scaler = scaler
+        return twin
+
+    def _train_fresh(self, grids: list[Grid], scalers: list[Scaler]) -> None:
+        step = grids[0].step_min
+        self.step_min = step
+        self.context_steps = max(1, round(self.context_min / step))
+        self.n_steps = max(1, round(self.max_horizon_min / step))
+        windows = [self._windows(g, s) for g, s in zip(grids, scalers, strict=True)]
+        self.n_past_features = windows[0].past.shape[2]
+        self.n_future_features = windows[0].future.shape[2]
+        with _seeded(self.seed):
+            network = self._new_network()
+            self._train(network, windows, self.lr, self.epochs)
+        self.network = network
+
+    def _new_network(self) -> nn.Module:
+        return self.build_network(
+            self.n_past_features, self.n_future_features, self.n_steps, len(QUANTILE_LEVELS)
+        )
+
+    def _windows(self, grid: Grid, scaler: Scaler, origin: int | None = None) -> Windows:
+        """Training windows, or with ``origin`` the one window to forecast from.
+
+        Only event channels (meals, insulin) can be planned; a level such as heart rate is
+        never known ahead, so its future is hidden in training and forecasting alike.
+        """
+        windows = make_windows(
+            grid,
+            scaler,
+            self.context_steps,
+            self.n_steps,
+            origins=None if origin is None else np.array([origin]),
+            require_target=origin is None,
+            future_covariates=self.future_covariates,
+        )
+        levels = [i for i, n in enumerate(grid.covariate_names) if n not in EVENT_CHANNELS]
+        if levels:
+            windows.future[:, :, levels] = 0.0
+        return windows
+
+    def _train(self, network: nn.Module, windows: list[Windows], lr: float, epochs: int) -> None:
+        """Adam on the pinball loss; stop when validation stalls; keep the best weights."""
+        found = sum(len(w) for w in windows)
+        width = self.context_steps + self.n_steps
+        needed = MIN_WINDOWS + self.n_steps
+        if found < needed:
+            hours = (needed + width - 1) * self._check_fitted() / 60
+            raise ForecastInputError(
+                f"{self.name}: found {found} gap-free windows of {width} readings of "
+                f"{self.target!r}; need at least {needed}, i.e. about {hours:.1f} h of "
+                "data without gaps longer than max_gap_min"
+            )
+        parts = [_chronological_split(w, self.n_steps) for w in windows]
+        train = _tensors([p[0] for p in parts])
+        val = _tensors([p[1] for p in parts])
+        levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
+        optimizer = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=self.weight_decay)
+        shuffle = torch.Generator().manual_seed(self.seed)
+        best_loss = _validation_loss(network, val, levels)
+        best_state = _copy_state(network)
+        stalled = 0
+        for _ in range(epochs):
+            network.train()
+            order = torch.randperm(len(train[0]), generator=shuffle)
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                loss = pinball_loss(network(train[0][rows], train[1][rows]), train[2][rows], levels)
+                optimizer.zero_grad()
+                torch.autograd.backward(loss)
+                # Recurrent nets meet the odd exploding batch; clipping keeps a run stable.
+                nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                optimizer.step()
+            loss_now = _validation_loss(network, val, levels)
+            if loss_now < best_loss:
+                best_loss, best_state, stalled = loss_now, _copy_state(network), 0
+            else:
+                stalled += 1
+                if stalled >= self.patience:
+                    break
+        network.load_state_dict(best_state)
+        network.eval()
+        self.best_val_loss = best_loss
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _grids(self, histories: Sequence[pd.DataFrame]) -> list[Grid]:
+        """Every history on its grid, with the same covariates; names fixed from here on."""
+        for history in histories:
+            check_frame(history, self.target)  # a named error before reading any column
+        if self.covariates is not None:
+            names = tuple(self.covariates)
+        else:
+            # Sorted, so the feature order does not depend on the order of a frame's columns.
+            names = tuple(
+                sorted(
+                    {
+                        str(c)
+                        for h in histories
+                        for c in h.columns
+                        if c != self.target and pd.api.types.is_numeric_dtype(h[c].dtype)
+                    }
+                )
+            )
+        grids = [self._grid(h, names) for h in histories]
+        steps = sorted({g.step_min for g in grids})
+        if len(steps) > 1:
+            raise ForecastInputError(
+                f"{self.name}: the histories are sampled at different intervals {steps} min; "
+                "resample them to one interval first"
+            )
+        self.covariate_names = names
+        return grids
+
+    def _grid(
+        self,
+        frame: pd.DataFrame,
+        names: tuple[str, ...],
+        step_min: float | None = None,
+        end: pd.Timestamp | None = None,
+    ) -> Grid:
+        check_frame(frame, self.target)
+        absent = [n for n in names if n not in frame.columns]
+        levels = [n for n in absent if n not in EVENT_CHANNELS]
+        if levels:
+            raise ForecastInputError(
+                f"{self.name}: covariate(s) {levels} the model uses are not in the data; "
+                "choose the channels every twin has with covariates=[...]"
+            )
+        if absent:
+            # No column of an event channel means no events were recorded: zeros.
+            frame = frame.assign(**dict.fromkeys(absent, np.nan))
+        return to_grid(frame, self.target, names, step_min, self.max_gap_min, end)
+
+    # -- forecasting -----------------------------------------------------------------------
+
+    def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
+        """Forecast from the last target reading in ``context``.
+
+        Covariate values after that reading (with ``future_covariates``) are taken as known
+        ahead: planned meals or insulin. A population model (no stored scaler) normalises
+        by the context itself, so give it hours of data, not just ``context_min``.
+        """
+        inputs = self.network_inputs(context, horizons)
+        network = self._fitted_network()
+        with torch.no_grad(), _one_thread():
+            output = network(torch.from_numpy(inputs.past), torch.from_numpy(inputs.future))
+        return self.forecast_from_output(output.numpy(), inputs)
+
+    def network_inputs(
+        self, context: pd.DataFrame, horizons: Sequence[int] | None = None
+    ) -> NetworkInputs:
+        """The float32 network inputs for one forecast (numpy only; no torch needed).
+
+        ``horizons`` None means every step up to ``max_horizon_min``.
+        """
+        step = self._check_fitted()
+        series = check_frame(context, self.target)
+        if series.empty:
+            raise ForecastInputError(f"{self.name}: no values of {self.target!r} in the context")
+        rule = pd.Timedelta(minutes=step)
+        origin_time = pd.Timestamp(series.index[-1]).floor(rule)
+        frame = context
+        if self.scaler is not None:
+            # Only the context window (and enough before it to bridge a short gap at its
+            # start) matters when the scaler is stored: keeps predict fast on long histories.
+            lead = self.context_steps + int(self.max_gap_min // step) + 1
+            frame = context.loc[origin_time - lead * rule :]
+        end = pd.Timestamp(context.index[-1]) if self.future_covariates else None
+        grid = self._grid(frame, self.covariate_names, step, end)
+        origin = int(np.flatnonzero(np.isfinite(grid.target))[-1])
+        if origin < self.context_steps - 1:
+            raise ForecastInputError(
+                f"{self.name}: a forecast needs the last {self.context_min} min "
+                f"({self.context_steps} readings) of {self.target!r}; the context holds "
+                f"{origin + 1}"
+            )
+        scaler = self.scaler if self.scaler is not None else Scaler.fit(grid)
+        windows = self._windows(grid, scaler, origin)
+        if horizons is None:
+            steps = np.arange(1, self.n_steps + 1)
+            horizons = [round(s * step) for s in steps]
+        else:
+            steps = horizon_steps(horizons, step, self.n_steps)
+        return NetworkInputs(
+            past=windows.past.astype(np.float32),
+            future=windows.future.astype(np.float32),
+            origin=origin_time,
+            last_value=float(grid.target[origin]),
+            target_std=scaler.target_std,
+            steps=steps,
+            horizons=tuple(int(h) for h in horizons),
+        )
+
+    def forecast_from_output(self, output: np.ndarray, inputs: NetworkInputs) -> Forecast:
+        """The network's (1, H, Q) output for ``inputs`` -> a Forecast in data units."""
+        change = np.asarray(output, dtype=np.float64).reshape(
+            -1, self.n_steps, len(QUANTILE_LEVELS)
+        )
+        picked = change[0, inputs.steps - 1].T  # (Q, horizons)
+        quantiles = inputs.last_value + picked * inputs.target_std
+        return make_forecast(
+            self.target, inputs.origin, inputs.horizons, quantiles[_MEDIAN], quantiles, self.name
+        )
+
+    # -- state and export --------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The JSON config of a fitted model (what get_state and export_onnx record)."""
+        self._fitted_network()
+        return {
+            "model": self.name,
+            "params": self.params(),
+            "step_min": self.step_min,
+            "covariate_names": list(self.covariate_names),
+            "network": {
+                "context_steps": self.context_steps,
+                "horizon_steps": self.n_steps,
+                "n_past_features": self.n_past_features,
+                "n_future_features": self.n_future_features,
+                "quantile_levels": list(QUANTILE_LEVELS),
+            },
+            "scaler": self.scaler.to_dict() if self.scaler is not None else None,
+        }
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        config = self.config()
+        tensors = {
+            key: value.detach().cpu().numpy().copy()
+            for key, value in self._fitted_network().state_dict().items()
+        }
+        return tensors, config
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> Self:
+        model = cls(**config["params"])
+        sizes = config["network"]
+        if list(sizes["quantile_levels"]) != list(QUANTILE_LEVELS):
+            raise ForecastInputError(
+                f"{cls.name}: saved with quantile levels {sizes['quantile_levels']}, this "
+                f"twinkit uses {list(QUANTILE_LEVELS)}; refit the model"
+            )
+        model.step_min = float(config["step_min"])
+        model.covariate_names = tuple(config["covariate_names"])
+        model.context_steps = int(sizes["context_steps"])
+        model.n_steps = int(sizes["horizon_steps"])
+        model.n_past_features = int(sizes["n_past_features"])
+        model.n_future_features = int(sizes["n_future_features"])
+        scaler = config.get("scaler")
+        model.scaler = Scaler.from_dict(scaler) if scaler is not None else None
+        with _seeded(model.seed):
+            network = model._new_network()
+        weights = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
+        network.load_state_dict(weights)
+        network.eval()
+        model.network = network
+        return model
+
+    def export_onnx(self, path: Path | str) -> Path:
+        """Write the network as ONNX (any batch size) with the config in its metadata.
+
+        Inputs ``past`` and ``future``, output ``quantiles``: run it on
+        :meth:`network_inputs` and hand the result to :meth:`forecast_from_output`.
+        """
+        try:
+            import onnx
+        except ImportError:
+            raise TwinkitError(
+                "ONNX export needs the edge extra: pip install 'twinkit[edge]'"
+            ) from None
+        network = self._fitted_network()
+        config = self.config()
+        past = torch.zeros(1, self.context_steps, self.n_past_features)
+        future = torch.zeros(1, self.n_steps, self.n_future_features)
+        target = Path(path)
+        batch = {0: "batch"}
+        # The TorchScript exporter: seconds faster than the dynamo one (which also works) and
+        # it keeps the GRU one ONNX op. Its trace warnings concern shape checks that are
+        # constant for a fitted network, and the GRU warning batch sizes other than the one
+        # used here; they would only alarm the user.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Converting a tensor to a Python")
+            warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size")
+            torch.onnx.export(
+                network,
+                (past, future),
+                str(target),
+                input_names=["past", "future"],
+                output_names=["quantiles"],
+                dynamic_axes={"past": batch, "future": batch, "quantiles": batch},
+                opset_version=17,
+                dynamo=False,
+            )
+        exported = onnx.load(str(target))
+        entry = exported.metadata_props.add()
+        entry.key = ONNX_CONFIG_KEY
+        entry.value = canonical_json(config)
+        onnx.save(exported, str(target))
+        return target
+
+    def _fitted_network(self) -> nn.Module:
+        if self.network is None:
+            raise ForecastInputError(f"{self.name}: call fit() before using the model")
+        return self.network
+
+
+def _chronological_split(windows: Windows, horizon: int) -> tuple[Windows, Windows]:
+    """The last share of windows for validation; train windows end before it starts."""
+    if len(windows) == 0:
+        return windows, windows
+    n_val = max(1, math.ceil(len(windows) * VALIDATION_FRAC))
+    val = np.arange(len(windows) - n_val, len(windows))
+    first = windows.origin[val[0]]
+    # A train window whose targets reach into the validation targets would leak them.
+    train = np.flatnonzero(windows.origin + horizon <= first)
+    return windows.take(train), windows.take(val)
+
+
+def _tensors(parts: list[Windows]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate(arrays).astype(np.float32))
+
+    tensors = (
+        stack([p.past for p in parts]),
+        stack([p.future for p in parts]),
+        stack([p.target for p in parts]),
+    )
+    if len(tensors[0]) == 0:
+        raise ForecastInputError(
+            "too few windows left to train on after holding back the most recent "
+            f"{VALIDATION_FRAC:.0%} for validation; give a longer history"
+        )
+    return tensors
+
+
+def _validation_loss(
+    network: nn.Module, val: tuple[torch.Tensor, torch.Tensor, torch.Tensor], levels: torch.Tensor
+) -> float:
+    network.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(val[0]), _EVAL_BATCH):
+            part = slice(start, start + _EVAL_BATCH)
+            loss = pinball_loss(network(val[0][part], val[1][part]), val[2][part], levels)
+            total += float(loss) * len(val[0][part])
+    return total / len(val[0])
+
+
+def _copy_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread for the block, then restore the caller's setting.
+
+    These networks are small: handing each op to a second thread costs more than it saves
+    (about 10 ms per op when the other core is busy), and one thread also makes the
+    arithmetic, hence the result, the same on machines with different core counts.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch on one thread for the block; leave the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]), _one_thread():
+        torch.manual_seed(seed)
+        yield
