@@ -364,6 +364,18 @@ def predict(
     console.print(table)
 
 
+@app.command()
+def export(
+    twin_id: str,
+    onnx: Annotated[Path, typer.Option("--onnx", help="Write the ONNX model here.")],
+    version: Annotated[int | None, typer.Option(help="A model version (default: serving).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Export a twin's neural model to ONNX; run it with twinkit.edge.OnnxForecaster."""
+    path = _engine(db).export_onnx(twin_id, onnx, version)
+    console.print(f"{twin_id}: wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
 @population_app.command("fit")
 def population_fit(
     twin_ids: Annotated[

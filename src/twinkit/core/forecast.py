@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from twinkit.core.errors import ForecastInputError
 
 #: quantile levels every forecaster must return
 REQUIRED_QUANTILES: tuple[float, ...] = (0.05, 0.5, 0.95)
+#: quantile levels twinkit's forecasters estimate (the required ones among them)
+QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,23 @@ class Forecast:
                 f"{q:g}": [float(v) for v in vs] for q, vs in sorted(self.quantiles.items())
             },
         }
+
+
+def make_forecast(
+    target: str,
+    origin: pd.Timestamp,
+    horizons: Sequence[int],
+    mean: np.ndarray,
+    quantiles: np.ndarray,
+    model: str,
+) -> Forecast:
+    """Build a Forecast from a (levels x horizons) array, sorting so quantiles never cross."""
+    ordered = np.sort(quantiles, axis=0)
+    return Forecast(
+        target=target,
+        origin=origin,
+        horizons=tuple(int(h) for h in horizons),
+        mean=np.asarray(mean, dtype=np.float64),
+        quantiles={q: ordered[i] for i, q in enumerate(QUANTILE_LEVELS)},
+        model=model,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -69,3 +71,19 @@ def grid_step_minutes(grid: pd.Series) -> float:
     if freq is None:
         raise ForecastInputError("the series is not on a regular grid")
     return float(pd.Timedelta(freq.nanos, unit="ns").total_seconds() / 60)
+
+
+def horizon_steps(horizons: Sequence[int], step_min: float, max_steps: int) -> np.ndarray:
+    """Horizon minutes -> grid steps (at least one), or a named error past what was fitted."""
+    if len(horizons) == 0:
+        raise ForecastInputError("give at least one horizon (minutes ahead)")
+    minutes = np.asarray(horizons, dtype=np.float64)
+    if (minutes <= 0).any():
+        raise ForecastInputError(f"horizons must be positive minutes, got {list(horizons)}")
+    steps = np.maximum(np.rint(minutes / step_min).astype(np.int64), 1)
+    if (steps > max_steps).any():
+        raise ForecastInputError(
+            f"horizon {int(minutes.max())} min is beyond what the model was fitted for "
+            f"({max_steps * step_min:g} min)"
+        )
+    return steps

@@ -31,7 +31,9 @@ from twinkit.engine.population import (
     load_population,
 )
 from twinkit.models.base import Forecaster, forecaster_class
+from twinkit.models.ensemble import Ensemble
 from twinkit.models.evaluate import holdout_split, rolling_scores
+from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 from twinkit.screen import (
     DEFAULT_DECISION_SCREENS,
@@ -439,6 +441,41 @@ class TwinEngine:
         tensors, config = self.artifacts.load(version.sha256)
         return forecaster_class(config["model"]).from_state(tensors, config)
 
+    def version(self, twin_id: str, version: int | None = None) -> ModelVersion:
+        """A registry version of the twin's model: the serving one, or the one named."""
+        with self.store.read() as conn:
+            chosen = (
+                registry.get_version(conn, twin_id, version)
+                if version is not None
+                else registry.serving(conn, twin_id)
+            )
+        if chosen is None:
+            what = f"version {version}" if version is not None else "serving model"
+            raise NotFoundError(f"twin {twin_id!r} has no {what}: run twinkit fit {twin_id}")
+        return chosen
+
+    def export_onnx(self, twin_id: str, path: Path | str, version: int | None = None) -> Path:
+        """Export the serving (or a given) version's network to ONNX for edge devices.
+
+        A neural model exports as it is; a recalibrated single neural model (what ``fit``
+        serves when a network wins) exports with its conformal offsets, so the device
+        gives the served intervals. Anything else cannot run as one network.
+        """
+        chosen = self.version(twin_id, version)
+        model = self.load_model(chosen)
+        calibration = None
+        if isinstance(model, Ensemble) and len(model.members) == 1:
+            calibration = model.residual_quantiles
+            model = model.members[0]
+        if not isinstance(model, NeuralForecaster):
+            members = getattr(model, "members_names", None)
+            raise TwinkitError(
+                f"twin {twin_id!r} v{chosen.version} is {chosen.model}"
+                f"{' of ' + ', '.join(members) if members else ''}: only a single neural "
+                "network (gru, transformer) exports to ONNX; fit one with --model gru"
+            )
+        return model.export_onnx(path, calibration=calibration)
+
     def models(self, twin_id: str) -> list[ModelVersion]:
         self.get_twin(twin_id)
         with self.store.read() as conn:
@@ -454,15 +491,7 @@ class TwinEngine:
         """Forecast with the serving (or a named) version from the twin's latest data, or
         from the data up to ``as_of`` (a backtest)."""
         twin = self.get_twin(twin_id)
-        with self.store.read() as conn:
-            chosen = (
-                registry.get_version(conn, twin_id, version)
-                if version is not None
-                else registry.serving(conn, twin_id)
-            )
-        if chosen is None:
-            what = f"version {version}" if version is not None else "serving model"
-            raise NotFoundError(f"twin {twin.id!r} has no {what}: run twinkit fit {twin.id}")
+        chosen = self.version(twin.id, version)
         model = self.load_model(chosen)
         frame = self.signals(twin_id)
         if as_of is not None:

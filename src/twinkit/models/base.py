@@ -10,17 +10,15 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError
-from twinkit.core.forecast import Forecast
+from twinkit.core.forecast import QUANTILE_LEVELS, Forecast, make_forecast
 from twinkit.data.grid import (
     check_frame,
     detect_step_minutes,
     grid_step_minutes,
+    horizon_steps,
     target_grid,
 )
 from twinkit.data.windows import to_grid
-
-#: quantile levels the baselines estimate (the required 5/50/95 % among them)
-QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
 __all__ = [
     "QUANTILE_LEVELS",
@@ -111,39 +109,3 @@ class Forecaster(abc.ABC):
         """The target on its regular grid, short gaps (missed readings) bridged."""
         grid = to_grid(frame, self.target, covariates=(), step_min=step_min)
         return pd.Series(grid.target, index=grid.index)
-
-
-def horizon_steps(horizons: Sequence[int], step_min: float, max_steps: int) -> np.ndarray:
-    """Horizon minutes -> grid steps (at least one), or a named error past what was fitted."""
-    if len(horizons) == 0:
-        raise ForecastInputError("give at least one horizon (minutes ahead)")
-    minutes = np.asarray(horizons, dtype=np.float64)
-    if (minutes <= 0).any():
-        raise ForecastInputError(f"horizons must be positive minutes, got {list(horizons)}")
-    steps = np.maximum(np.rint(minutes / step_min).astype(np.int64), 1)
-    if (steps > max_steps).any():
-        raise ForecastInputError(
-            f"horizon {int(minutes.max())} min is beyond what the model was fitted for "
-            f"({max_steps * step_min:g} min)"
-        )
-    return steps
-
-
-def make_forecast(
-    target: str,
-    origin: pd.Timestamp,
-    horizons: Sequence[int],
-    mean: np.ndarray,
-    quantiles: np.ndarray,
-    model: str,
-) -> Forecast:
-    """Build a Forecast from a (levels x horizons) array, sorting so quantiles never cross."""
-    ordered = np.sort(quantiles, axis=0)
-    return Forecast(
-        target=target,
-        origin=origin,
-        horizons=tuple(int(h) for h in horizons),
-        mean=np.asarray(mean, dtype=np.float64),
-        quantiles={q: ordered[i] for i, q in enumerate(QUANTILE_LEVELS)},
-        model=model,
-    )

@@ -8,7 +8,6 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,8 +20,16 @@ from twinkit.core.digest import canonical_json
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.core.forecast import Forecast
 from twinkit.data.grid import check_frame
-from twinkit.data.windows import EVENT_CHANNELS, Grid, Scaler, Windows, make_windows, to_grid
-from twinkit.models.base import QUANTILE_LEVELS, Forecaster, horizon_steps, make_forecast
+from twinkit.data.network_io import (
+    NetworkInputs,
+    NetworkSpec,
+    forecast_from_output,
+    network_inputs,
+    spec_grid,
+    spec_windows,
+)
+from twinkit.data.windows import Grid, Scaler, Windows
+from twinkit.models.base import QUANTILE_LEVELS, Forecaster
 
 #: fewest gap-free windows worth training a network on, besides those a validation split
 #: sets aside to keep training targets out of validation (one horizon's worth)
@@ -30,7 +37,7 @@ MIN_WINDOWS = 32
 #: the most recent share of each twin's windows, held back for early stopping
 VALIDATION_FRAC = 0.15
 #: key of the model config in an exported ONNX file's metadata_props
-ONNX_CONFIG_KEY = "twinkit_config"
+ONNX_CONFIG_KEY = "twinkit_config"  # the same key twinkit.edge reads
 _MEDIAN = QUANTILE_LEVELS.index(0.5)
 _EVAL_BATCH = 4096
 
@@ -73,23 +80,6 @@ class QuantileHead(nn.Module):
         centre = raw[..., self.median : self.median + 1]
         out: torch.Tensor = centre + torch.matmul(nn.functional.softplus(raw), self.offsets)
         return out
-
-
-@dataclass(frozen=True)
-class NetworkInputs:
-    """One forecast's network inputs and what turns the network output into a Forecast.
-
-    ``past`` (1, L, F) and ``future`` (1, H, F2) are float32, ready for the network (torch
-    or an ONNX runtime); the rest is numpy-only post-processing.
-    """
-
-    past: np.ndarray
-    future: np.ndarray
-    origin: pd.Timestamp
-    last_value: float  # the target at the origin, in data units
-    target_std: float  # network units -> data units
-    steps: np.ndarray  # grid steps ahead (1-based) of the wanted horizons
-    horizons: tuple[int, ...]
 
 
 class NeuralForecaster(Forecaster):
@@ -237,25 +227,28 @@ class NeuralForecaster(Forecaster):
             self.n_past_features, self.n_future_features, self.n_steps, len(QUANTILE_LEVELS)
         )
 
-    def _windows(self, grid: Grid, scaler: Scaler, origin: int | None = None) -> Windows:
-        """Training windows, or with ``origin`` the one window to forecast from.
+    def spec(self) -> NetworkSpec:
+        """The pre- and post-processing settings of this fitted model (torch-free)."""
+        self._check_fitted()
+        return self._draft_spec()
 
-        Only event channels (meals, insulin) can be planned; a level such as heart rate is
-        never known ahead, so its future is hidden in training and forecasting alike.
-        """
-        windows = make_windows(
-            grid,
-            scaler,
-            self.context_steps,
-            self.n_steps,
-            origins=None if origin is None else np.array([origin]),
-            require_target=origin is None,
+    def _draft_spec(self) -> NetworkSpec:
+        # Also used while training, before fit() has finished.
+        return NetworkSpec(
+            name=self.name,
+            target=self.target,
+            step_min=self.step_min or 0.0,
+            context_min=self.context_min,
+            context_steps=self.context_steps,
+            n_steps=self.n_steps,
+            max_gap_min=self.max_gap_min,
+            covariate_names=self.covariate_names,
             future_covariates=self.future_covariates,
+            scaler=self.scaler,
         )
-        levels = [i for i, n in enumerate(grid.covariate_names) if n not in EVENT_CHANNELS]
-        if levels:
-            windows.future[:, :, levels] = 0.0
-        return windows
+
+    def _windows(self, grid: Grid, scaler: Scaler, origin: int | None = None) -> Windows:
+        return spec_windows(self._draft_spec(), grid, scaler, origin)
 
     def _train(self, network: nn.Module, windows: list[Windows], lr: float, epochs: int) -> None:
         """Adam on the pinball loss; stop when validation stalls; keep the best weights."""
@@ -337,18 +330,7 @@ class NeuralForecaster(Forecaster):
         step_min: float | None = None,
         end: pd.Timestamp | None = None,
     ) -> Grid:
-        check_frame(frame, self.target)
-        absent = [n for n in names if n not in frame.columns]
-        levels = [n for n in absent if n not in EVENT_CHANNELS]
-        if levels:
-            raise ForecastInputError(
-                f"{self.name}: covariate(s) {levels} the model uses are not in the data; "
-                "choose the channels every twin has with covariates=[...]"
-            )
-        if absent:
-            # No column of an event channel means no events were recorded: zeros.
-            frame = frame.assign(**dict.fromkeys(absent, np.nan))
-        return to_grid(frame, self.target, names, step_min, self.max_gap_min, end)
+        return spec_grid(self._draft_spec(), frame, names, step_min, end)
 
     # -- forecasting -----------------------------------------------------------------------
 
@@ -372,54 +354,11 @@ class NeuralForecaster(Forecaster):
 
         ``horizons`` None means every step up to ``max_horizon_min``.
         """
-        step = self._check_fitted()
-        series = check_frame(context, self.target)
-        if series.empty:
-            raise ForecastInputError(f"{self.name}: no values of {self.target!r} in the context")
-        rule = pd.Timedelta(minutes=step)
-        origin_time = pd.Timestamp(series.index[-1]).floor(rule)
-        frame = context
-        if self.scaler is not None:
-            # Only the context window (and enough before it to bridge a short gap at its
-            # start) matters when the scaler is stored: keeps predict fast on long histories.
-            lead = self.context_steps + int(self.max_gap_min // step) + 1
-            frame = context.loc[origin_time - lead * rule :]
-        end = pd.Timestamp(context.index[-1]) if self.future_covariates else None
-        grid = self._grid(frame, self.covariate_names, step, end)
-        origin = int(np.flatnonzero(np.isfinite(grid.target))[-1])
-        if origin < self.context_steps - 1:
-            raise ForecastInputError(
-                f"{self.name}: a forecast needs the last {self.context_min} min "
-                f"({self.context_steps} readings) of {self.target!r}; the context holds "
-                f"{origin + 1}"
-            )
-        scaler = self.scaler if self.scaler is not None else Scaler.fit(grid)
-        windows = self._windows(grid, scaler, origin)
-        if horizons is None:
-            steps = np.arange(1, self.n_steps + 1)
-            horizons = [round(s * step) for s in steps]
-        else:
-            steps = horizon_steps(horizons, step, self.n_steps)
-        return NetworkInputs(
-            past=windows.past.astype(np.float32),
-            future=windows.future.astype(np.float32),
-            origin=origin_time,
-            last_value=float(grid.target[origin]),
-            target_std=scaler.target_std,
-            steps=steps,
-            horizons=tuple(int(h) for h in horizons),
-        )
+        return network_inputs(self.spec(), context, horizons)
 
     def forecast_from_output(self, output: np.ndarray, inputs: NetworkInputs) -> Forecast:
         """The network's (1, H, Q) output for ``inputs`` -> a Forecast in data units."""
-        change = np.asarray(output, dtype=np.float64).reshape(
-            -1, self.n_steps, len(QUANTILE_LEVELS)
-        )
-        picked = change[0, inputs.steps - 1].T  # (Q, horizons)
-        quantiles = inputs.last_value + picked * inputs.target_std
-        return make_forecast(
-            self.target, inputs.origin, inputs.horizons, quantiles[_MEDIAN], quantiles, self.name
-        )
+        return forecast_from_output(self.spec(), output, inputs)
 
     # -- state and export --------------------------------------------------------------------
 
@@ -474,7 +413,7 @@ class NeuralForecaster(Forecaster):
         model.network = network
         return model
 
-    def export_onnx(self, path: Path | str) -> Path:
+    def export_onnx(self, path: Path | str, calibration: np.ndarray | None = None) -> Path:
         """Write the network as ONNX (any batch size) with the config in its metadata.
 
         Inputs ``past`` and ``future``, output ``quantiles``: run it on
@@ -488,6 +427,10 @@ class NeuralForecaster(Forecaster):
             ) from None
         network = self._fitted_network()
         config = self.config()
+        if calibration is not None:
+            # Conformal offsets from the twin's registry version: the edge forecast then
+            # has the same intervals as the served one.
+            config["calibration"] = np.asarray(calibration).tolist()
         past = torch.zeros(1, self.context_steps, self.n_past_features)
         future = torch.zeros(1, self.n_steps, self.n_future_features)
         target = Path(path)
