@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", default=None, help="comma-separated (default: all)")
     parser.add_argument("--cold-start", default=None, help="e.g. 24h")
     parser.add_argument("--max-origins", type=int, default=200)
+    parser.add_argument("--meta", action="store_true", help="Reptile-trained population")
     parser.add_argument("--cache", type=Path, default=Path(".twinkit/cache"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         models=args.models.split(",") if args.models else None,
         cold_start=pd.Timedelta(args.cold_start) if args.cold_start else None,
         max_origins=args.max_origins,
+        meta=args.meta,
         progress=lambda what: print(f"... {what}", file=sys.stderr, flush=True),
     )
     report["data"].update(described)

@@ -518,6 +518,9 @@ def eval_forecast(
         str | None, typer.Option(help="Personalise on only the first part, e.g. 24h.")
     ] = None,
     max_origins: Annotated[int, typer.Option(help="Forecast origins per twin, at most.")] = 200,
+    meta: Annotated[
+        bool, typer.Option(help="Meta-learn the population prior (Reptile) for cold starts.")
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
@@ -544,6 +547,7 @@ def eval_forecast(
             models=[m.strip() for m in models.split(",")] if models else None,
             cold_start=window,
             max_origins=max_origins,
+            meta=meta,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ import pandas as pd
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.data.grid import target_grid
 from twinkit.models.base import Forecaster, forecaster_class, registered_forecasters
+from twinkit.models.neural import NeuralForecaster
+from twinkit.personalize.meta import meta_learn
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 
 #: the learned model the population prior and the personal ``twinkit`` model are built from
@@ -147,6 +149,7 @@ def evaluate_forecasts(
     max_origins: int = 200,
     population_model: str = DEFAULT_POPULATION_MODEL,
     candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    meta: bool = False,
     model_params: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -156,7 +159,8 @@ def evaluate_forecasts(
     per twin from scratch), ``population`` (the ``population_model`` trained on other
     twins only) and ``twinkit``: the twin's default personal model, the best of
     ``candidates`` on the twin's own validation data (as ``twinkit fit`` chooses), one of
-    them being the population model fine-tuned on the twin.
+    them being the population model fine-tuned on the twin. ``meta`` trains the
+    population models by Reptile (a starting point for cold starts) instead of pooling.
     """
     started = time.perf_counter()
     horizons = sorted({int(h) for h in horizons})
@@ -184,6 +188,11 @@ def evaluate_forecasts(
                 continue
             say(f"population model for fold {k + 1}")
             population = build(population_model)
+            if meta:
+                if not isinstance(population, NeuralForecaster):
+                    raise TwinkitError(f"{population_model!r} cannot be meta-learned")
+                populations[k] = meta_learn(population, others)
+                continue
             fit_population = getattr(population, "fit_population", None)
             if fit_population is None:
                 raise TwinkitError(f"{population_model!r} cannot be trained as a population model")
@@ -236,6 +245,7 @@ def evaluate_forecasts(
         "train_frac": train_frac,
         "cold_start": None if cold_start is None else str(cold_start),
         "population_model": population_model,
+        "population_training": "reptile" if meta else "pooled",
         "twinkit_candidates": list(candidates),
         "folds": len(populations),
         "max_origins_per_twin": max_origins,
