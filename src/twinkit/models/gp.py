@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Self
@@ -25,6 +24,7 @@ from twinkit.models.base import (
     make_forecast,
     register_forecaster,
 )
+from twinkit.models.torch_threads import one_thread
 
 #: gaps in the target up to this long are bridged, in fit and predict alike
 MAX_GAP_MIN = 15.0
@@ -301,7 +301,7 @@ class GPForecaster(Forecaster):
     def _train_gp(self, x: torch.Tensor, y: torch.Tensor) -> None:
         n = len(x)
         # fork_rng: seed gpytorch's own initialisation without touching the caller's RNG
-        with torch.random.fork_rng(devices=[]), _one_thread():
+        with torch.random.fork_rng(devices=[]), one_thread():
             torch.manual_seed(self.seed)
             generator = torch.Generator().manual_seed(self.seed)
             start = torch.stack(
@@ -334,7 +334,7 @@ class GPForecaster(Forecaster):
         """Mean and uncalibrated sd (n x steps) of the normalised target change."""
         assert self.gp is not None and self.likelihood is not None
         assert self.coef is not None and self.residual_std is not None
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), one_thread():
             predictive = self.likelihood(self.gp(features.gp_inputs()))
             mean, var = predictive.mean.numpy(), predictive.variance.numpy()
         ridge = features.ridge_design() @ self.coef
@@ -452,22 +452,6 @@ class GPForecaster(Forecaster):
             iterations=20,
             batch_size=64,
         )
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread for the block, then restore the caller's setting.
-
-    The matrices here are at most a few hundred wide: a second thread costs more than it
-    saves, and on busy shared cores threads stall on each other (a fit of two weeks took
-    20 times longer on two threads than on one when the other core was busy).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _hourly_sums(values: np.ndarray, starts: np.ndarray, width: int, hours: int) -> np.ndarray:

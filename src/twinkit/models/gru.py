@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Self
 
 import torch
 from torch import nn
@@ -75,16 +74,4 @@ class GRUAttention(NeuralForecaster):
     ) -> nn.Module:
         return GRUAttentionNetwork(
             n_past_features, n_future_features, horizon_steps, n_quantiles, self.hidden
-        )
-
-    @classmethod
-    def tiny(cls, target: str = "y", seed: int = 0) -> Self:
-        return cls(
-            target=target,
-            seed=seed,
-            hidden=8,
-            epochs=3,
-            batch_size=64,
-            context_min=30,
-            max_horizon_min=30,
         )

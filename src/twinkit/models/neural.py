@@ -6,8 +6,7 @@ import abc
 import copy
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -30,6 +29,7 @@ from twinkit.data.network_io import (
 )
 from twinkit.data.windows import Grid, Scaler, Windows
 from twinkit.models.base import QUANTILE_LEVELS, Forecaster
+from twinkit.models.torch_threads import one_thread, seeded
 
 #: fewest gap-free windows worth training a network on, besides those a validation split
 #: sets aside to keep training targets out of validation (one horizon's worth)
@@ -141,6 +141,18 @@ class NeuralForecaster(Forecaster):
         self.n_future_features = 0
         self.best_val_loss: float | None = None  # of the last fit, for reports
 
+    @classmethod
+    def tiny(cls, target: str = "y", seed: int = 0) -> Self:
+        return cls(
+            target=target,
+            seed=seed,
+            hidden=8,
+            epochs=3,
+            batch_size=64,
+            context_min=30,
+            max_horizon_min=30,
+        )
+
     @abc.abstractmethod
     def build_network(
         self, n_past_features: int, n_future_features: int, horizon_steps: int, n_quantiles: int
@@ -199,7 +211,7 @@ class NeuralForecaster(Forecaster):
             )
         scaler = Scaler.fit(grid)
         network = twin._fitted_network()
-        with _seeded(twin.seed):
+        with seeded(twin.seed):
             twin._train(
                 network,
                 [twin._windows(grid, scaler)],
@@ -217,7 +229,7 @@ class NeuralForecaster(Forecaster):
         windows = [self._windows(g, s) for g, s in zip(grids, scalers, strict=True)]
         self.n_past_features = windows[0].past.shape[2]
         self.n_future_features = windows[0].future.shape[2]
-        with _seeded(self.seed):
+        with seeded(self.seed):
             network = self._new_network()
             self._train(network, windows, self.lr, self.epochs)
         self.network = network
@@ -343,7 +355,7 @@ class NeuralForecaster(Forecaster):
         """
         inputs = self.network_inputs(context, horizons)
         network = self._fitted_network()
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), one_thread():
             output = network(torch.from_numpy(inputs.past), torch.from_numpy(inputs.future))
         return self.forecast_from_output(output.numpy(), inputs)
 
@@ -405,7 +417,7 @@ class NeuralForecaster(Forecaster):
         model.n_future_features = int(sizes["n_future_features"])
         scaler = config.get("scaler")
         model.scaler = Scaler.from_dict(scaler) if scaler is not None else None
-        with _seeded(model.seed):
+        with seeded(model.seed):
             network = model._new_network()
         weights = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
         network.load_state_dict(weights)
@@ -509,27 +521,3 @@ def _validation_loss(
 
 def _copy_state(network: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread for the block, then restore the caller's setting.
-
-    These networks are small: handing each op to a second thread costs more than it saves
-    (about 10 ms per op when the other core is busy), and one thread also makes the
-    arithmetic, hence the result, the same on machines with different core counts.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch on one thread for the block; leave the caller's random state as it was."""
-    with torch.random.fork_rng(devices=[]), _one_thread():
-        torch.manual_seed(seed)
-        yield

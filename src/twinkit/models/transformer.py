@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Self
 
 import torch
 from torch import nn
@@ -127,16 +126,4 @@ class TransformerForecaster(NeuralForecaster):
             self.context_steps,
             self.hidden,
             patch=max(1, round(PATCH_MIN / self._check_fitted())),
-        )
-
-    @classmethod
-    def tiny(cls, target: str = "y", seed: int = 0) -> Self:
-        return cls(
-            target=target,
-            seed=seed,
-            hidden=8,
-            epochs=3,
-            batch_size=64,
-            context_min=30,
-            max_horizon_min=30,
         )

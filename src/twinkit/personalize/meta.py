@@ -19,7 +19,8 @@ from torch import nn
 from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import QUANTILE_LEVELS
 from twinkit.data.windows import Scaler, Windows
-from twinkit.models.neural import NeuralForecaster, _seeded, pinball_loss
+from twinkit.models.neural import NeuralForecaster, pinball_loss
+from twinkit.models.torch_threads import seeded
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def meta_learn(
         raise ForecastInputError("meta-learning found no twin-day with enough gap-free windows")
     levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
     rng = np.random.default_rng(model.seed)
-    with _seeded(model.seed):
+    with seeded(model.seed):
         for iteration in range(settings.meta_iterations):
             task_windows, rows = tasks[int(rng.integers(len(tasks)))]
             before = {k: v.detach().clone() for k, v in network.state_dict().items()}

@@ -1,0 +1,91 @@
+"""What every `twinkit` command shares: the app and its sub-apps, consoles, options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from twinkit.engine import TwinEngine
+
+app = typer.Typer(
+    help="Hyper-personalized, resilient digital twins.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+twin_app = typer.Typer(help="Create, list, show and delete twins.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Rows held back at ingest.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The provenance ledger.", no_args_is_help=True)
+population_app = typer.Typer(
+    help="Population priors: one model learned from many twins.", no_args_is_help=True
+)
+eval_app = typer.Typer(help="Evaluate models on a data set with many twins.", no_args_is_help=True)
+app.add_typer(twin_app, name="twin")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(models_app, name="models")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(eval_app, name="eval")
+app.add_typer(population_app, name="population")
+
+# Tables stay readable when the output is a file or a CI log (rich would assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Store URL or SQLite path (default: $TWINKIT_DB, else .twinkit/twinkit.db)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class _State:
+    db: str | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _main(db: DbOption = None) -> None:
+    _state.db = db
+
+
+def engine_for(db: str | None) -> TwinEngine:
+    return TwinEngine(db or _state.db)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def spinner(text: str) -> Iterator[None]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        progress.add_task(text, total=None)
+        yield
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )

@@ -1,0 +1,309 @@
+"""Commands on models: fit, predict, versions, population priors, export, eval, demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.table import Table
+
+from twinkit.cli.common import (
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    engine_for,
+    err,
+    eval_app,
+    models_app,
+    population_app,
+    print_json,
+    progress_bar,
+    spinner,
+)
+from twinkit.core.errors import TwinkitError
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@app.command()
+def fit(
+    twin_ids: Annotated[
+        list[str] | None, typer.Argument(help="Twins to fit (default: all state twins).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="auto (best on the twin's own data), or a model name.")
+    ] = "auto",
+    target: Annotated[
+        str | None, typer.Option(help="Target channel (default: glucose, else the first).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Fit a new model version per twin; promote it only if it is not worse."""
+    engine = engine_for(db)
+    ids = twin_ids or [t.id for t in engine.list_twins() if t.kind.value == "state"]
+    results, failures = engine.fit_cohort(
+        ids, model=model, target=target, seed=seed, progress=_bar_callback(len(ids))
+    )
+    if as_json:
+        print_json({"fitted": [r.to_dict() for r in results], "failed": failures})
+    else:
+        table = Table("twin", "version", "model", "promoted", "holdout RMSE", "reason")
+        for r in results:
+            table.add_row(
+                r.twin_id,
+                f"v{r.version}",
+                r.model,
+                "yes" if r.promoted else "no",
+                f"{r.metrics['score']:.2f}",
+                r.reason,
+            )
+        console.print(table)
+        for twin_id, reason in failures.items():
+            err.print(f"{twin_id}: not fitted: {reason}", markup=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _bar_callback(total: int) -> Callable[[str], None] | None:
+    if total <= 1:
+        return None
+    bar = progress_bar()
+    task = bar.add_task("fitting", total=total)
+    bar.start()
+
+    def advance(twin_id: str) -> None:
+        bar.update(task, advance=1, description=f"fitted {twin_id}")
+        if bar.tasks[0].completed >= total:
+            bar.stop()
+
+    return advance
+
+
+@app.command()
+def predict(
+    twin_id: str,
+    horizons: Annotated[str, typer.Option(help="Minutes ahead, comma-separated.")] = "30,60",
+    version: Annotated[int | None, typer.Option(help="A model version (default: serving).")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Forecast from the data up to this ISO-8601 time.")
+    ] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Forecast a twin's target with its serving model."""
+    try:
+        steps = [int(h) for h in horizons.split(",") if h.strip()]
+    except ValueError:
+        raise TwinkitError(f"--horizons {horizons!r}: expected minutes like 30,60") from None
+    origin = None
+    if as_of is not None:
+        try:
+            origin = pd.Timestamp(as_of)
+        except ValueError:
+            raise TwinkitError(f"--as-of {as_of!r} is not an ISO-8601 time") from None
+        origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    forecast = engine_for(db).predict(twin_id, steps, version, as_of=origin)
+    if as_json:
+        print_json(forecast.to_dict())
+        return
+    console.print(
+        f"{twin_id}: {forecast.target} from {forecast.origin.isoformat()} "
+        f"({forecast.model} v{forecast.version})"
+    )
+    table = Table("horizon", "time", "median", "90% interval")
+    lo, hi = forecast.interval(0.9)
+    for i, h in enumerate(forecast.horizons):
+        table.add_row(
+            f"+{h} min",
+            forecast.times[i].isoformat(),
+            f"{forecast.quantiles[0.5][i]:.1f}",
+            f"{lo[i]:.1f} .. {hi[i]:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def export(
+    twin_id: str,
+    onnx: Annotated[Path, typer.Option("--onnx", help="Write the ONNX model here.")],
+    version: Annotated[int | None, typer.Option(help="A model version (default: serving).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Export a twin's neural model to ONNX; run it with twinkit.edge.OnnxForecaster."""
+    path = engine_for(db).export_onnx(twin_id, onnx, version)
+    console.print(f"{twin_id}: wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+@population_app.command("fit")
+def population_fit(
+    twin_ids: Annotated[
+        list[str] | None, typer.Argument(help="Twins to learn from (default: every state twin).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="A model that can learn from many twins.")] = "gru",
+    target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Train a population prior on the twins' training data; `twinkit fit` then starts
+    personal models from it."""
+    with spinner(f"training a {model} population model"):
+        result = engine_for(db).fit_population(model, twin_ids or None, target, seed)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"population v{result.version} ({result.model}) learned from {len(result.twins)} twins "
+        f"in {result.seconds:.1f} s"
+    )
+    for twin_id, why in result.skipped.items():
+        err.print(f"  skipped {twin_id}: {why}", markup=False)
+
+
+@population_app.command("list")
+def population_list(as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List population priors, newest last (the newest is the one used)."""
+    versions = engine_for(db).populations()
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+        return
+    table = Table("version", "model", "target", "twins", "sha256", "created")
+    for v in versions:
+        table.add_row(
+            f"v{v.version}", v.model, v.target, str(len(v.twins)), v.sha256[:12], v.created_at
+        )
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list(twin_id: str, as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List a twin's model versions."""
+    versions = engine_for(db).models(twin_id)
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+        return
+    table = Table("version", "model", "status", "holdout RMSE", "sha256", "created")
+    for v in versions:
+        table.add_row(
+            f"v{v.version}",
+            v.model,
+            v.status,
+            f"{v.metrics.get('score', float('nan')):.2f}",
+            v.sha256[:12],
+            v.created_at,
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(twin_id: str, version: int, db: DbOption = None) -> None:
+    """Serve a given version."""
+    engine_for(db).promote(twin_id, version)
+    console.print(f"{twin_id}: v{version} is serving")
+
+
+@models_app.command("rollback")
+def models_rollback(twin_id: str, db: DbOption = None) -> None:
+    """Serve the version that served before the current one."""
+    version = engine_for(db).rollback(twin_id)
+    console.print(f"{twin_id}: rolled back to v{version}")
+
+
+@eval_app.command("forecast")
+def eval_forecast(
+    data: Annotated[Path, typer.Argument(help="Signals file (twin_id,time,channel,value).")],
+    target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
+    horizons: Annotated[str, typer.Option(help="Minutes ahead, comma-separated.")] = "30,60",
+    train_frac: Annotated[
+        float, typer.Option(help="Share of each twin's readings that trains.")
+    ] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models (default: all, population, twinkit).")
+    ] = None,
+    cold_start: Annotated[
+        str | None, typer.Option(help="Personalise on only the first part, e.g. 24h.")
+    ] = None,
+    max_origins: Annotated[int, typer.Option(help="Forecast origins per twin, at most.")] = 200,
+    meta: Annotated[
+        bool, typer.Option(help="Meta-learn the population prior (Reptile) for cold starts.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
+    from twinkit.data.importers import load_batch
+    from twinkit.eval.forecast import evaluate_forecasts
+
+    try:
+        steps = [int(h) for h in horizons.split(",") if h.strip()]
+        window = pd.Timedelta(cold_start) if cold_start else None
+    except ValueError as exc:
+        raise TwinkitError(f"bad --horizons or --cold-start: {exc}") from None
+    with spinner(f"reading {data}"):
+        batch = load_batch(data)
+    frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
+    if "time" not in frame or "channel" not in frame:
+        raise TwinkitError(f"{data}: eval forecast needs a signals file")
+    with spinner("evaluating"):
+        report = evaluate_forecasts(
+            frame,
+            target,
+            steps,
+            train_frac=train_frac,
+            seed=seed,
+            models=[m.strip() for m in models.split(",")] if models else None,
+            cold_start=window,
+            max_origins=max_origins,
+            meta=meta,
+        )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+    table = Table("model", *[f"RMSE {h}" for h in sorted(steps)], "cov90", "twins", "failed")
+    for name, result in report["models"].items():
+        pooled = result["pooled"]
+        cov = [pooled[h].get("coverage90") for h in pooled if "coverage90" in pooled[h]]
+        table.add_row(
+            name,
+            *[f"{pooled[str(h)]['rmse']:.2f}" if str(h) in pooled else "-" for h in sorted(steps)],
+            f"{np.mean(cov):.2f}" if cov else "-",
+            str(len(result["per_twin"])),
+            str(len(result["failed"])),
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="Virtual patients in the cohort.")] = 4,
+    days: Annotated[float, typer.Option(help="Simulated days per patient.")] = 6.0,
+    source: Annotated[str, typer.Option(help="simglucose or synthetic")] = "simglucose",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    report: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
+        ".twinkit/report.html"
+    ),
+    epochs: Annotated[int, typer.Option(help="Training epochs of the population model.")] = 30,
+    db: DbOption = None,
+) -> None:
+    """The main job: a cohort of state twins, ingested, fitted, forecast, and reported."""
+    from twinkit.demo import run_demo
+
+    run_demo(
+        engine_for(db),
+        patients=patients,
+        days=days,
+        source=source,
+        seed=seed,
+        report_path=report,
+        console=console,
+        progress=progress_bar,
+        epochs=epochs,
+    )
