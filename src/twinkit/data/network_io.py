@@ -134,17 +134,23 @@ def network_inputs(
     ``horizons`` None means every step up to the model's reach.
     """
     step = spec.step_min
-    series = check_frame(context, spec.target)
+    rule = pd.Timedelta(minutes=step)
+    lead = spec.context_steps + int(spec.max_gap_min // step) + 1
+    recent = context
+    if spec.scaler is not None and isinstance(context.index, pd.DatetimeIndex) and len(context):
+        # A stored scaler needs only the last window: validate that tail, not a long history.
+        tail = context.loc[context.index[-1] - (lead + spec.n_steps + 1) * rule :]
+        if spec.target in tail.columns and tail[spec.target].notna().any():
+            recent = tail
+    series = check_frame(recent, spec.target)
     if series.empty:
         raise ForecastInputError(f"{spec.name}: no values of {spec.target!r} in the context")
-    rule = pd.Timedelta(minutes=step)
     origin_time = pd.Timestamp(series.index[-1]).floor(rule)
     frame = context
     if spec.scaler is not None:
         # Only the context window (and enough before it to bridge a short gap at its
         # start) matters when the scaler is stored: keeps predict fast on long histories.
-        lead = spec.context_steps + int(spec.max_gap_min // step) + 1
-        frame = context.loc[origin_time - lead * rule :]
+        frame = recent.loc[origin_time - lead * rule :]
     end = pd.Timestamp(context.index[-1]) if spec.future_covariates else None
     grid = spec_grid(spec, frame, spec.covariate_names, step, end)
     origin = int(np.flatnonzero(np.isfinite(grid.target))[-1])
