@@ -247,3 +247,38 @@ def test_fit_all_reports_a_twin_without_data_and_fits_the_rest(
     assert [r["twin_id"] for r in report["fitted"]] == ["p1"]
     assert "p2" in report["failed"]
     assert "no signals" in report["failed"]["p2"]
+
+
+def test_population_fit_candidates_and_export(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    # Prepare: two twins with three days each
+    frame = synthetic_cohort(n_twins=2, days=3, seed=5)
+    path = tmp_path / "cohort.csv"
+    frame.assign(time=frame["time"].map(lambda t: t.isoformat())).to_csv(path, index=False)
+    for twin_id in ("synth-001", "synth-002"):
+        run(capsys, "twin", "create", twin_id, "--db", db)
+    run(capsys, "ingest", str(path), "--db", db)
+
+    # Execute
+    code, out, err = run(capsys, "population", "fit", "--json", "--db", db)
+    assert code == 0, err
+    population = json.loads(out)
+    code, out, err = run(
+        capsys, "fit", "synth-001", "--candidates", "population", "--json", "--db", db
+    )
+    assert code == 0, err
+    fitted = json.loads(out)["fitted"][0]
+    code, out, err = run(
+        capsys, "export", "synth-001", "--onnx", str(tmp_path / "s1.onnx"), "--db", db
+    )
+
+    # Assert
+    assert population["version"] == 1
+    assert population["twins"] == ["synth-001", "synth-002"]
+    assert (
+        json.loads(run(capsys, "population", "list", "--json", "--db", db)[1])[0]["model"] == "gru"
+    )
+    assert fitted["selection"]["chosen"] == "population"
+    assert code == 0, err
+    assert (tmp_path / "s1.onnx").stat().st_size > 0

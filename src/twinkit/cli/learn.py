@@ -43,6 +43,13 @@ def fit(
         str | None, typer.Option(help="Target channel (default: glucose, else the first).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="With auto: comma-separated candidates (default: linear_ar, population, "
+            "personalized, ensemble; any model name, e.g. gp, may be added)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -50,7 +57,12 @@ def fit(
     engine = engine_for(db)
     ids = twin_ids or [t.id for t in engine.list_twins() if t.kind.value == "state"]
     results, failures = engine.fit_cohort(
-        ids, model=model, target=target, seed=seed, progress=_bar_callback(len(ids))
+        ids,
+        model=model,
+        target=target,
+        seed=seed,
+        candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
+        progress=_bar_callback(len(ids)),
     )
     if as_json:
         print_json({"fitted": [r.to_dict() for r in results], "failed": failures})
@@ -150,13 +162,16 @@ def population_fit(
     model: Annotated[str, typer.Option(help="A model that can learn from many twins.")] = "gru",
     target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    meta: Annotated[
+        bool, typer.Option(help="Refine it by Reptile meta-learning, for cold starts.")
+    ] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Train a population prior on the twins' training data; `twinkit fit` then starts
     personal models from it."""
     with spinner(f"training a {model} population model"):
-        result = engine_for(db).fit_population(model, twin_ids or None, target, seed)
+        result = engine_for(db).fit_population(model, twin_ids or None, target, seed, meta=meta)
     if as_json:
         print_json(result.to_dict())
         return

@@ -16,6 +16,8 @@ from twinkit.core.twin import TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split
+from twinkit.models.neural import NeuralForecaster
+from twinkit.personalize.meta import meta_learn
 from twinkit.store import ledger, observations, registry, twins
 from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
@@ -47,12 +49,14 @@ def fit_population(
     seed: int = 0,
     holdout_frac: float = 0.2,
     params: dict[str, Any] | None = None,
+    meta: bool = False,
 ) -> PopulationResult:
     """Train ``model`` on the state twins' data and register it as the next population.
 
     Each twin contributes only the data before its own holdout split (the part
     ``twinkit fit`` trains on), so a twin's holdout scores stay honest when its personal
-    model starts from this prior.
+    model starts from this prior. ``meta`` refines the pooled model by Reptile, a better
+    start for twins with about a day of data.
     """
     started = time.perf_counter()
     with store.read() as conn:
@@ -78,10 +82,15 @@ def fit_population(
     if not histories:
         raise ForecastInputError(f"no twin has enough {target!r} data for a population model")
     prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
-    fit = getattr(prior, "fit_population", None)
-    if fit is None:
-        raise TwinkitError(f"{model!r} cannot be trained on many twins (no fit_population)")
-    fit(histories)
+    if meta:
+        if not isinstance(prior, NeuralForecaster):
+            raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
+        meta_learn(prior, histories)
+    else:
+        fit = getattr(prior, "fit_population", None)
+        if fit is None:
+            raise TwinkitError(f"{model!r} cannot be trained on many twins (no fit_population)")
+        fit(histories)
     tensors, config = prior.get_state()
     sha = artifacts.save(tensors, config)
     data_hash = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
@@ -114,6 +123,7 @@ def fit_population(
                 "params": prior.params(),
                 "data_hash": data_hash,
                 "holdout_frac": holdout_frac,
+                "training": "reptile" if meta else "pooled",
             },
         )
     return PopulationResult(

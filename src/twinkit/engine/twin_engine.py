@@ -400,10 +400,11 @@ class TwinEngine:
         target: str = "glucose",
         seed: int = 0,
         params: dict[str, Any] | None = None,
+        meta: bool = False,
     ) -> PopulationResult:
         """Train a population prior on the state twins (their training parts only)."""
         return fit_population(
-            self.store, self.artifacts, model, twin_ids, target, seed, params=params
+            self.store, self.artifacts, model, twin_ids, target, seed, params=params, meta=meta
         )
 
     def population(self, version: int | None = None) -> tuple[PopulationVersion, Forecaster] | None:
