@@ -69,17 +69,12 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
             )
 
     for p in registry.populations(conn):
-        recorded = registered.get(("*population*", p.version))
-        if recorded is None:
-            report.problems.append(f"population model v{p.version} is not in the ledger")
-        elif recorded != p.sha256:
-            report.problems.append(
-                f"population model v{p.version}: the registry's sha256 differs from the ledger's"
-            )
-        else:
-            broken = artifacts.check(p.sha256)
-            if broken:
-                report.problems.append(f"population model v{p.version}: {broken}")
+        report.problems += _check_model(
+            f"population model v{p.version}",
+            registered.get(("*population*", p.version)),
+            p.sha256,
+            artifacts,
+        )
 
     versions = registry.all_versions(conn)
     history = ledger.serving_history(entries)
@@ -93,17 +88,22 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
             )
     report.models = len(versions)
     for v in versions:
-        recorded = registered.get((v.twin_id, v.version))
-        if recorded is None:
-            report.problems.append(
-                f"model {v.twin_id} v{v.version} is in the registry but not in the ledger"
-            )
-        elif recorded != v.sha256:
-            report.problems.append(
-                f"model {v.twin_id} v{v.version}: the registry's sha256 differs from the ledger's"
-            )
-        else:
-            broken = artifacts.check(v.sha256)
-            if broken:
-                report.problems.append(f"model {v.twin_id} v{v.version}: {broken}")
+        report.problems += _check_model(
+            f"model {v.twin_id} v{v.version}",
+            registered.get((v.twin_id, v.version)),
+            v.sha256,
+            artifacts,
+        )
     return report
+
+
+def _check_model(
+    label: str, recorded: str | None, sha256: str, artifacts: ArtifactStore
+) -> list[str]:
+    """A registry entry against its ledger entry and its artifact file."""
+    if recorded is None:
+        return [f"{label} is in the registry but not in the ledger"]
+    if recorded != sha256:
+        return [f"{label}: the registry's sha256 differs from the ledger's"]
+    broken = artifacts.check(sha256)
+    return [f"{label}: {broken}"] if broken else []
