@@ -115,3 +115,17 @@ def test_tampered_population_artifact_is_caught(tmp_path: Path) -> None:
 
     with pytest.raises(IntegrityError):
         engine.population()
+
+
+def test_too_little_validation_to_recalibrate_keeps_the_models_own_intervals() -> None:
+    # Prepare: barely enough data; at most a handful of scored validation forecasts
+    history = noisy_wave(300, seed=4)
+
+    # Execute
+    selection = select_personal_model(
+        history, "glucose", ("linear_ar",), horizons=(60,), max_origins=8
+    )
+
+    # Assert
+    assert "recalibration" in selection.failed
+    assert selection.model.name == "linear_ar"

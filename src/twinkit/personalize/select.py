@@ -124,7 +124,14 @@ def select_personal_model(
         # (split conformal), since a learned model's own intervals are rarely honest.
         names, weights = [chosen], np.ones(1)
         rolling = forecasts[chosen]
-        quantiles = combine(rolling.mean[None], rolling.truth)[1]
+        try:
+            quantiles = combine(rolling.mean[None], rolling.truth)[1]
+        except ForecastInputError as exc:
+            # Too few validation forecasts to calibrate on: the model's own intervals.
+            failed["recalibration"] = str(exc)
+            spec = next(s for s in singles if s.name == chosen)
+            alone = _build(spec, history, population, target, seed, max_h)
+            return Selection(alone, chosen, scores, failed)
     members = [
         _build(next(s for s in singles if s.name == n), history, population, target, seed, max_h)
         for n in names
