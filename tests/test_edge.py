@@ -14,6 +14,7 @@ import pytest
 from twinkit.core.errors import TwinkitError
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.engine import TwinEngine
+from twinkit.models.ensemble import Ensemble
 
 pytest.importorskip("onnxruntime")
 
@@ -52,6 +53,7 @@ def test_exported_model_matches_the_served_forecast_without_torch(
     if wrapped:
         engine.fit_population("gru", params=TINY)
         engine.fit("p1", candidates=["population"])
+        assert isinstance(engine.load_model(engine.version("p1")), Ensemble)
     else:
         engine.fit("p1", model="gru", params=TINY)
     signals = tmp_path / "signals.parquet"

@@ -12,7 +12,9 @@ import twinkit.models.gru  # noqa: F401  (registers "gru")
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.engine import TwinEngine
 from twinkit.models.ensemble import Ensemble
+from twinkit.models.evaluate import RollingForecasts
 from twinkit.personalize import select_personal_model
+from twinkit.personalize.select import _prefer_prior
 
 TINY_GRU = {"hidden": 8, "epochs": 4, "context_min": 60, "batch_size": 128}
 
@@ -129,3 +131,31 @@ def test_too_little_validation_to_recalibrate_keeps_the_models_own_intervals() -
     # Assert
     assert "recalibration" in selection.failed
     assert selection.model.name == "linear_ar"
+
+
+def _rolling(errors: np.ndarray) -> RollingForecasts:
+    n = len(errors)
+    origins = pd.date_range("2026-01-01", periods=n, freq="5min", tz="UTC")
+    truth = np.full((n, 1), 100.0)
+    mean = truth + errors[:, None]
+    return RollingForecasts(origins, (30,), mean, mean - 10, mean + 10, truth)
+
+
+def test_prior_is_kept_unless_the_gain_is_beyond_noise() -> None:
+    # Prepare: the prior's errors; a candidate a hair better but noisy, and one far better
+    rng = np.random.default_rng(0)
+    prior = rng.normal(0, 10, 40)
+    marginal = prior * 0.98 + rng.normal(0, 5, 40)
+    clear = prior * 0.5
+
+    # Execute
+    noisy_choice = _prefer_prior(
+        "personalized", {"personalized": _rolling(marginal), "population": _rolling(prior)}, [30]
+    )
+    clear_choice = _prefer_prior(
+        "personalized", {"personalized": _rolling(clear), "population": _rolling(prior)}, [30]
+    )
+
+    # Assert
+    assert noisy_choice == "population"
+    assert clear_choice == "personalized"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ PERSONALIZED = "personalized"
 POPULATION = "population"
 #: a candidate name that means "the other candidates, combined"
 ENSEMBLE = "ensemble"
+#: fewer validation forecasts per horizon than this and a winner keeps its own intervals
+MIN_CALIBRATION = 100
 #: what ``twinkit fit`` weighs by default
 DEFAULT_CANDIDATES = ("linear_ar", POPULATION, PERSONALIZED, ENSEMBLE)
 
@@ -74,6 +77,7 @@ def select_personal_model(
     validation_frac: float = 0.2,
     max_origins: int = 150,
     max_horizon_min: int = 120,
+    prefer_prior: bool = True,
 ) -> Selection:
     """Fit each candidate on the twin's earlier data, score it on the later part, pick the
     lowest mean RMSE over ``horizons``, and refit the winner on all of ``history``, its
@@ -84,6 +88,11 @@ def select_personal_model(
     its validation coverage is in-sample; its RMSE depends only on the weights). A
     candidate that cannot be built (too little data, no population model) is reported in
     ``failed`` and left out; if none can, :class:`ForecastInputError` says why.
+
+    With ``prefer_prior``, the population model stays the choice unless the best
+    candidate beats it by more than one standard error of their paired per-origin
+    errors: a short validation period (a new twin's first day) cannot tell small
+    differences from noise, and then the prior learned from many people is the safer bet.
     """
     specs = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
     singles = [s for s in specs if s.name != ENSEMBLE]
@@ -117,6 +126,11 @@ def select_personal_model(
         detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
         raise ForecastInputError(f"no candidate model could be fitted on this twin ({detail})")
     chosen = min(scores, key=lambda name: scores[name]["score"])
+    rolling_of = dict(forecasts)
+    if combination is not None:
+        rolling_of[ENSEMBLE] = combination[2]
+    if chosen != POPULATION and POPULATION in rolling_of and prefer_prior:
+        chosen = _prefer_prior(chosen, rolling_of, scored)
     if chosen == ENSEMBLE and combination is not None:
         names, weights, _, quantiles = combination
     else:
@@ -124,10 +138,18 @@ def select_personal_model(
         # (split conformal), since a learned model's own intervals are rarely honest.
         names, weights = [chosen], np.ones(1)
         rolling = forecasts[chosen]
+        counts = np.isfinite(rolling.truth).sum(axis=0)
+        scored_per_step = int(counts.min()) if counts.size else 0
         try:
+            if scored_per_step < MIN_CALIBRATION:
+                raise ForecastInputError(
+                    f"{scored_per_step} validation forecasts per horizon; conformal "
+                    f"recalibration needs {MIN_CALIBRATION}"
+                )
             quantiles = combine(rolling.mean[None], rolling.truth)[1]
         except ForecastInputError as exc:
-            # Too few validation forecasts to calibrate on: the model's own intervals.
+            # Too few validation forecasts to calibrate on (a new twin's first day): the
+            # model's own intervals, learned on far more data, are the better guess.
             failed["recalibration"] = str(exc)
             spec = next(s for s in singles if s.name == chosen)
             alone = _build(spec, history, population, target, seed, max_h)
@@ -140,6 +162,27 @@ def select_personal_model(
         members, weights, quantiles, members[0]._check_fitted()
     )
     return Selection(final, chosen, scores, failed)
+
+
+def _prefer_prior(best: str, rolling: dict[str, RollingForecasts], horizons: Sequence[int]) -> str:
+    """``best``, if it beats the population model by more than one standard error."""
+    mine, prior = rolling[best], rolling[POPULATION]
+    if not mine.origins.equals(prior.origins):
+        return best
+    columns = [
+        mine.horizons.index(h) for h in horizons if h in mine.horizons and h in prior.horizons
+    ]
+    if not columns:
+        return best
+    with warnings.catch_warnings():  # origins with nothing observed give NaN, as they should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loss_best = np.nanmean((mine.mean[:, columns] - mine.truth[:, columns]) ** 2, axis=1)
+        loss_prior = np.nanmean((prior.mean[:, columns] - prior.truth[:, columns]) ** 2, axis=1)
+    gain = (loss_prior - loss_best)[np.isfinite(loss_prior - loss_best)]
+    if len(gain) < 2:
+        return POPULATION
+    standard_error = gain.std(ddof=1) / np.sqrt(len(gain))
+    return best if gain.mean() > standard_error else POPULATION
 
 
 def _combine(
