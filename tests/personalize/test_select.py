@@ -13,6 +13,7 @@ from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.engine import TwinEngine
 from twinkit.models.ensemble import Ensemble
 from twinkit.models.evaluate import RollingForecasts
+from twinkit.models.linear_ar import LinearAR
 from twinkit.personalize import select_personal_model
 from twinkit.personalize.select import _prefer_prior
 
@@ -159,3 +160,19 @@ def test_prior_is_kept_unless_the_gain_is_beyond_noise() -> None:
     # Assert
     assert noisy_choice == "population"
     assert clear_choice == "personalized"
+
+
+def test_a_first_day_keeps_the_population_prior() -> None:
+    # Prepare: a "population" model fitted elsewhere, and one day of a new twin
+    prior = LinearAR(max_horizon_min=60).fit(noisy_wave(2000, seed=7))
+    first_day = noisy_wave(288, seed=8)
+
+    # Execute
+    selection = select_personal_model(
+        first_day, "glucose", ("linear_ar", "population"), population=prior, horizons=(30,)
+    )
+
+    # Assert: too few validation forecasts to outvote the prior, nor to recalibrate it
+    assert selection.chosen == "population"
+    assert selection.model is prior
+    assert "recalibration" in selection.failed

@@ -91,7 +91,8 @@ def select_personal_model(
 
     With ``prefer_prior``, the population model stays the choice unless the best
     candidate beats it by more than one standard error of their paired per-origin
-    errors: a short validation period (a new twin's first day) cannot tell small
+    errors, and whenever fewer than :data:`MIN_CALIBRATION` validation forecasts could
+    be scored: a short validation period (a new twin's first day) cannot tell small
     differences from noise, and then the prior learned from many people is the safer bet.
     """
     specs = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
@@ -130,7 +131,12 @@ def select_personal_model(
     if combination is not None:
         rolling_of[ENSEMBLE] = combination[2]
     if chosen != POPULATION and POPULATION in rolling_of and prefer_prior:
-        chosen = _prefer_prior(chosen, rolling_of, scored)
+        if _validation_size(rolling_of[chosen]) < MIN_CALIBRATION:
+            # Too little of the twin's own data to judge by (its first day or so): the
+            # prior, learned from many people, stays until the twin's data can outvote it.
+            chosen = POPULATION
+        else:
+            chosen = _prefer_prior(chosen, rolling_of, scored)
     if chosen == ENSEMBLE and combination is not None:
         names, weights, _, quantiles = combination
     else:
@@ -138,8 +144,7 @@ def select_personal_model(
         # (split conformal), since a learned model's own intervals are rarely honest.
         names, weights = [chosen], np.ones(1)
         rolling = forecasts[chosen]
-        counts = np.isfinite(rolling.truth).sum(axis=0)
-        scored_per_step = int(counts.min()) if counts.size else 0
+        scored_per_step = _validation_size(rolling)
         try:
             if scored_per_step < MIN_CALIBRATION:
                 raise ForecastInputError(
@@ -162,6 +167,12 @@ def select_personal_model(
         members, weights, quantiles, members[0]._check_fitted()
     )
     return Selection(final, chosen, scores, failed)
+
+
+def _validation_size(rolling: RollingForecasts) -> int:
+    """How many validation forecasts were scored at the worst-covered horizon."""
+    counts = np.isfinite(rolling.truth).sum(axis=0)
+    return int(counts.min()) if counts.size else 0
 
 
 def _prefer_prior(best: str, rolling: dict[str, RollingForecasts], horizons: Sequence[int]) -> str:
