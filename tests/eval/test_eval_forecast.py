@@ -86,3 +86,17 @@ def test_evaluate_reports_a_model_that_cannot_fit_instead_of_crashing() -> None:
         max_origins=10,
     )
     assert len(report["models"]["linear_ar"]["failed"]) == 2
+
+
+def test_eval_command_refuses_a_decisions_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "decisions.csv"
+    data.write_text("twin_id,item_id,f0,label\np1,a,1.0,x\np1,b,2.0,y\n")
+    monkeypatch.setattr(sys, "argv", ["twinkit", "eval", "forecast", str(data)])
+
+    with pytest.raises(SystemExit) as done:
+        main()
+
+    assert done.value.code == 1
+    assert "needs a signals file" in capsys.readouterr().err

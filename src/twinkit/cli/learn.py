@@ -254,7 +254,7 @@ def eval_forecast(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
-    from twinkit.data.importers import load_batch
+    from twinkit.data.importers import SignalBatch, load_batch
     from twinkit.eval.forecast import evaluate_forecasts
 
     try:
@@ -264,9 +264,9 @@ def eval_forecast(
         raise TwinkitError(f"bad --horizons or --cold-start: {exc}") from None
     with spinner(f"reading {data}"):
         batch = load_batch(data)
+    if not isinstance(batch, SignalBatch):
+        raise TwinkitError(f"{data}: eval forecast needs a signals file, this holds decisions")
     frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
-    if "time" not in frame or "channel" not in frame:
-        raise TwinkitError(f"{data}: eval forecast needs a signals file")
     with spinner("evaluating"):
         report = evaluate_forecasts(
             frame,

@@ -172,10 +172,6 @@ def _matches(text: pd.Series, pattern: str) -> np.ndarray:
     return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _bad_rows(mask: np.ndarray, rows: np.ndarray, limit: int = 20) -> list[int]:
-    return [int(r) for r in rows[mask][:limit]]
-
-
 def _report(
     problems: list[Problem],
     mask: np.ndarray,

@@ -19,6 +19,7 @@ import pandas as pd
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.data.grid import target_grid
 from twinkit.models.base import Forecaster, forecaster_class, registered_forecasters
+from twinkit.models.evaluate import rolling_forecasts
 from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.meta import meta_learn
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
@@ -106,28 +107,17 @@ def split_twins(
 
 
 def score(model: Forecaster, twin: TwinSplit, horizons: Sequence[int]) -> Scores:
-    """Forecasts from every test origin, each seeing only the data before it."""
-    grid = target_grid(twin.frame, model.target, model.step_min)
+    """Forecasts from every test origin, each seeing only the data before it (and the
+    covariates known ahead, such as planned meals and insulin)."""
+    rolling = rolling_forecasts(
+        model, twin.frame, twin.split, horizons, origins=twin.origins, known_ahead=True
+    )
     scores = Scores()
-    for origin in twin.origins:
-        # Known-ahead covariates (planned meals, insulin) stay visible past the origin; the
-        # target never does.
-        context = twin.frame.loc[: origin + pd.Timedelta(minutes=max(horizons))].copy()
-        context.loc[context.index > origin, model.target] = np.nan
-        try:
-            forecast = model.predict(context, horizons)
-        except ForecastInputError:
-            continue  # a gap right before the origin: nothing can be forecast there
-        lo, hi = forecast.interval(0.9)
-        for i, h in enumerate(horizons):
-            truth = grid.get(origin + pd.Timedelta(minutes=h))
-            if truth is None or not np.isfinite(truth):
-                continue
+    for k, h in enumerate(rolling.horizons):
+        for j in np.flatnonzero(np.isfinite(rolling.truth[:, k])):
+            truth, lo, hi = rolling.truth[j, k], rolling.lower[j, k], rolling.upper[j, k]
             scores.add(
-                h,
-                float(forecast.mean[i] - truth),
-                bool(lo[i] <= truth <= hi[i]),
-                float(hi[i] - lo[i]),
+                h, float(rolling.mean[j, k] - truth), bool(lo <= truth <= hi), float(hi - lo)
             )
     return scores
 

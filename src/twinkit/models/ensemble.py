@@ -25,6 +25,7 @@ from twinkit.models.base import (
     make_forecast,
     register_forecaster,
 )
+from twinkit.models.evaluate import rolling_forecasts
 
 
 def conformal_quantiles(residuals: np.ndarray, levels: Sequence[float]) -> np.ndarray:
@@ -146,25 +147,19 @@ class Ensemble(Forecaster):
                 f"ensemble: no member ({', '.join(self.members_names)}) could be fitted"
             )
         truth = target_grid(history, self.target, step)
-        origins = truth.index[(truth.index >= split) & truth.notna().to_numpy()]
+        origins = pd.DatetimeIndex(truth.index[(truth.index >= split) & truth.notna().to_numpy()])
         origins = origins[: len(origins) - 1]
         if len(origins) > self.max_calibration_origins:
             pick = np.linspace(0, len(origins) - 1, self.max_calibration_origins).astype(int)
             origins = origins[pick]
         horizons = [round(step * (k + 1)) for k in range(n_steps)]
-        medians = np.full((len(members), len(origins), n_steps), np.nan)
-        actual = np.full((len(origins), n_steps), np.nan)
-        for j, origin in enumerate(origins):
-            context = history.loc[:origin]
-            for i, member in enumerate(members):
-                try:
-                    medians[i, j] = member.predict(context, horizons).quantiles[0.5]
-                except ForecastInputError:
-                    continue
-            for k, h in enumerate(horizons):
-                value = truth.get(origin + pd.Timedelta(minutes=h))
-                if value is not None and np.isfinite(value):
-                    actual[j, k] = value
+        rolling = [
+            rolling_forecasts(member, history, split, horizons, origins=origins)
+            for member in members
+        ]
+        medians = np.stack([r.median if r.median is not None else r.mean for r in rolling])
+        # A member that could not forecast at an origin left its truth out; any other kept it.
+        actual = np.fmax.reduce(np.stack([r.truth for r in rolling]))
         weights, quantiles, _ = combine(medians, actual)
         self.members, self.members_names = members, tuple(names)
         self.weights = weights

@@ -30,6 +30,7 @@ class RollingForecasts:
     lower: np.ndarray  # 5 % quantile
     upper: np.ndarray  # 95 % quantile
     truth: np.ndarray  # NaN where nothing was observed, or no forecast could be made
+    median: np.ndarray | None = None  # the 50 % quantile, where it differs from the mean
 
     def scores(self, horizons: Sequence[int] | None = None) -> dict[str, float]:
         """RMSE, MAE, 90 % coverage and count per horizon; ``score``: mean RMSE."""
@@ -66,28 +67,48 @@ def rolling_forecasts(
     split: pd.Timestamp,
     horizons: Sequence[int],
     max_origins: int = 200,
+    origins: pd.DatetimeIndex | None = None,
+    known_ahead: bool = False,
 ) -> RollingForecasts:
     """Forecast from origins in the holdout (from ``split`` on), each seeing only the data
-    up to it; at most ``max_origins``, evenly spread."""
+    up to it; at most ``max_origins``, evenly spread, unless ``origins`` are given.
+
+    With ``known_ahead``, covariates after the origin (planned meals, insulin) stay
+    visible to the model; the target after the origin never does.
+    """
     grid = target_grid(frame, model.target, model.step_min)
-    origins = grid.index[(grid.index >= split) & grid.notna().to_numpy()]
-    if len(origins) > max_origins:
-        origins = origins[np.linspace(0, len(origins) - 1, max_origins).astype(int)]
+    if origins is None:
+        origins = pd.DatetimeIndex(grid.index[(grid.index >= split) & grid.notna().to_numpy()])
+        if len(origins) > max_origins:
+            origins = origins[np.linspace(0, len(origins) - 1, max_origins).astype(int)]
     shape = (len(origins), len(horizons))
-    mean, lower, upper, truth = (np.full(shape, np.nan) for _ in range(4))
+    mean, median, lower, upper, truth = (np.full(shape, np.nan) for _ in range(5))
+    reach = pd.Timedelta(minutes=max(horizons))
     for j, origin in enumerate(origins):
+        if known_ahead:
+            context = frame.loc[: origin + reach].copy()
+            context.loc[context.index > origin, model.target] = np.nan
+        else:
+            context = frame.loc[:origin]
         try:
-            forecast = model.predict(frame.loc[:origin], horizons)
+            forecast = model.predict(context, horizons)
         except ForecastInputError:
             continue  # a gap right before this origin: no forecast can be made there
         mean[j] = forecast.mean
+        median[j] = forecast.quantiles[0.5]
         lower[j], upper[j] = forecast.interval(0.9)
         for k, h in enumerate(horizons):
             value = grid.get(origin + pd.Timedelta(minutes=h))
             if value is not None and np.isfinite(value):
                 truth[j, k] = value
     return RollingForecasts(
-        pd.DatetimeIndex(origins), tuple(int(h) for h in horizons), mean, lower, upper, truth
+        pd.DatetimeIndex(origins),
+        tuple(int(h) for h in horizons),
+        mean,
+        lower,
+        upper,
+        truth,
+        median,
     )
 
 

@@ -18,11 +18,8 @@ from sqlalchemy import (
 
 #: bump when the tables change; a store written by a newer schema refuses to open
 SCHEMA_VERSION = 2
-#: what each version added (a store at an older version gains it when opened)
-SCHEMA_HISTORY = {
-    1: "twins, batches, observations, decisions, quarantine, ledger, models",
-    2: "population_models",
-}
+# Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
+# Version 2: population_models. A store at an older version gains the new tables on open.
 
 metadata = MetaData()
 
