@@ -15,7 +15,7 @@ from twinkit.models.ensemble import Ensemble
 from twinkit.models.evaluate import RollingForecasts
 from twinkit.models.linear_ar import LinearAR
 from twinkit.personalize import select_personal_model
-from twinkit.personalize.select import _prefer_prior
+from twinkit.personalize.select import _prefer_prior, _settle
 
 TINY_GRU = {"hidden": 8, "epochs": 4, "context_min": 60, "batch_size": 128}
 
@@ -160,6 +160,31 @@ def test_prior_is_kept_unless_the_gain_is_beyond_noise() -> None:
     # Assert
     assert noisy_choice == "population"
     assert clear_choice == "personalized"
+
+
+def test_an_unproven_personal_model_is_hedged_with_the_prior() -> None:
+    # Prepare: a personal model only a hair better than the prior (within noise), and the
+    # two combined, which scored better or worse than the prior alone
+    rng = np.random.default_rng(0)
+    prior = rng.normal(0, 10, 40)
+    rolling = {
+        "personalized": _rolling(prior * 0.98 + rng.normal(0, 5, 40)),
+        "population": _rolling(prior),
+    }
+    better = {
+        "population": {"score": 10.0},
+        "personalized": {"score": 9.9},
+        "ensemble": {"score": 9.5},
+    }
+    worse = {**better, "ensemble": {"score": 10.5}}
+
+    # Execute
+    hedged = _settle("personalized", better, rolling, [30])
+    kept = _settle("personalized", worse, rolling, [30])
+
+    # Assert
+    assert hedged == "ensemble"
+    assert kept == "population"
 
 
 def test_a_first_day_keeps_the_population_prior() -> None:

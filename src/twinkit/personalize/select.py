@@ -136,7 +136,7 @@ def select_personal_model(
             # prior, learned from many people, stays until the twin's data can outvote it.
             chosen = POPULATION
         else:
-            chosen = _prefer_prior(chosen, rolling_of, scored)
+            chosen = _settle(chosen, scores, rolling_of, scored)
     if chosen == ENSEMBLE and combination is not None:
         names, weights, _, quantiles = combination
     else:
@@ -167,6 +167,23 @@ def select_personal_model(
         members, weights, quantiles, members[0]._check_fitted()
     )
     return Selection(final, chosen, scores, failed)
+
+
+def _settle(
+    best: str,
+    scores: dict[str, dict[str, float]],
+    rolling: dict[str, RollingForecasts],
+    horizons: Sequence[int],
+) -> str:
+    """The prior unless ``best`` beats it beyond noise; but when the combination of the
+    prior with the personal models scored better than the prior alone, the combination:
+    with no single personal model clearly better, averaging what is common with what is
+    personal hedges between them (forecasts of equal skill averaged beat either)."""
+    chosen = _prefer_prior(best, rolling, horizons)
+    ensemble = scores.get(ENSEMBLE, {}).get("score", np.inf)
+    if chosen == POPULATION and ensemble < scores[POPULATION].get("score", np.inf):
+        return ENSEMBLE
+    return chosen
 
 
 def _validation_size(rolling: RollingForecasts) -> int:
