@@ -34,8 +34,9 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(eval_app, name="eval")
 app.add_typer(population_app, name="population")
 
-# Tables stay readable when the output is a file or a CI log (rich would assume 80 columns).
-console = Console(width=None if sys.stdout.isatty() else 120)
+# Tables stay readable when the output is a file or a CI log (rich would assume 80 columns),
+# and a line of text is never broken (a long path would split "1 quarantined" in two).
+console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
 err = Console(stderr=True)
 
 DbOption = Annotated[

@@ -563,3 +563,26 @@ class TwinEngine:
         if twin_id is None:
             return entries
         return [e for e in entries if e.twin_id == twin_id or twin_id in e.payload.get("twins", [])]
+
+    # -- decision twins (clones) ----------------------------------------------------------
+
+    def clone_queries(
+        self, twin_id: str, k: int = 10, strategy: str = "confusion", seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """The ``k`` items the twin's clone most needs its donor to answer, recorded as
+        asked: each with its confusion label and what the clone would answer."""
+        from twinkit.engine import clones
+
+        return clones.ask(self, twin_id, k, strategy, seed)
+
+    def clone_answer(self, twin_id: str, path: Path | str) -> IngestResult:
+        """Ingest the donor's answers to asked questions (any other row rejects the file)."""
+        from twinkit.engine import clones
+
+        return clones.answer(self, twin_id, path)
+
+    def clone_report(self, twin_id: str, seed: int = 0) -> dict[str, Any]:
+        """Cross-validated fidelity of the clone and the donor's personal confusion zone."""
+        from twinkit.engine import clones
+
+        return clones.report(self, twin_id, seed)

@@ -17,9 +17,10 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
-# Version 2: population_models. A store at an older version gains the new tables on open.
+# Version 2: population_models. Version 3: clone_queries.
+# A store at an older version gains the new tables on open.
 
 metadata = MetaData()
 
@@ -152,4 +153,17 @@ population_models = Table(
     Column("twins", Text, nullable=False),
     Column("data_hash", String(64), nullable=False),
     Column("created_at", String(40), nullable=False),
+)
+
+
+# Questions a decision twin's clone asked its donor; answered when the answer is ingested.
+clone_queries = Table(
+    "clone_queries",
+    metadata,
+    Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("strategy", String(32), nullable=False),
+    Column("features", Text, nullable=False),  # canonical JSON object name -> float
+    Column("asked_at", String(40), nullable=False),
+    Column("answered_batch", Integer, ForeignKey("batches.id"), nullable=True),
 )

@@ -1,0 +1,34 @@
+"""Decision twins ("digital clones"): one person's decision boundary, learned by asking.
+
+A clone is a classifier fine-tuned from a population prior on its donor's answers
+(:mod:`.model`); confusion labels and border categories say where people hesitate
+(:mod:`.confusion`); query strategies, the Turing GAN among them, choose what to ask
+(:mod:`.query`, :mod:`.tgan`); donors answer (:mod:`.donor`); :func:`learn_clone` runs
+the loop; :mod:`.metrics` measures fidelity and advice.
+"""
+
+from twinkit.clone.active import Trajectory, learn_clone, personalize
+from twinkit.clone.confusion import border_categories, confusion_labels, confusion_zone
+from twinkit.clone.donor import Donor, ModelDonor, PoolDonor, Queries, QueueDonor
+from twinkit.clone.model import CloneModel
+from twinkit.clone.query import STRATEGIES, Pool, QueryContext, QueryStrategy, strategy
+
+__all__ = [
+    "STRATEGIES",
+    "CloneModel",
+    "Donor",
+    "ModelDonor",
+    "Pool",
+    "PoolDonor",
+    "Queries",
+    "QueryContext",
+    "QueryStrategy",
+    "QueueDonor",
+    "Trajectory",
+    "border_categories",
+    "confusion_labels",
+    "confusion_zone",
+    "learn_clone",
+    "personalize",
+    "strategy",
+]

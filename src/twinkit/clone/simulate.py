@@ -1,0 +1,51 @@
+"""Simulated people: a model with a personal bias, standing in for a donor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from twinkit.clone.donor import ModelDonor
+from twinkit.clone.model import CloneModel
+
+
+@dataclass(frozen=True)
+class Swap:
+    """Where the base model says ``said`` and ``instead`` is within ``shift`` log-odds of
+    it, this person answers ``instead``: "calls some 4s 9s" is ``Swap("4", "9", shift)``."""
+
+    said: str
+    instead: str
+    shift: float
+
+
+def biased_answers(base: CloneModel, x: np.ndarray, swaps: Sequence[Swap]) -> list[str]:
+    """The base model's answers with the person's swaps applied."""
+    proba = np.clip(base.predict_proba(x), 1e-12, 1.0)
+    answers = [base.classes[i] for i in proba.argmax(axis=1)]
+    index = {c: i for i, c in enumerate(base.classes)}
+    for swap in swaps:
+        a, b = index[swap.said], index[swap.instead]
+        odds = np.log(proba[:, b]) - np.log(proba[:, a])
+        for row in np.flatnonzero(odds > -swap.shift):
+            if answers[row] == swap.said:
+                answers[row] = swap.instead
+    return answers
+
+
+def shift_for_share(
+    base: CloneModel, x: np.ndarray, said: str, instead: str, share: float
+) -> float:
+    """The shift that makes the person swap ``share`` of the items the base calls ``said``."""
+    proba = np.clip(base.predict_proba(x), 1e-12, 1.0)
+    index = {c: i for i, c in enumerate(base.classes)}
+    rows = proba.argmax(axis=1) == index[said]
+    odds = np.log(proba[rows, index[instead]]) - np.log(proba[rows, index[said]])
+    return float(-np.quantile(odds, 1.0 - share)) + 1e-9
+
+
+def biased_donor(base: CloneModel, swaps: Sequence[Swap]) -> ModelDonor:
+    """A donor who answers like ``base`` except for their swaps (labels any features)."""
+    return ModelDonor(lambda x: biased_answers(base, x, swaps))
