@@ -55,9 +55,13 @@ def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
     q = tables.clone_queries.c
     with engine.store.read() as conn:
         rows = conn.execute(
-            select(q.item_id, q.strategy, q.asked_at, q.answered_batch).where(q.twin_id == twin_id)
+            select(q.item_id, q.strategy, q.asked_at, q.answered_batch, q.features).where(
+                q.twin_id == twin_id
+            )
         ).all()
-    return pd.DataFrame(rows, columns=["item_id", "strategy", "asked_at", "answered_batch"])
+    return pd.DataFrame(
+        rows, columns=["item_id", "strategy", "asked_at", "answered_batch", "features"]
+    )
 
 
 def clone_models(
@@ -152,27 +156,62 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
     if not isinstance(batch, DecisionBatch):
         raise TwinkitError(f"{path}: answers are decisions (twin_id,item_id,<features>,label)")
     asked = _pending(engine, twin_id)
-    waiting = set(asked.loc[asked["answered_batch"].isna(), "item_id"])
-    problems = [
-        Problem(
-            f"item {item!r} was not asked (or is answered already)",
-            row=int(row),
-            column="item_id",
+    waiting = {
+        str(item): json.loads(f)
+        for item, f, done in zip(
+            asked["item_id"], asked["features"], asked["answered_batch"].isna(), strict=True
         )
-        for item, row, twin in zip(
-            batch.frame["item_id"], batch.frame["row"], batch.frame["twin_id"], strict=True
-        )
-        if item not in waiting or twin != twin_id
-    ]
+        if done
+    }
+    problems: list[Problem] = []
+    names = list(batch.feature_names)
+    for i, (item, row, twin) in enumerate(
+        zip(batch.frame["item_id"], batch.frame["row"], batch.frame["twin_id"], strict=True)
+    ):
+        if item not in waiting or twin != twin_id:
+            problems.append(
+                Problem(
+                    f"item {item!r} was not asked (or is answered already)",
+                    row=int(row),
+                    column="item_id",
+                )
+            )
+            continue
+        # The answer must be about the item as it was asked, not an edited copy of it.
+        expected = waiting[item]
+        if set(names) != set(expected):
+            problems.append(
+                Problem(f"features {sorted(names)} differ from those asked {sorted(expected)}")
+            )
+            break
+        for j, name in enumerate(names):
+            want, got = expected[name], float(batch.features[i, j])
+            if want is None or not np.isclose(got, float(want), rtol=1e-9, atol=1e-9):
+                problems.append(
+                    Problem(
+                        f"{name} is {got}, but the item was asked with {want}",
+                        row=int(row),
+                        column=name,
+                    )
+                )
     if problems:
         raise ValidationError(str(path), problems)
     q = tables.clone_queries.c
+    d = tables.decisions.c
     with engine.store.write() as conn:
         result = ingest_batch(conn, batch, engine.signal_screens, engine.decision_screens)
+        # Only answers that were stored count: a quarantined one waits to be released or
+        # answered again.
+        stored = [
+            str(r[0])
+            for r in conn.execute(
+                select(d.item_id).where(d.twin_id == twin_id).where(d.batch_id == result.batch_id)
+            ).all()
+        ]
         conn.execute(
             update(tables.clone_queries)
             .where(q.twin_id == twin_id)
-            .where(q.item_id.in_(batch.frame["item_id"].tolist()))
+            .where(q.item_id.in_(stored))
             .values(answered_batch=result.batch_id)
         )
     return result
@@ -183,7 +222,7 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
     population prior) and the donor's personal confusion zone."""
     from twinkit.clone.active import personalize
     from twinkit.clone.confusion import confusion_zone
-    from twinkit.clone.metrics import agreement, kappa
+    from twinkit.clone.metrics import agreement, fidelity, kappa
 
     population, clone, mine, pool, features = clone_models(engine, twin_id, seed)
     x = mine[features].to_numpy(dtype=np.float64)
@@ -225,6 +264,8 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
             if len(said)
             else None,
         },
+        # Rows: what the donor said; columns: what the cross-validated clone said.
+        "fidelity": fidelity(said.tolist(), held_clone, population.classes) if len(said) else None,
         "confusion_zone": [p.to_dict() for p in zone[:10]],
         "seed": seed,
     }
