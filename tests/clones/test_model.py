@@ -219,3 +219,36 @@ def test_expected_calibration_error_of_hand_made_cases() -> None:
     assert expected_calibration_error(proba, right_8_of_10) == pytest.approx(0.0)
     all_right = np.zeros(10, dtype=np.int64)
     assert expected_calibration_error(proba, all_right) == pytest.approx(0.2)
+
+
+def test_an_adapter_learns_a_personal_habit_and_leaves_the_prior_untouched(
+    make_blobs: Callable[[int, int], tuple[np.ndarray, np.ndarray]], blob_prior: CloneModel
+) -> None:
+    """A donor who answers "b" wherever people in general answer "a": a personal adapter
+    on the prior's answers learns it from 30 labels spread over the classes; the prior's
+    own network inside the clone keeps the prior's weights exactly; the state round-trips."""
+    # Prepare
+    x, _ = make_blobs(30, 31)
+    x_test, _ = make_blobs(300, 32)
+    habit = {"a": "b"}
+    said = [habit.get(v, v) for v in blob_prior.predict(x)]
+    expected = [habit.get(v, v) for v in blob_prior.predict(x_test)]
+    before = {k: v.clone() for k, v in blob_prior.network.state_dict().items()}
+
+    # Execute
+    clone = blob_prior.copy().fit(x, said, prior=blob_prior, personal="adapter", pull=1.0)
+    restored = CloneModel.from_state(*clone.get_state())
+
+    # Assert
+    assert np.mean(np.asarray(clone.predict(x_test)) == np.asarray(expected)) >= 0.95
+    inner = clone.network.base.state_dict()  # type: ignore[union-attr]
+    for key, value in before.items():
+        assert np.array_equal(inner[key].numpy(), value.numpy())
+        assert np.array_equal(blob_prior.network.state_dict()[key].numpy(), value.numpy())
+    assert np.array_equal(restored.predict_proba(x_test), clone.predict_proba(x_test))
+
+
+def test_an_unknown_way_to_personalise_is_refused(blob_prior: CloneModel) -> None:
+    x = np.zeros((3, 2))
+    with pytest.raises(TwinkitError, match="personal must be one of"):
+        blob_prior.copy().fit(x, ["a", "b", "c"], prior=blob_prior, personal="everything")

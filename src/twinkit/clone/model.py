@@ -62,6 +62,31 @@ class _CNN(nn.Module):
         return out
 
 
+class _WithAdapter(nn.Module):
+    """A prior's network, frozen, plus a personal map from its answer probabilities to
+    shifts of its logits: ``z + A softmax(z) + b``, zero at the start (the prior itself).
+    With ``A[9, 4] > 0`` the person answers 9 more often where people in general lean 4,
+    which is what a personal confusion is; it has classes^2 + classes weights, so a few
+    dozen labels can set it."""
+
+    def __init__(self, base: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.base = base
+        self.adapter = nn.Linear(n_classes, n_classes)
+        nn.init.zeros_(self.adapter.weight)
+        nn.init.zeros_(self.adapter.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z: torch.Tensor = self.base(x)
+        out: torch.Tensor = z + self.adapter(torch.softmax(z, dim=1))
+        return out
+
+
+#: how a clone departs from its prior: a personal adapter on the prior's answers, the
+#: prior's whole network fine-tuned, or both
+PERSONAL_MODES = ("adapter", "finetune", "both")
+
+
 class CloneModel:
     """A classifier over a fixed list of classes, trained from scratch or from a prior.
 
@@ -97,6 +122,7 @@ class CloneModel:
         self.scale = np.ones(n_features)
         self.temperature = 1.0
         self.fitted = False
+        self.adapted = False
         with seeded(seed):
             self.network: nn.Module = (
                 _CNN(image_shape, len(classes), cnn_width)
@@ -146,9 +172,10 @@ class CloneModel:
         prior: CloneModel | None = None,
         pull: float = 1.0,
         unlabeled: np.ndarray | None = None,
-        distill: float = 1.0,
+        distill: float | None = None,
+        personal: str = "adapter",
         epochs: int | None = None,
-        lr: float = 3e-3,
+        lr: float | None = None,
         batch_size: int = 64,
         weight_decay: float = 1e-4,
         calibrate_frac: float = 0.0,
@@ -158,7 +185,10 @@ class CloneModel:
         ``pull`` weighs the L2 distance to the prior's weights against the labels' loss.
         ``unlabeled`` items (the donor's pool) keep the clone answering like the prior
         where the labels say nothing: each step adds ``distill`` times the KL divergence
-        from the prior's probabilities to the clone's on a batch of them.
+        from the prior's probabilities to the clone's on a batch of them (by default 1 when
+        the network is fine-tuned, 0 for an adapter, which cannot stray far).
+        ``personal`` says what a clone may change (:data:`PERSONAL_MODES`): only an
+        adapter on the prior's answers (the default), the prior's whole network, or both.
         ``calibrate_frac`` of the rows (at random) are held out to fit the temperature;
         with 0, a clone keeps its prior's temperature (few labels calibrate nothing).
         """
@@ -168,7 +198,12 @@ class CloneModel:
             raise TwinkitError("no labelled rows to train on")
         rng = np.random.default_rng(self.seed)
         if prior is not None:
+            if personal not in PERSONAL_MODES:
+                raise TwinkitError(f"personal must be one of {PERSONAL_MODES}, not {personal!r}")
             self._copy_from(prior)
+            if personal in ("adapter", "both") and not self.adapted:
+                self.network = _WithAdapter(self.network, len(self.classes))
+                self.adapted = True
         elif not self.fitted:
             self.mean = x.mean(axis=0)
             std = x.std(axis=0)
@@ -179,9 +214,16 @@ class CloneModel:
         z = self.standardize(x)
         target = torch.as_tensor(y)
         train = np.flatnonzero(~held)
-        anchor = (
-            [p.detach().clone() for p in self.network.parameters()] if prior is not None else None
-        )
+        trainable = list(self.network.parameters())
+        if prior is not None and personal == "adapter" and isinstance(self.network, _WithAdapter):
+            trainable = list(self.network.adapter.parameters())
+        frozen = [p for p in self.network.parameters() if all(p is not t for t in trainable)]
+        for p in frozen:
+            p.requires_grad_(False)
+        # The pull is toward the prior: its weights, and a zero adapter.
+        anchor = [p.detach().clone() for p in trainable] if prior is not None else None
+        if distill is None:
+            distill = 0.0 if personal == "adapter" else 1.0
         teacher: torch.Tensor | None = None
         pool_z: torch.Tensor | None = None
         if prior is not None and unlabeled is not None and len(unlabeled) and distill > 0:
@@ -192,9 +234,12 @@ class CloneModel:
             # About 300 gradient steps whatever the size, at least 5 passes over the data.
             steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
             epochs = max(5, min(200, math.ceil(300 / steps_per_epoch)))
+        if lr is None:
+            # An adapter starts at zero and has few weights: it takes larger steps.
+            lr = 3e-2 if prior is not None and personal == "adapter" else 3e-3
         with seeded(self.seed):
             optimizer = torch.optim.AdamW(
-                self.network.parameters(), lr=lr, weight_decay=0.0 if anchor else weight_decay
+                trainable, lr=lr, weight_decay=0.0 if anchor else weight_decay
             )
             loss_fn = nn.CrossEntropyLoss()
             self.network.train()
@@ -206,10 +251,11 @@ class CloneModel:
                     loss = loss_fn(self.network(z[rows]), target[rows])
                     if anchor is not None:
                         distance = sum(
-                            ((p - a) ** 2).sum()
-                            for p, a in zip(self.network.parameters(), anchor, strict=True)
+                            ((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True)
                         )
-                        loss = loss + pull * 1e-3 * distance
+                        # An adapter's few weights must grow to several units to express a
+                        # strong personal habit; the network's many must stay close.
+                        loss = loss + pull * (1e-5 if personal == "adapter" else 1e-3) * distance
                     if teacher is not None and pool_z is not None:
                         pick = torch.as_tensor(rng.integers(0, len(pool_z), 2 * batch_size))
                         log_q = torch.log_softmax(self.network(pool_z[pick]), dim=1)
@@ -220,6 +266,8 @@ class CloneModel:
                     torch.autograd.backward(loss)
                     optimizer.step()
             self.network.eval()
+        for p in frozen:
+            p.requires_grad_(True)
         if held.any():
             self.temperature = _fit_temperature(self, z[torch.as_tensor(held)], target[held])
         self.fitted = True
@@ -229,6 +277,7 @@ class CloneModel:
         if prior.classes != self.classes or prior.n_features != self.n_features:
             raise TwinkitError("the prior was trained on other classes or features")
         self.network = copy.deepcopy(prior.network)
+        self.adapted = prior.adapted
         self.mean, self.scale = prior.mean.copy(), prior.scale.copy()
         self.temperature = prior.temperature
 
@@ -271,6 +320,7 @@ class CloneModel:
             "cnn_width": self.cnn_width,
             "seed": self.seed,
             "temperature": self.temperature,
+            "adapter": self.adapted,
         }
         return tensors, config
 
@@ -285,6 +335,9 @@ class CloneModel:
             cnn_width=int(config["cnn_width"]),
             seed=int(config["seed"]),
         )
+        if config.get("adapter"):
+            model.network = _WithAdapter(model.network, len(model.classes))
+            model.adapted = True
         state = {k[4:]: torch.as_tensor(v) for k, v in tensors.items() if k.startswith("net.")}
         model.network.load_state_dict(state)
         model.network.eval()
