@@ -1,0 +1,136 @@
+"""A decisions screen that quarantines rows that look poisoned (opt-in, not a default)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from twinkit.core.errors import TwinkitError
+from twinkit.data.importers import Batch, DecisionBatch
+from twinkit.immunity.poison import (
+    DEFAULT_THRESHOLD,
+    Method,
+    Representation,
+    screen_poison,
+)
+from twinkit.screen.base import ScreenContext
+
+#: the screens :class:`PoisonScreen` can run: one of them, or both
+PoisonMethod = Method | Literal["both"]
+
+
+class PoisonScreen:
+    """Quarantine decision rows whose labels look poisoned, with the screen's reason.
+
+    At ingest, each twin's candidate rows in the batch (rows no earlier screen held, with
+    finite features) are screened together by
+    :func:`twinkit.immunity.poison.screen_poison` on their features and labels:
+    ``method="loss"`` (the default) holds labels improbable to clones cross-validated on
+    the twin's other rows of the batch (label flips); ``"spectral"`` holds spectral
+    outliers within a label (backdoors; it holds ``1.5 * contamination`` of the rows
+    whatever the batch, unless ``min_score`` says how far out a row must be); ``"both"``
+    runs both (a ``contamination`` then also turns the loss screen's rule into "the
+    ``contamination`` share of highest loss"). A held row's reason starts ``"possible
+    poisoning: "`` and says which screen found what, e.g. ``"possible poisoning: label
+    improbable: out-of-fold p(label '4')=0.01, ..."``. Nothing is deleted: a held row can
+    be released as any other.
+
+    Each twin is screened on its own rows: its labels are its own, and a habit it is
+    consistent about is learnt from its other rows, so only labels it contradicts itself
+    on look improbable. The screen sees only the batch (its context carries no stored
+    features); a twin with fewer than ``min_rows`` (50) candidate rows in the batch
+    is not screened at all (too few to cross-validate a clone on), and rows whose label
+    appears fewer than ``min_class_rows`` (5) times among them are never held (a rare
+    label is improbable to a clone that has barely seen it, honest or not). Honest rows
+    are held too, now and then: an answer the donor gave against everything else they
+    answered (1% to 4% of 700 honest digits; with 10% of the labels flipped, 96% to 100%
+    of the flips are held and 2% to 4% of the rest).
+
+    The screen costs ``rounds * folds`` small clone fits per twin per batch (about 2 s
+    for 700 rows of 64 features), so it is not among
+    :data:`~twinkit.screen.DEFAULT_DECISION_SCREENS`. Opt in by adding it after them::
+
+        from twinkit.screen import DEFAULT_DECISION_SCREENS
+        from twinkit.screen.poison import PoisonScreen
+
+        engine = TwinEngine(store, decision_screens=(*DEFAULT_DECISION_SCREENS, PoisonScreen()))
+
+    Placed last, it screens only the rows the built-in screens passed (no conflicting
+    label, no repeat, finite features). The result is seeded: the same batch is held the
+    same way every time.
+    """
+
+    name = "poison"
+
+    def __init__(
+        self,
+        method: PoisonMethod = "loss",
+        *,
+        min_rows: int = 50,
+        min_class_rows: int = 5,
+        folds: int = 5,
+        threshold: float = DEFAULT_THRESHOLD,
+        contamination: float | None = None,
+        rounds: int = 2,
+        min_score: float = 0.0,
+        representation: Representation = "input",
+        hidden: Sequence[int] = (64,),
+        seed: int = 0,
+    ) -> None:
+        if method not in ("loss", "spectral", "both"):
+            raise TwinkitError(f"method must be 'loss', 'spectral' or 'both', not {method!r}")
+        if min_rows < 2 * folds:
+            raise TwinkitError(f"min_rows ({min_rows}) must be at least twice folds ({folds})")
+        self.method = method
+        self.methods: tuple[Method, ...] = ("loss", "spectral") if method == "both" else (method,)
+        self.min_rows = min_rows
+        self.min_class_rows = min_class_rows
+        self.folds = folds
+        self.threshold = threshold
+        self.contamination = contamination
+        self.rounds = rounds
+        self.min_score = min_score
+        self.representation: Representation = representation
+        self.hidden = tuple(hidden)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return f"PoisonScreen(method={self.method!r}, min_rows={self.min_rows})"
+
+    def flag(self, batch: Batch, candidates: np.ndarray, context: ScreenContext) -> np.ndarray:
+        out = np.full(len(batch), None, dtype=object)
+        if not isinstance(batch, DecisionBatch) or not candidates.any():
+            return out
+        twin_ids = batch.frame["twin_id"].to_numpy(dtype=object)
+        labels = np.asarray([str(v) for v in batch.frame["label"]], dtype=object)
+        usable = candidates & np.isfinite(batch.features).all(axis=1)
+        for twin_id in pd.unique(twin_ids[usable]):
+            rows = np.flatnonzero(usable & (twin_ids == twin_id))
+            if len(rows) < self.min_rows:
+                continue
+            given = labels[rows]
+            classes, counts = np.unique(given, return_counts=True)
+            judged = np.isin(given, classes[counts >= self.min_class_rows])
+            if len(classes) < 2 or not judged.any():
+                continue
+            screening = screen_poison(
+                batch.features[rows],
+                list(given),
+                [str(c) for c in classes],
+                methods=self.methods,
+                folds=self.folds,
+                seed=self.seed,
+                threshold=self.threshold,
+                contamination=self.contamination,
+                rounds=self.rounds,
+                min_score=self.min_score,
+                representation=self.representation,
+                hidden=self.hidden,
+            )
+            held = screening.flagged & judged
+            for i, reason in zip(rows[held], screening.reasons[held], strict=True):
+                out[i] = f"possible poisoning: {reason}"
+        return out
