@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.dataset == "music":
         if args.data is None:
             parser.error("music needs --data FOLDER (e.g. ../shared/data/music_mturk)")
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.budgets = args.budgets or "0,50,100,200,300,500"
         report = mnist(args)
     report["machine"] = machine()
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.write_text(text)
