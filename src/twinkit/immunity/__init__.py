@@ -10,12 +10,16 @@ from twinkit.immunity.attacks import (
     pgd,
     robust_accuracy,
 )
+from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
 
 __all__ = [
     "InputLogits",
+    "adversarial_training",
     "false_alarm",
     "fgsm",
     "make_safe",
     "pgd",
     "robust_accuracy",
+    "vaccinate",
+    "vaccine_samples",
 ]

@@ -1,0 +1,100 @@
+"""``twinkit eval immunity``: attack, vaccinate, adversarially train and screen poison on
+an image (or feature) classification set, and write the robustness report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from twinkit.cli.common import console, eval_app, spinner
+from twinkit.core.errors import TwinkitError
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` and ``y`` from an .npz file, with a clear error for anything else."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("X", "y") if k not in data.files]
+            if missing:
+                raise TwinkitError(
+                    f"{path}: needs arrays X and y, missing {missing} (has {data.files})"
+                )
+            x, y = np.asarray(data["X"]), np.asarray(data["y"])
+    except (OSError, ValueError) as exc:
+        raise TwinkitError(f"{path}: not a readable .npz file without pickles ({exc})") from None
+    if len(x) != len(y):
+        raise TwinkitError(f"{path}: X has {len(x)} rows but y has {len(y)}")
+    if x.ndim not in (2, 3):
+        raise TwinkitError(f"{path}: X must be N x D or N x H x W, got shape {x.shape}")
+    return x, y
+
+
+@eval_app.command("immunity")
+def eval_immunity(
+    data: Annotated[Path, typer.Argument(help=".npz with X (N x H x W or N x D) and y.")],
+    train: Annotated[
+        Path | None, typer.Option(help="Training .npz; without it, 80% of DATA trains.")
+    ] = None,
+    eps: Annotated[str, typer.Option(help="L-inf budgets, comma-separated.")] = "0.1,0.2,0.3",
+    vaccine: Annotated[int, typer.Option(help="Vaccine samples.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    adv_training: Annotated[
+        bool, typer.Option(help="Also train a PGD adversarially trained baseline.")
+    ] = True,
+    poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Clean accuracy, accuracy under FGSM and PGD (undefended, vaccinated replay and
+    adaptive, adversarially trained), and poison screening; print a table, write JSON."""
+    from twinkit.eval.immunity import evaluate_immunity
+
+    try:
+        budgets = [float(e) for e in eps.split(",") if e.strip()]
+    except ValueError as exc:
+        raise TwinkitError(f"bad --eps: {exc}") from None
+    if not budgets or any(not 0.0 <= e <= 1.0 for e in budgets):
+        raise TwinkitError(f"--eps must be budgets between 0 and 1, got {eps!r}")
+    x, y = _load_npz(data)
+    if train is not None:
+        x_train, y_train = _load_npz(train)
+        x_test, y_test = x, y
+    else:
+        order = np.random.default_rng(seed).permutation(len(y))
+        cut = int(len(y) * 0.8)
+        x_train, y_train = x[order[:cut]], y[order[:cut]]
+        x_test, y_test = x[order[cut:]], y[order[cut:]]
+    with spinner("attacking, vaccinating, screening"):
+        report: dict[str, Any] = evaluate_immunity(
+            x_train,
+            [str(v) for v in y_train],
+            x_test,
+            [str(v) for v in y_test],
+            eps=budgets,
+            vaccine=vaccine,
+            seed=seed,
+            adv_training=adv_training,
+            poisoning=poisoning,
+        )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+    table = Table("attack", "eps", "undefended", "vacc. replay", "vacc. adaptive", "adv. trained")
+    for attack, by_eps in report["attacks"].items():
+        for budget, row in by_eps.items():
+            cells = [
+                row.get(k)
+                for k in (
+                    "undefended",
+                    "vaccinated_replay",
+                    "vaccinated_adaptive",
+                    "adv_trained_adaptive",
+                )
+            ]
+            table.add_row(attack, budget, *["-" if c is None else f"{c:.3f}" for c in cells])
+    console.print(f"clean accuracy {report['clean_acc']:.3f}")
+    console.print(table)

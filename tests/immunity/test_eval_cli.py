@@ -1,0 +1,86 @@
+"""``twinkit eval immunity`` on a tiny .npz: the report's layout, and bad files refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from twinkit.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `twinkit ARGS`; return (exit code, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["twinkit", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    # stderr is wrapped to the terminal's width: compare words, not line breaks
+    return code, captured.out, " ".join(captured.err.split())
+
+
+@pytest.fixture
+def digits_npz(tmp_path: Path) -> Path:
+    """250 of sklearn's 8x8 digits as uint8 images (N x 8 x 8, 0-255) and their labels."""
+    data = load_digits()
+    images = np.round(data.images[:250] * 255 / 16).astype(np.uint8)
+    path = tmp_path / "digits.npz"
+    np.savez(path, X=images, y=data.target[:250])
+    return path
+
+
+def test_eval_immunity_writes_the_report(
+    capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
+) -> None:
+    # Execute
+    out = tmp_path / "imm.json"
+    code, stdout, _ = run(
+        capsys,
+        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "20",
+        "--no-adv-training", "--no-poisoning", "--json", str(out),
+    )  # fmt: skip
+
+    # Assert: the issue's layout, accuracies in [0, 1], the switched-off parts None
+    assert code == 0, stdout
+    report = json.loads(out.read_text())
+    assert 0.5 < report["clean_acc"] <= 1.0
+    assert report["vaccine_samples"] == 20
+    for attack in ("fgsm", "pgd"):
+        row = report["attacks"][attack]["0.1"]
+        for key in ("undefended", "vaccinated_replay", "vaccinated_adaptive"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["adv_trained_adaptive"] is None
+    assert report["poisoning"] is None
+    assert "clean accuracy" in stdout
+
+
+def test_eval_immunity_refuses_bad_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    no_labels = tmp_path / "no_y.npz"
+    np.savez(no_labels, X=np.zeros((10, 4)))
+    code, _, err = run(capsys, "eval", "immunity", str(no_labels))
+    assert code == 1 and "missing ['y']" in err
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an array file")
+    code, _, err = run(capsys, "eval", "immunity", str(text))
+    assert code == 1 and "not a readable .npz" in err
+
+    ragged = tmp_path / "ragged.npz"
+    np.savez(ragged, X=np.zeros((10, 4)), y=np.zeros(9))
+    code, _, err = run(capsys, "eval", "immunity", str(ragged), "--eps", "0.1")
+    assert code == 1 and "X has 10 rows but y has 9" in err
+
+    code, _, err = run(capsys, "eval", "immunity", str(ragged), "--eps", "2")
+    assert code == 1 and "--eps" in err

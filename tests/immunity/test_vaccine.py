@@ -1,0 +1,179 @@
+"""Defences against evasion on the 8x8 digits: the vaccine, adversarial training, and the
+immunity benchmark's report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from twinkit.clone.model import CloneModel
+from twinkit.eval.immunity import evaluate_immunity, normalise_images
+from twinkit.immunity import pgd, robust_accuracy
+from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
+
+@dataclass(frozen=True)
+class Digits:
+    """A clean MLP clone of the digits, its training rows and held-out items."""
+
+    model: CloneModel
+    x_train: np.ndarray
+    y_train: list[str]
+    x_test: np.ndarray
+    y_test: list[str]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Digits:
+    data = load_digits()
+    x = data.data / 16.0
+    y = [str(v) for v in data.target]
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1200], order[1200:1500]
+    y_train = [y[i] for i in train]
+    model = CloneModel(DIGIT_CLASSES, 64, seed=0).fit(x[train], y_train)
+    return Digits(model, x[train], y_train, x[test], [y[i] for i in test])
+
+
+def test_vaccine_samples_are_valid_and_labelled(digits: Digits) -> None:
+    xv, yv = vaccine_samples(
+        digits.model, digits.model, digits.x_train, 40, eps=0.1, y_pool=digits.y_train, seed=1
+    )
+    assert xv.shape == (40, 64) and len(yv) == 40
+    assert xv.min() >= 0.0 and xv.max() <= 1.0
+    assert set(yv) <= set(DIGIT_CLASSES)
+
+
+def test_vaccination_raises_replayed_attack_accuracy(digits: Digits) -> None:
+    eps = 0.1
+    xv, yv = vaccine_samples(
+        digits.model, digits.model, digits.x_train, 300, eps=eps, y_pool=digits.y_train, seed=0
+    )
+    vaccinated = vaccinate(digits.model, digits.x_train, digits.y_train, xv, yv, seed=0)
+    tampered = pgd(digits.model, digits.x_test, digits.y_test, eps, steps=20, seed=0)
+    undefended = robust_accuracy(digits.model, tampered, digits.y_test)
+    replay = robust_accuracy(vaccinated, tampered, digits.y_test)
+    assert replay > undefended + 0.3, (undefended, replay)
+    clean = robust_accuracy(digits.model, digits.x_test, digits.y_test)
+    clean_vaccinated = robust_accuracy(vaccinated, digits.x_test, digits.y_test)
+    assert clean_vaccinated >= clean - 0.03, (clean, clean_vaccinated)
+    # The clean model is untouched.
+    assert robust_accuracy(digits.model, tampered, digits.y_test) == undefended
+
+
+def test_adversarial_training_raises_adaptive_pgd_accuracy(digits: Digits) -> None:
+    eps = 0.05
+    robust = adversarial_training(
+        digits.model, digits.x_train, digits.y_train, eps=eps, epochs=10, seed=0
+    )
+    before = robust_accuracy(
+        digits.model, pgd(digits.model, digits.x_test, digits.y_test, eps, steps=20), digits.y_test
+    )
+    after = robust_accuracy(
+        robust, pgd(robust, digits.x_test, digits.y_test, eps, steps=20), digits.y_test
+    )
+    assert after > before + 0.4, (before, after)
+    assert robust_accuracy(robust, digits.x_test, digits.y_test) > 0.9
+
+
+def _leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    return [tree]
+
+
+def test_evaluate_immunity_report_layout() -> None:
+    data = load_digits()
+    x, y = data.data[:400] / 16.0, data.target[:400]
+    report = evaluate_immunity(
+        x[:300],
+        y[:300],
+        x[300:],
+        y[300:],
+        eps=(0.1,),
+        vaccine=40,
+        pgd_steps=5,
+        epochs=10,
+        adv_epochs=3,
+    )
+    for key in (
+        "clean_acc",
+        "attacks",
+        "clean_acc_vaccinated",
+        "clean_acc_adv_trained",
+        "vaccine_samples",
+        "poisoning",
+        "threat_model",
+        "model",
+        "data",
+        "seed",
+    ):
+        assert key in report
+    assert set(report["attacks"]) == {"fgsm", "pgd"}
+    for attack in report["attacks"].values():
+        assert set(attack) == {"0.1"}
+        assert set(attack["0.1"]) == {
+            "undefended",
+            "vaccinated_replay",
+            "vaccinated_adaptive",
+            "adv_trained_adaptive",
+        }
+    assert set(report["poisoning"]["label_flip_0.1"]) == {
+        "recall",
+        "false_quarantine",
+        "acc_clean",
+        "acc_poisoned",
+        "acc_screened",
+    }
+    assert set(report["poisoning"]["backdoor"]) == {
+        "asr_poisoned",
+        "asr_screened",
+        "recall",
+        "false_quarantine",
+        "acc_screened",
+    }
+    scores = [
+        report["clean_acc"],
+        report["clean_acc_vaccinated"],
+        report["clean_acc_adv_trained"],
+        *_leaves(report["attacks"]),
+        *_leaves(report["poisoning"]),
+    ]
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in scores), scores
+    assert report["vaccine_samples"] == 40
+    assert report["model"]["kind"] == "mlp"
+    assert report["data"]["n_train"] == 300 and report["data"]["n_test"] == 100
+
+
+def test_uint8_images_are_normalised() -> None:
+    data = load_digits()
+    images = (data.images[:120] * 255 / 16).round().astype(np.uint8)
+    flat, shape = normalise_images(images)
+    assert shape == (8, 8)
+    assert flat.shape == (120, 64) and flat.dtype == np.float64
+    assert flat.min() >= 0.0 and flat.max() == 1.0
+    np.testing.assert_allclose(flat, images.reshape(120, -1) / 255.0)
+    with pytest.raises(Exception, match=r"\[0, 1\]"):
+        normalise_images(data.images[:5])  # floats 0..16
+    report = evaluate_immunity(
+        images[:100],
+        data.target[:100],
+        images[100:],
+        data.target[100:120],
+        eps=(0.1,),
+        vaccine=10,
+        pgd_steps=2,
+        attacks=("fgsm",),
+        adv_training=False,
+        poisoning=False,
+        epochs=2,
+    )
+    assert report["model"] == {"kind": "cnn", "image_shape": [8, 8], "hidden": [64], "epochs": 2}
+    assert report["poisoning"] is None
+    assert report["attacks"]["fgsm"]["0.1"]["adv_trained_adaptive"] is None
