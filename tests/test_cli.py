@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-from twinkit.cli import main
+from twinkit.cli.testing import run
 from twinkit.data.datasets.synthetic import synthetic_cohort
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `twinkit ARGS`; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["twinkit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

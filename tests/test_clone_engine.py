@@ -9,7 +9,6 @@ strong-bias donor says "b" wherever the rule says "a", on 36 items.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from twinkit.cli import main
+from twinkit.cli.testing import run
 from twinkit.core.errors import NotFoundError, TwinkitError, ValidationError
 from twinkit.engine import TwinEngine
 from twinkit.engine.clones import decisions
@@ -389,21 +388,6 @@ def test_delete_twin_removes_its_questions(store: TwinEngine) -> None:
 
 
 # -- command line -----------------------------------------------------------------------------
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `twinkit ARGS`; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["twinkit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from twinkit.cli import main
+from twinkit.cli.testing import run as run_cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `twinkit ARGS`; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["twinkit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    # stderr is wrapped to the terminal's width: compare words, not line breaks
-    return code, captured.out, " ".join(captured.err.split())
+    """Run `twinkit ARGS`; stderr is wrapped to the terminal's width, so its words are
+    compared, not its line breaks."""
+    code, out, err = run_cli(capsys, *args)
+    return code, out, " ".join(err.split())
 
 
 @pytest.fixture
