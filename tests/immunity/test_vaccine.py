@@ -177,3 +177,12 @@ def test_uint8_images_are_normalised() -> None:
     assert report["model"] == {"kind": "cnn", "image_shape": [8, 8], "hidden": [64], "epochs": 2}
     assert report["poisoning"] is None
     assert report["attacks"]["fgsm"]["0.1"]["adv_trained_adaptive"] is None
+
+
+def test_large_images_are_screened_for_backdoors_on_a_hidden_layer() -> None:
+    """8x8 digits are screened on their pixels; 28x28 MNIST digits on a hidden layer,
+    where spectral signatures find the trigger (raw 28x28 pixels hid it completely)."""
+    from twinkit.eval.immunity import backdoor_representation
+
+    assert backdoor_representation(64) == "input"
+    assert backdoor_representation(784) == "hidden"

@@ -255,7 +255,7 @@ def _poisoning(
     # Spectral signatures on raw pixels found every poisoned 8x8 digit but none of the
     # poisoned 28x28 MNIST digits (a 3x3 patch is too small a part of a large image);
     # on an MLP's hidden layer they found 80-88% there. Large inputs use the hidden layer.
-    representation: Literal["input", "hidden"] = "hidden" if xb.shape[1] > LARGE_INPUT else "input"
+    representation = backdoor_representation(xb.shape[1])
     flags = suspicious_rows(
         xb,
         yb,
@@ -281,4 +281,12 @@ def _poisoning(
 #: inputs wider than this (in features) screen backdoors on a hidden layer, not raw input
 LARGE_INPUT = 256
 
-__all__ = ["LARGE_INPUT", "evaluate_immunity", "normalise_images"]
+
+def backdoor_representation(n_features: int) -> Literal["input", "hidden"]:
+    """Where spectral signatures look for a backdoor: the raw input for small items (all
+    poisoned 8x8 digits found), an MLP's hidden layer for large ones (on 28x28 MNIST raw
+    pixels found none, the hidden layer 87.5%)."""
+    return "hidden" if n_features > LARGE_INPUT else "input"
+
+
+__all__ = ["LARGE_INPUT", "backdoor_representation", "evaluate_immunity", "normalise_images"]
