@@ -18,15 +18,13 @@ from twinkit.core.errors import TwinkitError
 from twinkit.data.importers import DecisionBatch, parse_batch
 from twinkit.engine import TwinEngine
 from twinkit.immunity.poison import (
-    Suspicion,
     Trigger,
     apply_trigger,
     attack_success_rate,
     backdoor,
     flip_labels,
-    screen_poison,
-    suspicious_rows,
 )
+from twinkit.immunity.screening import Suspicion, screen_poison, suspicious_rows
 from twinkit.screen import DEFAULT_DECISION_SCREENS, Screen, ScreenContext
 from twinkit.screen.poison import PoisonScreen
 

@@ -28,13 +28,8 @@ import numpy as np
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
 from twinkit.immunity.attacks import fgsm, pgd, robust_accuracy
-from twinkit.immunity.poison import (
-    Trigger,
-    attack_success_rate,
-    backdoor,
-    flip_labels,
-    suspicious_rows,
-)
+from twinkit.immunity.poison import Trigger, attack_success_rate, backdoor, flip_labels
+from twinkit.immunity.screening import suspicious_rows
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
 
 #: the attacks :func:`evaluate_immunity` knows

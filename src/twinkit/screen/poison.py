@@ -10,7 +10,7 @@ import pandas as pd
 
 from twinkit.core.errors import TwinkitError
 from twinkit.data.importers import Batch, DecisionBatch
-from twinkit.immunity.poison import (
+from twinkit.immunity.screening import (
     DEFAULT_THRESHOLD,
     Method,
     Representation,
@@ -27,7 +27,7 @@ class PoisonScreen:
 
     At ingest, each twin's candidate rows in the batch (rows no earlier screen held, with
     finite features) are screened together by
-    :func:`twinkit.immunity.poison.screen_poison` on their features and labels:
+    :func:`twinkit.immunity.screening.screen_poison` on their features and labels:
     ``method="loss"`` (the default) holds labels improbable to clones cross-validated on
     the twin's other rows of the batch (label flips); ``"spectral"`` holds spectral
     outliers within a label (backdoors; it holds ``1.5 * contamination`` of the rows
