@@ -66,8 +66,9 @@ def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
 
 def clone_models(
     engine: TwinEngine, twin_id: str, seed: int = 0
-) -> tuple[CloneModel, CloneModel, pd.DataFrame, pd.DataFrame, list[str]]:
-    """(population, clone, this twin's decisions, the pool, feature names)."""
+) -> tuple[CloneModel, CloneModel, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(population, clone, this twin's decisions, the other twins' decisions, the pool,
+    feature names)."""
     from twinkit.clone.active import personalize
     from twinkit.eval.clone import feature_columns, train_population
 
@@ -91,7 +92,7 @@ def clone_models(
     clone = personalize(
         population, x_mine, mine["label"].astype(str).tolist(), unlabeled=unlabeled, seed=seed
     )
-    return population, clone, mine, pool, features
+    return population, clone, mine, others, pool, features
 
 
 def ask(
@@ -103,7 +104,7 @@ def ask(
 
     if k < 1:
         raise TwinkitError(f"-k must be at least 1, got {k}")
-    population, clone, mine, pool_frame, features = clone_models(engine, twin_id, seed)
+    population, clone, mine, _, pool_frame, features = clone_models(engine, twin_id, seed)
     if pool_frame.empty:
         return []
     pool = Pool(pool_frame[features].to_numpy(dtype=np.float64), pool_frame["item_id"].tolist())
@@ -224,7 +225,7 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
     from twinkit.clone.confusion import confusion_zone
     from twinkit.clone.metrics import agreement, fidelity, kappa
 
-    population, clone, mine, pool, features = clone_models(engine, twin_id, seed)
+    population, clone, mine, others, pool, features = clone_models(engine, twin_id, seed)
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     held_clone: list[str] = [""] * len(said)
@@ -237,8 +238,6 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
             held_clone[int(row)] = value
     by_population = population.predict(x) if len(x) else []
     index = {c: i for i, c in enumerate(population.classes)}
-    others = decisions(engine)
-    others = others[others["twin_id"] != twin_id].dropna(subset=features)
     general_ref = population.predict(others[features].to_numpy(dtype=np.float64))
     zone = confusion_zone(
         np.asarray([index[v] for v in by_population], dtype=np.int64),

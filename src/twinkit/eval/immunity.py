@@ -249,7 +249,7 @@ def _poisoning(
     stamped[brows] = True
     # Spectral signatures on raw pixels found every poisoned 8x8 digit but none of the
     # poisoned 28x28 MNIST digits (a 3x3 patch is too small a part of a large image);
-    # on an MLP's hidden layer they found 80-88% there. Large inputs use the hidden layer.
+    # on an MLP's hidden layer they found 87.5% there. Large inputs use the hidden layer.
     representation = backdoor_representation(xb.shape[1])
     flags = suspicious_rows(
         xb,
