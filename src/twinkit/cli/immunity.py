@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -36,7 +37,9 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @eval_app.command("immunity")
 def eval_immunity(
-    data: Annotated[Path, typer.Argument(help=".npz with X (N x H x W or N x D) and y.")],
+    data: Annotated[
+        Path | None, typer.Argument(help=".npz with X (N x H x W or N x D) and y.")
+    ] = None,
     train: Annotated[
         Path | None, typer.Option(help="Training .npz; without it, 80% of DATA trains.")
     ] = None,
@@ -48,9 +51,64 @@ def eval_immunity(
     ] = True,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML robustness report here.")
+    ] = None,
+    forecast: Annotated[
+        Path | None,
+        typer.Option(
+            help="Attack forecasters instead: a signals file (twin_id,time,channel,value)."
+        ),
+    ] = None,
+    target: Annotated[str, typer.Option(help="With --forecast: the channel forecast.")] = "glucose",
+    horizons: Annotated[str, typer.Option(help="With --forecast: minutes ahead.")] = "30,60",
+    models: Annotated[
+        str, typer.Option(help="With --forecast: forecasters to attack, comma-separated.")
+    ] = "linear_ar,gru",
+    budget: Annotated[
+        float, typer.Option(help="With --forecast: the most a reading may move (target units).")
+    ] = 10.0,
+    window: Annotated[int, typer.Option(help="With --forecast: readings that may move.")] = 12,
+    max_origins: Annotated[
+        int, typer.Option(help="With --forecast: forecast origins per twin, at most.")
+    ] = 60,
 ) -> None:
     """Clean accuracy, accuracy under FGSM and PGD (undefended, vaccinated replay and
-    adaptive, adversarially trained), and poison screening; print a table, write JSON."""
+    adaptive, adversarially trained), and poison screening; print a table, write JSON.
+
+    With --forecast, forecasters instead: RMSE from true and from tampered histories
+    (each of the last --window readings moved by at most --budget), before and after a
+    vaccine, and how many coming lows the forecast still flags."""
+    if forecast is not None:
+        if data is not None:
+            raise TwinkitError("give either DATA.npz (classifiers) or --forecast (forecasters)")
+        report = _forecast_immunity(
+            forecast, target, horizons, models, budget, window, max_origins, seed
+        )
+    elif data is None:
+        raise TwinkitError("give DATA.npz (classifiers) or --forecast SIGNALS (forecasters)")
+    else:
+        report = _classifier_immunity(data, train, eps, vaccine, seed, adv_training, poisoning)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+    if html_out is not None:
+        from twinkit.report.html import write_report
+
+        source = forecast if forecast is not None else data
+        write_report(html_out, f"twinkit robustness: {source}", [], robustness=report)
+        console.print(f"report: {html_out}")
+
+
+def _classifier_immunity(
+    data: Path,
+    train: Path | None,
+    eps: str,
+    vaccine: int,
+    seed: int,
+    adv_training: bool,
+    poisoning: bool,
+) -> dict[str, Any]:
     from twinkit.eval.immunity import evaluate_immunity
 
     try:
@@ -80,9 +138,6 @@ def eval_immunity(
             adv_training=adv_training,
             poisoning=poisoning,
         )
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
     table = Table("attack", "eps", "undefended", "vacc. replay", "vacc. adaptive", "adv. trained")
     for attack, by_eps in report["attacks"].items():
         for budget, row in by_eps.items():
@@ -98,3 +153,65 @@ def eval_immunity(
             table.add_row(attack, budget, *["-" if c is None else f"{c:.3f}" for c in cells])
     console.print(f"clean accuracy {report['clean_acc']:.3f}")
     console.print(table)
+    return report
+
+
+def _forecast_immunity(
+    path: Path,
+    target: str,
+    horizons: str,
+    models: str,
+    budget: float,
+    window: int,
+    max_origins: int,
+    seed: int,
+) -> dict[str, Any]:
+    from twinkit.data.importers import SignalBatch, load_batch
+    from twinkit.eval.immunity_forecast import evaluate_forecast_immunity
+    from twinkit.immunity.forecast import HistoryBudget
+
+    try:
+        steps = [int(h) for h in horizons.split(",") if h.strip()]
+    except ValueError as exc:
+        raise TwinkitError(f"bad --horizons: {exc}") from None
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise TwinkitError("--models names no forecaster")
+    with spinner(f"reading {path}"):
+        batch = load_batch(path)
+    if not isinstance(batch, SignalBatch):
+        raise TwinkitError(f"{path}: --forecast needs a signals file, this holds decisions")
+    frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
+    with spinner("attacking and vaccinating forecasters"):
+        report = evaluate_forecast_immunity(
+            frame,
+            target,
+            steps,
+            models=names,
+            budget=HistoryBudget(eps=budget, window=window),
+            max_origins=max_origins,
+            seed=seed,
+        )
+    table = Table(
+        "model",
+        "horizon",
+        "clean",
+        "undefended",
+        "vacc. clean",
+        "vacc. replay",
+        "vacc. adaptive",
+        title=f"RMSE of {target}",
+    )
+    for name, row in report["models"].items():
+        errors = row["attacks"]["error"]
+        for h in map(str, report["horizons_min"]):
+            cells = [
+                row["clean_rmse"][h],
+                errors["undefended"][h],
+                row["clean_rmse_vaccinated"][h],
+                errors["vaccinated_replay"][h],
+                errors["vaccinated_adaptive"][h],
+            ]
+            table.add_row(name, h, *["-" if c is None else f"{c:.2f}" for c in cells])
+    console.print(table)
+    return report
