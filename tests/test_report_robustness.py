@@ -35,6 +35,7 @@ def _classifier(**changes: Any) -> dict[str, Any]:
                 "0.1": {
                     "undefended": 0.4,
                     "vaccinated_replay": 0.8,
+                    "retrained_replay": 0.02,
                     "vaccinated_adaptive": 0.6,
                     "adv_trained_adaptive": None,
                 },
@@ -104,10 +105,10 @@ def test_classifier_section_tables_and_chart() -> None:
     assert "<h2>Robustness</h2>" in page
     assert page.rstrip().endswith("</section>")
     # accuracy per attack and eps, rows sorted by eps, None -> "-"
-    assert _row(page, "fgsm") == ["0.1", "40.0%", "80.0%", "60.0%", "-"]
-    assert "<td>0.2</td><td>10.0%</td><td>75.0%</td><td>50.0%</td><td>-</td>" in page
+    assert _row(page, "fgsm") == ["0.1", "40.0%", "80.0%", "2.0%", "60.0%", "-"]
+    assert "<td>0.2</td><td>10.0%</td><td>75.0%</td><td>-</td><td>50.0%</td><td>-</td>" in page
     assert page.index("<td>0.1</td><td>40.0%") < page.index("<td>0.2</td><td>10.0%")
-    assert _row(page, "pgd") == ["0.1", "5.0%", "70.0%", "30.0%", "-"]
+    assert _row(page, "pgd") == ["0.1", "5.0%", "70.0%", "-", "30.0%", "-"]
     # clean accuracies and the vaccine
     assert _row(page, "clean accuracy") == ["94.6%"]
     assert _row(page, "clean accuracy, vaccinated") == ["93.2%"]
@@ -180,7 +181,7 @@ def test_adv_trained_line_only_when_present() -> None:
     without = robustness_html(_classifier(attacks={"pgd": {"0.1": {"undefended": 0.2}}}))
     assert _row(with_adv, "pgd")[-1] == "70.0%"
     assert _row(with_adv, "clean accuracy, adv. trained") == ["90.0%"]
-    assert _row(without, "pgd") == ["0.1", "20.0%", "-", "-", "-"]
+    assert _row(without, "pgd") == ["0.1", "20.0%", "-", "-", "-", "-"]
     lines = re.compile(r'id="line2d_')
     assert len(lines.findall(with_adv)) > len(lines.findall(without))
 

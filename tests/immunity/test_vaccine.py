@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from twinkit.clone.model import CloneModel
+from twinkit.core.errors import TwinkitError
 from twinkit.eval.immunity import evaluate_immunity, normalise_images
 from twinkit.immunity import pgd, robust_accuracy
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
@@ -186,3 +187,32 @@ def test_large_images_are_screened_for_backdoors_on_a_hidden_layer() -> None:
 
     assert backdoor_representation(64) == "input"
     assert backdoor_representation(784) == "hidden"
+
+
+def test_vaccine_share_and_start(digits: Digits) -> None:
+    # With no synthetic share every sample is a perturbed real row within eps of a pool
+    # row, labelled with that row's true label.
+    xv, yv = vaccine_samples(
+        digits.model,
+        digits.model,
+        digits.x_train,
+        30,
+        eps=0.1,
+        y_pool=digits.y_train,
+        seed=0,
+        synthetic_share=0.0,
+        pgd_steps=5,
+    )
+    nearest = np.abs(xv[:, None, :] - digits.x_train[None, :, :]).max(axis=2).argmin(axis=1)
+    assert np.abs(xv - digits.x_train[nearest]).max() <= 0.1 + 1e-9
+    assert yv == [digits.y_train[i] for i in nearest]
+    with pytest.raises(TwinkitError, match="synthetic_share"):
+        vaccine_samples(digits.model, digits.model, digits.x_train, 30, eps=0.1, synthetic_share=2)
+    # Both starts give a working clone; fine-tuning keeps the model's standardisation.
+    tuned = vaccinate(digits.model, digits.x_train, digits.y_train, xv, yv, start="model")
+    fresh = vaccinate(digits.model, digits.x_train, digits.y_train, xv, yv, start="scratch")
+    assert np.array_equal(tuned.mean, digits.model.mean)
+    for clone in (tuned, fresh):
+        assert robust_accuracy(clone, digits.x_test, digits.y_test) > 0.8
+    with pytest.raises(TwinkitError, match="start"):
+        vaccinate(digits.model, digits.x_train, digits.y_train, xv, yv, start="nowhere")  # type: ignore[arg-type]

@@ -138,7 +138,15 @@ def _classifier_immunity(
             adv_training=adv_training,
             poisoning=poisoning,
         )
-    table = Table("attack", "eps", "undefended", "vacc. replay", "vacc. adaptive", "adv. trained")
+    table = Table(
+        "attack",
+        "eps",
+        "undefended",
+        "vacc. replay",
+        "retrained replay",
+        "vacc. adaptive",
+        "adv. trained",
+    )
     for attack, by_eps in report["attacks"].items():
         for budget, row in by_eps.items():
             cells = [
@@ -146,6 +154,7 @@ def _classifier_immunity(
                 for k in (
                     "undefended",
                     "vaccinated_replay",
+                    "retrained_replay",
                     "vaccinated_adaptive",
                     "adv_trained_adaptive",
                 )

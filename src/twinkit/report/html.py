@@ -100,6 +100,7 @@ caption { text-align: left; font-weight: 600; }
 _DEFENCES = {
     "undefended": "undefended",
     "vaccinated_replay": "vaccinated replay",
+    "retrained_replay": "retrained replay (control)",
     "vaccinated_adaptive": "vaccinated adaptive",
     "adv_trained_adaptive": "adv. trained adaptive",
 }
