@@ -73,19 +73,29 @@ class DecisionBatch:
 Batch = SignalBatch | DecisionBatch
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a CSV, Parquet or JSON-lines file into a frame, without interpreting types."""
-    path = Path(path)
-    source = str(path)
-    fmt = _FORMATS.get(path.suffix.lower())
+def _format(name: str, source: str) -> str:
+    fmt = _FORMATS.get(Path(name).suffix.lower())
     if fmt is None:
         raise ValidationError(
             source,
-            [Problem(f"unknown file type {path.suffix!r}: use .csv, .parquet or .jsonl")],
+            [Problem(f"unknown file type {Path(name).suffix!r}: use .csv, .parquet or .jsonl")],
         )
+    return fmt
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON-lines file into a frame, without interpreting types."""
+    path = Path(path)
+    _format(path.name, str(path))
     if not path.is_file():
-        raise ValidationError(source, [Problem("no such file")])
-    raw = path.read_bytes()
+        raise ValidationError(str(path), [Problem("no such file")])
+    return read_table_bytes(path.read_bytes(), path.name, str(path))
+
+
+def read_table_bytes(raw: bytes, name: str, source: str | None = None) -> pd.DataFrame:
+    """Read a file's content (an upload, say); ``name``'s suffix says its format."""
+    source = source or name
+    fmt = _format(name, source)
     if not raw.strip():
         raise ValidationError(source, [Problem("the file is empty")])
     try:

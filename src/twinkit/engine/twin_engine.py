@@ -23,17 +23,19 @@ from twinkit.core.forecast import Forecast
 from twinkit.core.twin import Channel, Twin, TwinKind, validate_twin_id
 from twinkit.data.frames import long_to_wide
 from twinkit.data.importers import load_batch, parse_batch
+from twinkit.engine.export import export_onnx
 from twinkit.engine.ingest import IngestResult, ingest_batch, release_rows
+from twinkit.engine.jobs import Jobs
+from twinkit.engine.owners import Owners
 from twinkit.engine.population import (
     DEFAULT_POPULATION_MODEL,
     PopulationResult,
     fit_population,
     load_population,
 )
+from twinkit.engine.serving import ServedForecast, serve_forecast
 from twinkit.models.base import Forecaster, forecaster_class
-from twinkit.models.ensemble import Ensemble
 from twinkit.models.evaluate import holdout_split, rolling_scores
-from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 from twinkit.screen import (
     DEFAULT_DECISION_SCREENS,
@@ -46,7 +48,7 @@ from twinkit.store.db import Store
 from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
 from twinkit.store.registry import ModelVersion, PopulationVersion, Status
-from twinkit.store.timeutil import utc_now_iso
+from twinkit.store.timeutil import from_micros, to_micros, utc_now_iso
 
 
 def _str_keys(mapping: dict[int, str]) -> dict[str, str]:
@@ -90,6 +92,8 @@ class TwinEngine:
         self.artifacts = ArtifactStore(self.store.artifacts_dir)
         self.signal_screens = tuple(signal_screens)
         self.decision_screens = tuple(decision_screens)
+        self.owners = Owners(self.store)  # who may use the service, by token
+        self.jobs = Jobs(self.store)  # background work the service runs
 
     # -- twins --------------------------------------------------------------------------
 
@@ -203,6 +207,37 @@ class TwinEngine:
         self.get_twin(twin_id)
         with self.store.read() as conn:
             return long_to_wide(observations.read_signals(conn, twin_id, channels))
+
+    def signals_between(
+        self,
+        twin_id: str,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+        channels: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """A twin's stored signals with ``start <= time <= end`` in long form (``time``,
+        ``channel``, ``value``), ordered by time then channel."""
+        self.get_twin(twin_id)
+        bounds = [
+            None if b is None else int(to_micros(pd.DatetimeIndex([b]))[0]) for b in (start, end)
+        ]
+        with self.store.read() as conn:
+            long = observations.read_signals(conn, twin_id, channels, *bounds)
+        long = long.sort_values(["t", "channel"], kind="stable", ignore_index=True)
+        return pd.DataFrame(
+            {
+                "time": from_micros(long["t"].to_numpy()),
+                "channel": long["channel"],
+                "value": long["value"],
+            }
+        )
+
+    def decisions(self, twin_id: str) -> pd.DataFrame:
+        """A decision twin's stored decisions: ``item_id``, ``label``, ``features`` (JSON)."""
+        self.get_twin(twin_id)
+        with self.store.read() as conn:
+            stored = observations.stored_decisions(conn, [twin_id])
+        return stored.sort_values("item_id", ignore_index=True)[["item_id", "label", "features"]]
 
     def default_target(self, twin: Twin, frame: pd.DataFrame) -> str:
         target = twin.metadata.get("target")
@@ -456,26 +491,9 @@ class TwinEngine:
         return chosen
 
     def export_onnx(self, twin_id: str, path: Path | str, version: int | None = None) -> Path:
-        """Export the serving (or a given) version's network to ONNX for edge devices.
-
-        A neural model exports as it is; a recalibrated single neural model (what ``fit``
-        serves when a network wins) exports with its conformal offsets, so the device
-        gives the served intervals. Anything else cannot run as one network.
-        """
-        chosen = self.version(twin_id, version)
-        model = self.load_model(chosen)
-        calibration = None
-        if isinstance(model, Ensemble) and len(model.members) == 1:
-            calibration = model.residual_quantiles
-            model = model.members[0]
-        if not isinstance(model, NeuralForecaster):
-            members = getattr(model, "members_names", None)
-            raise TwinkitError(
-                f"twin {twin_id!r} v{chosen.version} is {chosen.model}"
-                f"{' of ' + ', '.join(members) if members else ''}: only a single neural "
-                "network (gru, transformer) exports to ONNX; fit one with --model gru"
-            )
-        return model.export_onnx(path, calibration=calibration)
+        """Export the serving (or a given) version's network to ONNX for edge devices
+        (see :func:`twinkit.engine.export.export_onnx`)."""
+        return export_onnx(self, twin_id, path, version)
 
     def models(self, twin_id: str) -> list[ModelVersion]:
         self.get_twin(twin_id)
@@ -499,6 +517,12 @@ class TwinEngine:
             frame = frame.loc[:as_of]
         forecast = model.predict(frame, horizons)
         return replace(forecast, model=chosen.model, version=chosen.version)
+
+    def forecast(self, twin_id: str, horizons: Sequence[int] = (30, 60)) -> ServedForecast:
+        """What a service answers: :meth:`predict` from the latest data, except that a
+        serving artifact that is broken fails over to the previous good version, else the
+        population model, marked degraded and recorded in the ledger."""
+        return serve_forecast(self, twin_id, horizons)
 
     def promote(self, twin_id: str, version: int) -> None:
         with self.store.write() as conn:

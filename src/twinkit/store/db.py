@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, literal, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from twinkit.core.errors import SchemaVersionError, TwinkitError
 from twinkit.store import tables
@@ -125,6 +125,21 @@ class Store:
         """A read transaction: a consistent snapshot of the store."""
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @property
+    def is_memory(self) -> bool:
+        """An in-memory SQLite database: private to one connection, so to one process."""
+        database = make_url(self.url).database
+        return self.is_sqlite and database in (None, "", ":memory:")
+
+    def ping(self) -> str | None:
+        """None if the database answers a query now, else what went wrong (for readiness)."""
+        try:
+            with self.read() as conn:
+                conn.execute(select(literal(1))).scalar_one()
+        except SQLAlchemyError as exc:
+            return f"the store does not answer: {type(exc).__name__}"
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -106,6 +106,18 @@ def entries(conn: Connection, twin_id: str | None = None) -> list[LedgerEntry]:
     return [_entry(r) for r in conn.execute(query)]
 
 
+def last_entry(conn: Connection, twin_id: str, events: list[str]) -> LedgerEntry | None:
+    """The newest entry of one twin among these events, if any."""
+    lg = tables.ledger.c
+    row = conn.execute(
+        select(tables.ledger)
+        .where(lg.twin_id == twin_id, lg.event.in_(events))
+        .order_by(lg.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _entry(row)
+
+
 def verify_chain(conn: Connection) -> list[str]:
     """Walk the chain; return what is broken (empty when it verifies), first break first."""
     problems: list[str] = []

@@ -17,9 +17,9 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
-# Version 2: population_models. Version 3: clone_queries.
+# Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # A store at an older version gains the new tables on open.
 
 metadata = MetaData()
@@ -166,4 +166,34 @@ clone_queries = Table(
     Column("features", Text, nullable=False),  # canonical JSON object name -> float
     Column("asked_at", String(40), nullable=False),
     Column("answered_batch", Integer, ForeignKey("batches.id"), nullable=True),
+)
+
+
+# Who may use the HTTP service: an owner's twins are those whose ``owner`` is its name.
+# Only the sha256 of a token is kept; the token itself is shown once, at creation.
+owners = Table(
+    "owners",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+# Background work the service started (fits). No foreign key to twins: a job outlives a
+# failed run of its child process, and deleting a twin deletes its jobs explicitly.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), nullable=False, index=True),
+    Column("owner", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("params", Text, nullable=False),  # JSON object
+    Column("status", String(16), nullable=False),  # queued, running, done, failed
+    Column("runner", String(300), nullable=True),  # host:pid:instance of the server running it
+    Column("created_at", String(40), nullable=False),
+    Column("started_at", String(40), nullable=True),
+    Column("finished_at", String(40), nullable=True),
+    Column("result", Text, nullable=True),  # JSON object, when done
+    Column("error", Text, nullable=True),  # what went wrong, when failed
 )

@@ -113,4 +113,5 @@ def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     conn.execute(delete(tables.quarantine).where(tables.quarantine.c.twin_id == twin_id))
     conn.execute(delete(tables.model_versions).where(tables.model_versions.c.twin_id == twin_id))
     conn.execute(delete(tables.clone_queries).where(tables.clone_queries.c.twin_id == twin_id))
+    conn.execute(delete(tables.jobs).where(tables.jobs.c.twin_id == twin_id))
     conn.execute(delete(tables.twins).where(tables.twins.c.id == twin_id))

@@ -1,0 +1,62 @@
+"""`twinkit serve`: the HTTP API over the store, with uvicorn."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from twinkit.cli.common import DbOption, app, engine_for, err
+from twinkit.core.errors import TwinkitError
+
+#: what each uvicorn worker imports and calls to build its app
+APP_FACTORY = "twinkit.service.app:app_from_env"
+WORKER_STARTUP_S = 120
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Server processes (each with its own rate limits and metrics).")
+    ] = 1,
+) -> None:
+    """Serve the REST API (/v1, OpenAPI at /docs). Needs TWINKIT_ADMIN_TOKEN."""
+    try:
+        import uvicorn
+
+        from twinkit.service.app import load_settings
+        from twinkit.service.logs import configure_logging
+    except ImportError as exc:
+        raise TwinkitError(
+            f"the service needs its extra dependencies ({exc.name} is missing): "
+            "pip install 'twinkit[service]'"
+        ) from None
+    if workers < 1:
+        raise TwinkitError("--workers must be at least 1")
+    settings = load_settings()  # no admin token, no service: checked before anything starts
+    engine = engine_for(db)  # opens (and if need be creates) the store once, here
+    if engine.store.is_memory:
+        raise TwinkitError("twinkit serve needs a store file or server, not an in-memory database")
+    # The workers build their app from the environment: the same store for all of them.
+    os.environ["TWINKIT_DB"] = engine.store.url
+    configure_logging()
+    err.print(
+        f"serving {engine.store.url} on http://{host}:{port} ({workers} worker(s), "
+        f"{settings.fit_workers} fit(s) at a time each)"
+    )
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # the app logs each request itself, with its request id
+        log_config=None,  # keep the JSON logging configured above
+        # A worker imports torch before it answers; uvicorn's default of 5 s would kill
+        # it on a busy machine and start it again, for ever.
+        timeout_worker_healthcheck=WORKER_STARTUP_S,
+    )

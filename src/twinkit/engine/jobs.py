@@ -1,0 +1,67 @@
+"""Background jobs: queued, run by a server process, done or failed, all in the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twinkit.core.errors import NotFoundError
+from twinkit.store import jobs
+from twinkit.store.db import Store
+from twinkit.store.jobs import Job, JobStatus
+from twinkit.store.timeutil import utc_now_iso
+
+
+class Jobs:
+    """The job records; running them is the caller's business (the service's job runner).
+
+    ``runner`` names the server process that runs a job (``host:pid:instance``), so that a
+    server starting up can tell the jobs of a server that died from those of one still running.
+
+    >>> book = Jobs(Store("sqlite://"))
+    >>> job = book.create("p1", "clinic-a", "fit", {"model": "linear_ar"}, runner="h:1")
+    >>> book.start(job.id)
+    True
+    >>> book.finish(job.id, {"version": 1})
+    >>> book.get(job.id).status.value
+    'done'
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(
+        self, twin_id: str, owner: str, kind: str, params: dict[str, Any], runner: str
+    ) -> Job:
+        with self.store.write() as conn:
+            job_id = jobs.insert_job(conn, twin_id, owner, kind, params, runner, utc_now_iso())
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> Job:
+        with self.store.read() as conn:
+            job = jobs.get_job(conn, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        return job
+
+    def of_twin(self, twin_id: str) -> list[Job]:
+        with self.store.read() as conn:
+            return jobs.jobs_of_twin(conn, twin_id)
+
+    def unfinished(self) -> list[Job]:
+        with self.store.read() as conn:
+            return jobs.unfinished_jobs(conn)
+
+    def start(self, job_id: int) -> bool:
+        """Mark a queued job running; False if it is not queued any more (or is gone)."""
+        with self.store.write() as conn:
+            return jobs.mark_running(conn, job_id, utc_now_iso())
+
+    def finish(self, job_id: int, result: dict[str, Any]) -> None:
+        """Record a job's result; nothing happens to a job that ended already or is gone."""
+        with self.store.write() as conn:
+            jobs.mark_finished(conn, job_id, JobStatus.DONE, utc_now_iso(), result=result)
+
+    def fail(self, job_id: int, error: str) -> None:
+        """Record why a job failed; nothing happens to a job that ended already or is gone."""
+        with self.store.write() as conn:
+            jobs.mark_finished(conn, job_id, JobStatus.FAILED, utc_now_iso(), error=error)

@@ -1,0 +1,240 @@
+"""Running fit jobs: a thread per job waits on a child process that does the training.
+
+Requests never wait on training: ``submit_fit`` records a queued job and returns. A pool
+of ``fit_workers`` threads takes jobs in turn; each starts a child process ("spawn"), waits
+for its answer on a pipe, and records the outcome in the jobs table. A child that crashes,
+is killed or runs past the timeout fails its job; the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from twinkit.engine import TwinEngine
+from twinkit.service.logs import LOGGER_NAME
+from twinkit.service.metrics import ServiceMetrics
+from twinkit.service.worker import run_fit
+from twinkit.store.jobs import Job
+
+log = logging.getLogger(LOGGER_NAME)
+
+#: the child's entry point: (store_url, artifacts_dir, twin_id, params, answer pipe)
+FitWorker = Callable[[str, str, str, dict[str, Any], Connection], None]
+STOPPED_BEFORE = "the server stopped before the job ran; start the fit again"
+STOPPED_DURING = (
+    "the server stopped while the job ran; the twin's model list shows whether a version "
+    "was registered"
+)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as None.
+
+    >>> import numpy as np
+    >>> jsonable({"a": np.float64(1.5), "b": [float("nan"), np.int64(2)]})
+    {'a': 1.5, 'b': [None, 2]}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, str | bytes):
+        value = item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "the fit process did not end"
+    if code < 0:
+        return f"the fit process was killed by signal {-code}"
+    return f"the fit process ended without an answer (exit code {code})"
+
+
+class JobRunner:
+    """Runs fit jobs for one server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: TwinEngine,
+        metrics: ServiceMetrics,
+        workers: int = 1,
+        timeout_s: float = 3600.0,
+        worker: FitWorker = run_fit,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self.worker = worker
+        # host:pid:instance; the instance tells apart two apps of one process (tests).
+        self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._context = multiprocessing.get_context("spawn")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twinkit-fit")
+        self._lock = threading.Lock()
+        self._queued: set[int] = set()
+        self._running: dict[int, BaseProcess] = {}
+        self._stopping = threading.Event()
+
+    # -- the server's side ----------------------------------------------------------------
+
+    def submit_fit(self, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
+        """Record a queued fit job and hand it to the pool; return at once."""
+        job = self.engine.jobs.create(twin_id, owner, "fit", params, self.runner_id)
+        with self._lock:
+            self._queued.add(job.id)
+        self._pool.submit(self._run, job.id, twin_id, params)
+        return job
+
+    def recover_orphans(self) -> list[int]:
+        """Fail the unfinished jobs of server processes on this host that are gone.
+
+        Jobs of other hosts are left alone: whether their server lives cannot be told here.
+        """
+        host = socket.gethostname()
+        orphans = []
+        for job in self.engine.jobs.unfinished():
+            parts = (job.runner or "").rsplit(":", 2)
+            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            if not _pid_alive(int(parts[1])):
+                self.engine.jobs.fail(job.id, STOPPED_DURING)
+                orphans.append(job.id)
+        if orphans:
+            log.warning("failed jobs of a stopped server", extra={"jobs": orphans})
+        return orphans
+
+    def close(self) -> None:
+        """Stop: running children are terminated, queued jobs fail; waits for the threads."""
+        with self._lock:
+            self._stopping.set()
+            for process in self._running.values():
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            never_ran, self._queued = sorted(self._queued), set()
+        for job_id in never_ran:
+            self.engine.jobs.fail(job_id, STOPPED_BEFORE)
+
+    # -- one job, in a pool thread --------------------------------------------------------
+
+    def _run(self, job_id: int, twin_id: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued.discard(job_id)
+        try:
+            self._run_job(job_id, twin_id, params)
+        except Exception:
+            # A pool thread's exception would vanish into its future: log it at least
+            # (the store was unreachable, say, when the outcome was to be recorded).
+            log.exception("fit job runner error", extra={"job_id": job_id})
+
+    def _run_job(self, job_id: int, twin_id: str, params: dict[str, Any]) -> None:
+        if self._stopping.is_set():
+            self.engine.jobs.fail(job_id, STOPPED_BEFORE)
+            return
+        if not self.engine.jobs.start(job_id):
+            return  # deleted with its twin while it waited
+        self.metrics.fits_started.inc()
+        started = time.perf_counter()
+        try:
+            answer = self._run_child(job_id, twin_id, params)
+        except OSError:
+            # No process could be started (out of memory or pids): the job must not stay
+            # "running" for ever.
+            log.exception("cannot start a fit process", extra={"job_id": job_id})
+            answer = {
+                "status": "failed",
+                "error": "the fit could not be started; see the server log",
+            }
+        self._record(job_id, answer, time.perf_counter() - started)
+
+    def _run_child(self, job_id: int, twin_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        reader, writer = self._context.Pipe(duplex=False)
+        store = self.engine.store
+        process = self._context.Process(
+            target=self.worker,
+            args=(store.url, str(store.artifacts_dir), twin_id, params, writer),
+            name=f"twinkit-fit-{job_id}",
+        )
+        process.start()
+        writer.close()  # the child holds the only write end: its exit means end of file
+        with self._lock:
+            self._running[job_id] = process
+            if self._stopping.is_set():  # close() came between the check and the start
+                process.terminate()
+        try:
+            return self._wait(process, reader)
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+            reader.close()
+
+    def _wait(self, process: BaseProcess, reader: Connection) -> dict[str, Any]:
+        """The child's answer, or why there is none; the child is gone when this returns."""
+        answer: dict[str, Any] | None = None
+        if wait([reader], timeout=self.timeout_s):
+            try:
+                answer = reader.recv()
+            except (EOFError, OSError):
+                answer = None  # ended without a word: crashed or killed
+        else:
+            process.terminate()
+            process.join(timeout=10)
+            if process.exitcode is None:
+                process.kill()
+            process.join()
+            return {"status": "failed", "error": f"the fit took longer than {self.timeout_s:g} s"}
+        process.join(timeout=30)
+        if process.exitcode is None:  # answered but hangs on: it has nothing left to do
+            process.kill()
+            process.join()
+        if answer is None:
+            stopped = self._stopping.is_set()
+            return {
+                "status": "failed",
+                "error": STOPPED_DURING if stopped else _exit_reason(process.exitcode),
+            }
+        return answer
+
+    def _record(self, job_id: int, answer: dict[str, Any], seconds: float) -> None:
+        outcome = "done" if answer.get("status") == "done" else "failed"
+        self.metrics.fits_finished.labels(outcome).inc()
+        self.metrics.fit_duration.labels(outcome).observe(seconds)
+        if outcome == "done":
+            result = jsonable(answer.get("result") or {})
+            if result.get("promoted"):
+                self.metrics.promotions.inc()
+            else:
+                self.metrics.promotions_refused.inc()
+            self.engine.jobs.finish(job_id, result)
+        else:
+            error = str(answer.get("error") or "the fit failed")
+            self.engine.jobs.fail(job_id, error)
+        log.info(
+            "fit job ended",
+            extra={"job_id": job_id, "outcome": outcome, "seconds": round(seconds, 2)},
+        )

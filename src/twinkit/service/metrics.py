@@ -1,0 +1,75 @@
+"""Prometheus metrics of one app, on its own registry (two apps in one process never mix).
+
+With ``twinkit serve --workers N`` each worker process keeps its own counts, and a scrape
+of ``/metrics`` reads the worker that answered it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_FIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class ServiceMetrics:
+    """Every metric the service exports. Routes are labelled by template, never raw path
+    (``/v1/twins/{twin_id}``), so a twin id never becomes a label."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "twinkit_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "twinkit_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rows_ingested = Counter(
+            "twinkit_rows_ingested", "Rows stored by ingest.", ["kind"], registry=r
+        )
+        self.rows_quarantined = Counter(
+            "twinkit_rows_quarantined", "Rows held in quarantine at ingest.", ["kind"], registry=r
+        )
+        self.rate_limited = Counter(
+            "twinkit_rate_limited", "Requests refused with 429 (too many).", registry=r
+        )
+        self.fits_started = Counter("twinkit_fits_started", "Fit jobs started.", registry=r)
+        self.fits_finished = Counter(
+            "twinkit_fits_finished",
+            "Fit jobs ended, by outcome (done, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.fit_duration = Histogram(
+            "twinkit_fit_duration_seconds",
+            "Wall time of a fit job's process, by outcome.",
+            ["outcome"],
+            buckets=_FIT_BUCKETS,
+            registry=r,
+        )
+        self.promotions = Counter(
+            "twinkit_promotions", "Fitted versions promoted to serving.", registry=r
+        )
+        self.promotions_refused = Counter(
+            "twinkit_promotions_refused",
+            "Fitted versions not promoted (worse than serving).",
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "twinkit_rollbacks", "Rollbacks to an earlier version.", registry=r
+        )
+        self.degraded_predictions = Counter(
+            "twinkit_degraded_predictions",
+            "Forecasts answered by a fallback because the serving version could not answer, "
+            "by what answered (twin: an earlier version; population).",
+            ["source"],
+            registry=r,
+        )

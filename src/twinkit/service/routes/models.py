@@ -1,0 +1,135 @@
+"""A twin's models: fit in the background, job status, versions, rollback, forecast."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from twinkit.core.errors import NotFoundError, TwinkitError
+from twinkit.core.twin import TwinKind
+from twinkit.engine.serving import ServedForecast
+from twinkit.service.deps import OwnerDep, StateDep, TwinDep
+from twinkit.service.errors import not_found
+from twinkit.service.jobs import jsonable
+from twinkit.service.routes.responses import AUTH_RESPONSES, CONFLICT_RESPONSES, TWIN_RESPONSES
+from twinkit.service.schemas import (
+    ErrorPublic,
+    FitRequest,
+    ForecastPublic,
+    Horizon,
+    HorizonForecast,
+    JobPublic,
+    ModelVersionPublic,
+    RollbackPublic,
+)
+from twinkit.store.jobs import Job
+
+router = APIRouter(
+    prefix="/twins/{twin_id}", tags=["models"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
+)
+
+
+def job_public(job: Job) -> JobPublic:
+    fields = job.to_dict()
+    fields["result"] = jsonable(job.result) if job.result is not None else None
+    return JobPublic(**fields)
+
+
+@router.post(
+    "/fit",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Start fitting a new version in the background; poll the job it answers",
+    responses={400: {"model": ErrorPublic, "description": "not a state twin"}},
+)
+def start_fit(body: FitRequest, twin: TwinDep, caller: OwnerDep, state: StateDep) -> JobPublic:
+    if twin.kind is not TwinKind.STATE:
+        raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
+    params = {"model": body.model, "seed": body.seed, "horizons": list(body.horizons)}
+    return job_public(state.runner.submit_fit(twin.id, caller.name, params))
+
+
+@router.get("/jobs", response_model=list[JobPublic], summary="The twin's jobs, oldest first")
+def list_jobs(twin: TwinDep, state: StateDep) -> list[JobPublic]:
+    return [job_public(j) for j in state.engine.jobs.of_twin(twin.id)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, summary="One job's status and result")
+def get_job(job_id: int, twin: TwinDep, caller: OwnerDep, state: StateDep) -> JobPublic:
+    try:
+        job: Job | None = state.engine.jobs.get(job_id)
+    except NotFoundError:
+        job = None
+    if job is None or job.twin_id != twin.id or job.owner != caller.name:
+        raise not_found(f"job {job_id} of twin {twin.id!r}")
+    return job_public(job)
+
+
+@router.get("/models", response_model=list[ModelVersionPublic], summary="The twin's model versions")
+def list_models(twin: TwinDep, state: StateDep) -> list[ModelVersionPublic]:
+    return [ModelVersionPublic(**v.to_dict()) for v in state.engine.models(twin.id)]
+
+
+@router.post(
+    "/models/rollback",
+    response_model=RollbackPublic,
+    summary="Serve the version that served before the current one",
+    responses=CONFLICT_RESPONSES,
+)
+def rollback(twin: TwinDep, state: StateDep) -> RollbackPublic:
+    version = state.engine.rollback(twin.id)
+    state.metrics.rollbacks.inc()
+    return RollbackPublic(version=version)
+
+
+def _finite(value: float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def forecast_public(twin_id: str, served: ServedForecast) -> ForecastPublic:
+    f = served.forecast
+    per_horizon = []
+    for i, (h, t) in enumerate(zip(f.horizons, f.times, strict=True)):
+        quantiles = {f"{q:g}": _finite(v[i]) for q, v in sorted(f.quantiles.items())}
+        per_horizon.append(
+            HorizonForecast(
+                horizon_min=h,
+                time=t.isoformat(),
+                median=_finite(f.quantiles[0.5][i]),
+                mean=_finite(f.mean[i]),
+                quantiles=quantiles,
+            )
+        )
+    return ForecastPublic(
+        twin_id=twin_id,
+        target=f.target,
+        origin=f.origin.isoformat(),
+        model=f.model,
+        version=f.version,
+        source="population" if served.source == "population" else "twin",
+        degraded=served.degraded,
+        degraded_reason=served.reason,
+        forecasts=per_horizon,
+    )
+
+
+@router.get(
+    "/forecast",
+    response_model=ForecastPublic,
+    summary="Forecast from the latest data: median, quantiles, model version, degraded flag",
+    responses={503: {"model": ErrorPublic, "description": "no version can answer"}},
+)
+def forecast(
+    twin: TwinDep,
+    state: StateDep,
+    horizons: Annotated[
+        list[Horizon], Query(min_length=1, max_length=32, description="minutes ahead")
+    ] = [30, 60],  # noqa: B006  (FastAPI copies defaults; never mutated)
+) -> ForecastPublic:
+    served = state.engine.forecast(twin.id, horizons)
+    if served.degraded:
+        state.metrics.degraded_predictions.labels(served.source).inc()
+    return forecast_public(twin.id, served)

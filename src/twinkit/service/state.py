@@ -1,0 +1,32 @@
+"""What one app holds: the engine, its settings, metrics, rate limiter and job runner."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from twinkit.engine import TwinEngine
+from twinkit.service.jobs import JobRunner
+from twinkit.service.metrics import ServiceMetrics
+from twinkit.service.ratelimit import RateLimiter
+from twinkit.service.settings import ServiceSettings
+
+
+@dataclass
+class ServiceState:
+    engine: TwinEngine
+    settings: ServiceSettings
+    metrics: ServiceMetrics
+    limiter: RateLimiter
+    runner: JobRunner
+    _admin_sha256: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        secret = self.settings.admin_token.get_secret_value().encode("utf-8")
+        self._admin_sha256 = hashlib.sha256(secret).digest()
+
+    def is_admin_token(self, token: str) -> bool:
+        """Constant time: both sides are hashed to the same length first."""
+        given = hashlib.sha256(token.encode("utf-8")).digest()
+        return hmac.compare_digest(given, self._admin_sha256)

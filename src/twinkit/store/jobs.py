@@ -1,0 +1,134 @@
+"""Background jobs in the store: what was asked, who runs it, and how it ended."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from twinkit.store import tables
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    twin_id: str
+    owner: str
+    kind: str
+    params: dict[str, Any]
+    status: JobStatus
+    runner: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "status": self.status.value}
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=int(row.id),
+        twin_id=row.twin_id,
+        owner=row.owner,
+        kind=row.kind,
+        params=json.loads(row.params),
+        status=JobStatus(row.status),
+        runner=row.runner,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        result=None if row.result is None else json.loads(row.result),
+        error=row.error,
+    )
+
+
+def insert_job(
+    conn: Connection,
+    twin_id: str,
+    owner: str,
+    kind: str,
+    params: dict[str, Any],
+    runner: str,
+    created_at: str,
+) -> int:
+    result = conn.execute(
+        tables.jobs.insert().values(
+            twin_id=twin_id,
+            owner=owner,
+            kind=kind,
+            params=json.dumps(params, sort_keys=True),
+            status=JobStatus.QUEUED.value,
+            runner=runner,
+            created_at=created_at,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None  # an autoincrement insert always has one
+    return int(key[0])
+
+
+def get_job(conn: Connection, job_id: int) -> Job | None:
+    row = conn.execute(select(tables.jobs).where(tables.jobs.c.id == job_id)).first()
+    return None if row is None else _job(row)
+
+
+def jobs_of_twin(conn: Connection, twin_id: str) -> list[Job]:
+    j = tables.jobs.c
+    rows = conn.execute(select(tables.jobs).where(j.twin_id == twin_id).order_by(j.id))
+    return [_job(r) for r in rows]
+
+
+def unfinished_jobs(conn: Connection) -> list[Job]:
+    j = tables.jobs.c
+    rows = conn.execute(
+        select(tables.jobs)
+        .where(j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .order_by(j.id)
+    )
+    return [_job(r) for r in rows]
+
+
+def mark_running(conn: Connection, job_id: int, when: str) -> bool:
+    """Queued -> running; False if the job is no longer queued (or gone with its twin)."""
+    j = tables.jobs.c
+    done = conn.execute(
+        update(tables.jobs)
+        .where(j.id == job_id, j.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.RUNNING.value, started_at=when)
+    )
+    return done.rowcount == 1
+
+
+def mark_finished(
+    conn: Connection,
+    job_id: int,
+    status: JobStatus,
+    when: str,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    """Record how an unfinished job ended (a finished one keeps its first ending)."""
+    j = tables.jobs.c
+    conn.execute(
+        update(tables.jobs)
+        .where(j.id == job_id, j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(
+            status=status.value,
+            finished_at=when,
+            result=None if result is None else json.dumps(result, sort_keys=True),
+            error=error,
+        )
+    )

@@ -1,0 +1,23 @@
+"""Fit workers that crash, for the job tests. The child process imports this module by its
+plain name, so the test puts this folder on ``sys.path`` before starting the app."""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def exit_hard(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """Die the way native code does (a segfault, the OOM killer): no answer, no cleanup."""
+    os._exit(3)
+
+
+def sleep_long(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """A fit that never ends (until it is stopped)."""
+    time.sleep(600)
