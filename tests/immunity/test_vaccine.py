@@ -122,6 +122,7 @@ def test_evaluate_immunity_report_layout() -> None:
         assert set(attack["0.1"]) == {
             "undefended",
             "vaccinated_replay",
+            "retrained_replay",
             "vaccinated_adaptive",
             "adv_trained_adaptive",
         }

@@ -160,7 +160,12 @@ def vaccinate(
         return tuned.fit(x_mix, y_mix, epochs=15 if epochs is None else epochs, lr=lr or 1e-3)
     if start != "scratch":
         raise TwinkitError(f"start must be 'scratch' or 'model', not {start!r}")
-    fresh = CloneModel(
+    return _fresh(model, seed).fit(x_mix, y_mix, epochs=epochs, lr=lr)
+
+
+def _fresh(model: CloneModel, seed: int) -> CloneModel:
+    """An untrained clone of the model's kind and classes, seeded ``seed``."""
+    return CloneModel(
         model.classes,
         model.n_features,
         hidden=model.hidden,
@@ -168,7 +173,6 @@ def vaccinate(
         cnn_width=model.cnn_width,
         seed=seed,
     )
-    return fresh.fit(x_mix, y_mix, epochs=epochs, lr=lr)
 
 
 def _pgd_batch(
@@ -233,14 +237,7 @@ def adversarial_training(
     names = _names(y_train, len(xs), "labels")
     if not 0.0 <= clean_weight <= 1.0:
         raise TwinkitError(f"clean_weight must be in [0, 1], got {clean_weight}")
-    out = CloneModel(
-        model.classes,
-        model.n_features,
-        hidden=model.hidden,
-        image_shape=model.image_shape,
-        cnn_width=model.cnn_width,
-        seed=seed,
-    )
+    out = _fresh(model, seed)
     y = torch.as_tensor(out.encode(names))
     out.mean = xs.mean(axis=0)
     std = xs.std(axis=0)
