@@ -217,3 +217,26 @@ def test_vaccine_share_and_start(digits: Digits) -> None:
         assert robust_accuracy(clone, digits.x_test, digits.y_test) > 0.8
     with pytest.raises(TwinkitError, match="start"):
         vaccinate(digits.model, digits.x_train, digits.y_train, xv, yv, start="nowhere")  # type: ignore[arg-type]
+
+
+def test_accuracy_under_attack_never_rises_with_the_budget(digits: Digits) -> None:
+    """An item fooled at a small budget counts as fooled at every larger one (the smaller
+    ball's attack lies inside the larger), whatever order the budgets come in."""
+    report = evaluate_immunity(
+        digits.x_train[:400],
+        digits.y_train[:400],
+        digits.x_test,
+        digits.y_test,
+        eps=(0.3, 0.05, 0.15),
+        vaccine=20,
+        pgd_steps=3,
+        adv_training=False,
+        poisoning=False,
+        seed=0,
+    )
+    for attack in ("fgsm", "pgd"):
+        rows = report["attacks"][attack]
+        assert list(rows) == ["0.05", "0.15", "0.3"]
+        for key in ("undefended", "vaccinated_adaptive"):
+            accuracies = [rows[e][key] for e in rows]
+            assert accuracies == sorted(accuracies, reverse=True), (attack, key, accuracies)
