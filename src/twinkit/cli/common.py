@@ -6,12 +6,15 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from twinkit.core.errors import TwinkitError
 from twinkit.engine import TwinEngine
 
 app = typer.Typer(
@@ -90,3 +93,15 @@ def progress_bar() -> Progress:
         console=err,
         transient=True,
     )
+
+
+def read_signals(path: Path, command: str) -> pd.DataFrame:
+    """A signals file in long format with a UTC ``time`` column, or a clear error naming
+    ``command`` when the file holds decisions."""
+    from twinkit.data.importers import SignalBatch, load_batch
+
+    with spinner(f"reading {path}"):
+        batch = load_batch(path)
+    if not isinstance(batch, SignalBatch):
+        raise TwinkitError(f"{path}: {command} needs a signals file, this holds decisions")
+    return batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))

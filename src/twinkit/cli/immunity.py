@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.table import Table
 
-from twinkit.cli.common import console, eval_app, spinner
+from twinkit.cli.common import console, eval_app, read_signals, spinner
 from twinkit.core.errors import TwinkitError
 
 
@@ -175,7 +174,6 @@ def _forecast_immunity(
     max_origins: int,
     seed: int,
 ) -> dict[str, Any]:
-    from twinkit.data.importers import SignalBatch, load_batch
     from twinkit.eval.immunity_forecast import evaluate_forecast_immunity
     from twinkit.immunity.forecast import HistoryBudget
 
@@ -186,11 +184,7 @@ def _forecast_immunity(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise TwinkitError("--models names no forecaster")
-    with spinner(f"reading {path}"):
-        batch = load_batch(path)
-    if not isinstance(batch, SignalBatch):
-        raise TwinkitError(f"{path}: --forecast needs a signals file, this holds decisions")
-    frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
+    frame = read_signals(path, "--forecast")
     with spinner("attacking and vaccinating forecasters"):
         report = evaluate_forecast_immunity(
             frame,

@@ -24,6 +24,7 @@ from twinkit.cli.common import (
     population_app,
     print_json,
     progress_bar,
+    read_signals,
     spinner,
 )
 from twinkit.core.errors import TwinkitError
@@ -254,7 +255,6 @@ def eval_forecast(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
-    from twinkit.data.importers import SignalBatch, load_batch
     from twinkit.eval.forecast import evaluate_forecasts
 
     try:
@@ -262,11 +262,7 @@ def eval_forecast(
         window = pd.Timedelta(cold_start) if cold_start else None
     except ValueError as exc:
         raise TwinkitError(f"bad --horizons or --cold-start: {exc}") from None
-    with spinner(f"reading {data}"):
-        batch = load_batch(data)
-    if not isinstance(batch, SignalBatch):
-        raise TwinkitError(f"{data}: eval forecast needs a signals file, this holds decisions")
-    frame = batch.frame.assign(time=pd.to_datetime(batch.frame["t"], unit="us", utc=True))
+    frame = read_signals(data, "eval forecast")
     with spinner("evaluating"):
         report = evaluate_forecasts(
             frame,
