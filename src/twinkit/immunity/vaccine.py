@@ -139,7 +139,7 @@ def vaccinate(
     (``epochs`` and ``lr`` as given); ``"model"`` fine-tunes a copy of the model, which
     keeps its standardisation and weights (``epochs`` 15, ``lr`` 1e-3 unless given).
 
-    Why scratch: on MNIST (4,000 digits, CNN, PGD-40 crafted against the model at eps
+    Why scratch, from a side run on MNIST (4,000 digits, CNN, PGD-40 against the model at eps
     0.3) a vaccine of 300 PGD-perturbed digits gave 90.8% replay accuracy fine-tuned and
     97.1% retrained from scratch (seed 1); retrained from scratch on the clean rows alone
     (seed 1) the model kept 2.2%, so the gain is the vaccine's, not the new weights'.
