@@ -313,6 +313,54 @@ def test_screen_poison_merges_both_screens_with_reasons(
     assert all("; " in str(screening.reasons[i]) for i in both)
 
 
+def test_trigger_screen_finds_every_stamped_row_and_no_honest_one(
+    digits: Digits, backdoored: Backdoored
+) -> None:
+    trigger = suspicious_rows(backdoored.x, backdoored.labels, CLASSES, method="trigger")
+    honest = suspicious_rows(digits.x, digits.y, CLASSES, method="trigger")
+
+    assert np.array_equal(trigger.flagged, backdoored.poisoned)
+    assert not honest.flagged.any()  # no stamped pattern, nothing held
+    assert all(
+        str(r).startswith("trigger-like features") and f"labelled '{TARGET}'" in str(r)
+        for r in trigger.reasons[backdoored.poisoned]
+    )
+    assert all(r is None for r in trigger.reasons[~backdoored.poisoned])
+
+
+def test_trigger_screen_spares_a_feature_that_honestly_marks_one_class(digits: Digits) -> None:
+    # Prepare: an extra feature set on a fifth of the honest '3's only. It is rare and
+    # pure like a trigger, but the rest of those rows agree with their label.
+    rng = np.random.default_rng(3)
+    threes = np.flatnonzero(np.asarray(digits.y) == "3")
+    marked = rng.choice(threes, size=len(threes) // 5, replace=False)
+    marker = np.zeros((len(digits.x), 1))
+    marker[marked] = 1.0
+    x = np.hstack([digits.x, marker])
+
+    # Execute: the same feature stamped on other digits relabelled '3' is a backdoor
+    honest = suspicious_rows(x, digits.y, CLASSES, method="trigger")
+    others = rng.choice(np.flatnonzero(np.asarray(digits.y) != "3"), size=30, replace=False)
+    planted_x, planted_y = x.copy(), list(digits.y)
+    planted_x[others, -1] = 1.0
+    for i in others:
+        planted_y[i] = "3"
+    planted = suspicious_rows(planted_x, planted_y, CLASSES, method="trigger")
+
+    # Assert: the honest marker is spared, the planted one holds every row carrying it
+    assert not honest.flagged.any()
+    assert planted.flagged[others].all()
+    assert np.array_equal(planted.flagged, planted_x[:, -1] == 1.0)
+
+
+def test_poison_screen_takes_a_sequence_of_screens() -> None:
+    screen = PoisonScreen(method=("loss", "trigger"))
+    assert screen.methods == ("loss", "trigger")
+    assert PoisonScreen(method="both").methods == ("loss", "spectral")
+    with pytest.raises(TwinkitError, match="method must be"):
+        PoisonScreen(method=("loss", "median"))  # type: ignore[arg-type]
+
+
 # -- at ingest ---------------------------------------------------------------------------
 @pytest.fixture
 def guarded(tmp_path: Path) -> Iterator[TwinEngine]:

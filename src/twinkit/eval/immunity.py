@@ -22,7 +22,8 @@ mixed with the clean rows; the adversarially trained clone is trained
 once, at the largest budget, and attacked at every budget. Poisoning: 10% of the
 training labels flipped and screened by out-of-fold loss; a 3x3 corner-patch backdoor
 (a tabular trigger of the last features without an image) screened by spectral
-signatures; each time a clone is retrained on the rows not flagged.
+signatures and by the trigger screen (a row either flags is held); each time a clone
+is retrained on the rows not flagged.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
 from twinkit.immunity.attacks import fgsm, pgd, robust_accuracy
 from twinkit.immunity.poison import Trigger, attack_success_rate, backdoor, flip_labels
-from twinkit.immunity.screening import suspicious_rows
+from twinkit.immunity.screening import Method, screen_poison, suspicious_rows
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
 
 #: the attacks :func:`evaluate_immunity` knows
@@ -44,6 +45,8 @@ ATTACKS = ("fgsm", "pgd")
 #: share of training labels flipped, and of rows backdoored
 FLIP_RATE = 0.1
 BACKDOOR_RATE = 0.05
+#: the screens run against the backdoor; a row either flags is held
+BACKDOOR_SCREENS: tuple[Method, ...] = ("spectral", "trigger")
 
 
 def normalise_images(
@@ -273,17 +276,19 @@ def _poisoning(
     stamped[brows] = True
     # Spectral signatures on raw pixels found every poisoned 8x8 digit but none of the
     # poisoned 28x28 MNIST digits (a 3x3 patch is too small a part of a large image);
-    # on an MLP's hidden layer they found 87.5% there. Large inputs use the hidden layer.
-    representation = backdoor_representation(xb.shape[1])
-    flags = suspicious_rows(
+    # on an MLP's hidden layer they found 87.5% there, and the last 25 rows still planted
+    # the backdoor. The trigger screen (a rare feature only the target label has, which
+    # the rest of the item does not explain) finds every stamped row on both.
+    screening = screen_poison(
         xb,
         yb,
         classes,
-        method="spectral",
+        methods=BACKDOOR_SCREENS,
         contamination=BACKDOOR_RATE,
         seed=seed,
-        representation=representation,
-    ).flagged
+        representation=backdoor_representation(xb.shape[1]),
+    )
+    flags = screening.flagged
     keep = np.flatnonzero(~flags)
     backdoored = train(xb, yb)
     screened = train(xb[keep], [yb[i] for i in keep])
@@ -293,6 +298,10 @@ def _poisoning(
         "recall": _share(flags[stamped]),
         "false_quarantine": _share(flags[~stamped]),
         "acc_screened": robust_accuracy(screened, xte, yte),
+        **{
+            f"recall_{name}": _share(result.flagged[stamped])
+            for name, result in screening.results.items()
+        },
     }
     return {f"label_flip_{FLIP_RATE}": flip_report, "backdoor": backdoor_report}
 

@@ -10,6 +10,19 @@ Two screens, each a score per row (higher is more suspicious) and a rule that fl
   with its neighbours' labels, which the other folds teach; an honest label rarely does.
   A second round (the default) scores again with clones trained without the rows the
   first one flagged, which the flips then mislead less.
+- ``"trigger"`` (backdoors that stamp a few features, such as a corner patch): a
+  feature is *set* in a row when it lies more than half its largest deviation from its
+  median. A feature set in a rare group of rows (at least ``TRIGGER_MIN_ROWS``, at most
+  a quarter of all rows) that nearly all carry one label (``TRIGGER_PURITY``) is a
+  candidate; it is confirmed when, with the candidate features put back at their
+  medians, the rows' nearest neighbours among the other rows mostly say another label.
+  Every row where a confirmed feature is set is flagged. A planted patch is exactly
+  that: rows of every kind of item, all relabelled to the target, sharing a few pixels
+  that no honest item sets; a feature that honestly marks one class (a stroke only
+  sixes reach) fails the neighbour test, as the rest of those items agree with the
+  label. Its limit: a genuine rule on a rare indicator feature (set only when the
+  decision is "reject", with the rest of the row looking like accepted ones) looks the
+  same, and is flagged for a person to release.
 - ``"spectral"`` (backdoors; spectral signatures, Tran et al. 2018): within each class,
   the rows' representations are centred and projected on the class's top singular
   direction; the squared projection is the score. Backdoored rows share one direction
@@ -38,6 +51,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from twinkit.clone.model import CloneModel
@@ -52,8 +66,9 @@ from twinkit.immunity.poison import (
 )
 from twinkit.models.torch_threads import one_thread
 
-#: the poison screens: out-of-fold loss (label flips), spectral signatures (backdoors)
-Method = Literal["loss", "spectral"]
+#: the poison screens: out-of-fold loss (label flips), spectral signatures and trigger
+#: features (backdoors)
+Method = Literal["loss", "spectral", "trigger"]
 #: what the spectral screen looks at: scaled features, or a trained clone's last hidden layer
 Representation = Literal["input", "hidden"]
 
@@ -63,6 +78,18 @@ DEFAULT_THRESHOLD = 0.2
 DEFAULT_CONTAMINATION = 0.05
 #: the spectral screen flags 1.5 times the assumed share (Tran et al. 2018)
 SPECTRAL_MARGIN = 1.5
+#: the trigger screen's candidate feature: at least this share of the rows where it is
+#: set carry one label
+TRIGGER_PURITY = 0.98
+#: ... and is set in at least this many rows (fewer are noise, not a planted pattern)
+TRIGGER_MIN_ROWS = 10
+#: ... and in at most this share of all rows (a trigger is rare)
+TRIGGER_MAX_SHARE = 0.25
+#: ... and without it, the nearest neighbours of at least this share of those rows say
+#: another label
+TRIGGER_DISAGREEMENT = 0.5
+#: neighbours asked in that test
+TRIGGER_NEIGHBOURS = 5
 
 # Below this, a spread or a probability is taken as zero.
 _TINY = 1e-12
@@ -297,6 +324,63 @@ def _spectral_screen(
     return Suspicion("spectral", scores, flagged, reasons)
 
 
+def _trigger_screen(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    *,
+    purity: float,
+    min_rows: int,
+) -> Suspicion:
+    n = len(y)
+    median = np.median(x, axis=0)
+    deviation = np.abs(x - median)
+    reach = deviation.max(axis=0)
+    active = (deviation > 0.5 * reach) & (reach > _TINY)
+    support = active.sum(axis=0)
+    counts = np.stack([active[y == c].sum(axis=0) for c in range(len(classes))])
+    top_class = counts.argmax(axis=0)
+    share = counts.max(axis=0) / np.maximum(support, 1)
+    candidates = np.flatnonzero(
+        (support >= min_rows) & (support <= TRIGGER_MAX_SHARE * n) & (share >= purity)
+    )
+    scores = np.zeros(n)
+    flagged = np.zeros(n, dtype=bool)
+    reasons = np.full(n, None, dtype=object)
+    if len(candidates) == 0:
+        return Suspicion("trigger", scores, flagged, reasons)
+    # The neighbour test: the rows with the candidates put back at their medians, asked
+    # of the rows where no candidate is set (scaled, so no feature dominates the distance).
+    suspects = active[:, candidates].any(axis=1)
+    if suspects.all():
+        return Suspicion("trigger", scores, flagged, reasons)
+    bare = x.copy()
+    bare[:, candidates] = median[candidates]
+    bare = scaled_features(bare)
+    k = min(TRIGGER_NEIGHBOURS, int((~suspects).sum()))
+    knn = KNeighborsClassifier(n_neighbors=k).fit(bare[~suspects], y[~suspects])
+    said = np.full(n, -1)
+    said[suspects] = knn.predict(bare[suspects])
+    confirmed: list[int] = []
+    for feature in candidates.tolist():
+        rows = active[:, feature]
+        disagreement = float(np.mean(said[rows] != top_class[feature]))
+        if disagreement >= TRIGGER_DISAGREEMENT:
+            confirmed.append(feature)
+            scores[rows] = np.maximum(scores[rows], disagreement)
+            flagged[rows] = True
+    for i in np.flatnonzero(flagged):
+        mine = [f for f in confirmed if active[i, f]]
+        first = mine[0]
+        reasons[i] = (
+            f"trigger-like features {mine[:6]}{'...' if len(mine) > 6 else ''}: feature "
+            f"{first} is set in {int(support[first])} rows, {share[first]:.0%} labelled "
+            f"{classes[top_class[first]]!r}, and without the candidates their neighbours "
+            f"say another label for {scores[i]:.0%} of them"
+        )
+    return Suspicion("trigger", scores, flagged, reasons)
+
+
 def suspicious_rows(
     x: np.ndarray,
     labels: LabelsLike,
@@ -325,6 +409,11 @@ def suspicious_rows(
     first round flagged, so that flipped labels teach them less: on 700 digits with 10%
     flipped that holds 40% fewer honest rows (2.7% instead of 4.6%) and finds more
     flips (99% instead of 97%), for twice the clone fits.
+
+    ``method="trigger"`` (backdoors stamping a few features): rows carrying a rare
+    feature that nearly only one label has and that the rest of the row does not explain
+    (see the module); on MNIST with a 3x3 corner patch on 5% of the rows it flags every
+    stamped row and no other. It takes no options.
 
     ``method="spectral"`` (backdoors): spectral signatures on ``representation``; flags
     the ``ceil(1.5 * contamination * n)`` rows (``contamination`` defaults to
@@ -375,7 +464,9 @@ def suspicious_rows(
             image_shape=image_shape,
             epochs=epochs,
         )
-    raise TwinkitError(f"method must be 'loss' or 'spectral', not {method!r}")
+    if method == "trigger":
+        return _trigger_screen(xs, y, names, purity=TRIGGER_PURITY, min_rows=TRIGGER_MIN_ROWS)
+    raise TwinkitError(f"method must be 'loss', 'spectral' or 'trigger', not {method!r}")
 
 
 def screen_poison(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from twinkit.immunity.screening import (
 )
 from twinkit.screen.base import ScreenContext
 
-#: the screens :class:`PoisonScreen` can run: one of them, or both
+#: the screens :class:`PoisonScreen` can run: one of them, or "both" (loss and spectral)
 PoisonMethod = Method | Literal["both"]
 
 
@@ -31,9 +31,12 @@ class PoisonScreen:
     ``method="loss"`` (the default) holds labels improbable to clones cross-validated on
     the twin's other rows of the batch (label flips); ``"spectral"`` holds spectral
     outliers within a label (backdoors; it holds ``1.5 * contamination`` of the rows
-    whatever the batch, unless ``min_score`` says how far out a row must be); ``"both"``
-    runs both (a ``contamination`` then also turns the loss screen's rule into "the
-    ``contamination`` share of highest loss"). A held row's reason starts ``"possible
+    whatever the batch, unless ``min_score`` says how far out a row must be); ``"trigger"``
+    holds rows carrying a rare feature that nearly only one label has and the rest of the
+    row does not explain (backdoors that stamp a patch; it holds nothing when there is
+    none); ``"both"`` runs loss and spectral, and a sequence such as ``("loss",
+    "trigger")`` runs those (a ``contamination`` then also turns the loss screen's rule
+    into "the ``contamination`` share of highest loss"). A held row's reason starts ``"possible
     poisoning: "`` and says which screen found what, e.g. ``"possible poisoning: label
     improbable: out-of-fold p(label '4')=0.01, ..."``. Nothing is deleted: a held row can
     be released as any other.
@@ -67,7 +70,7 @@ class PoisonScreen:
 
     def __init__(
         self,
-        method: PoisonMethod = "loss",
+        method: PoisonMethod | Sequence[Method] = "loss",
         *,
         min_rows: int = 50,
         min_class_rows: int = 5,
@@ -80,12 +83,20 @@ class PoisonScreen:
         hidden: Sequence[int] = (64,),
         seed: int = 0,
     ) -> None:
-        if method not in ("loss", "spectral", "both"):
-            raise TwinkitError(f"method must be 'loss', 'spectral' or 'both', not {method!r}")
+        if isinstance(method, str):
+            chosen = ["loss", "spectral"] if method == "both" else [method]
+        else:
+            chosen = list(method)
+        unknown = [m for m in chosen if m not in ("loss", "spectral", "trigger")]
+        if unknown or not chosen:
+            raise TwinkitError(
+                "method must be 'loss', 'spectral', 'trigger', 'both' or a sequence of the "
+                f"first three, not {method!r}"
+            )
         if min_rows < 2 * folds:
             raise TwinkitError(f"min_rows ({min_rows}) must be at least twice folds ({folds})")
-        self.method = method
-        self.methods: tuple[Method, ...] = ("loss", "spectral") if method == "both" else (method,)
+        self.method = method if isinstance(method, str) else tuple(method)
+        self.methods: tuple[Method, ...] = tuple(cast(list[Method], chosen))
         self.min_rows = min_rows
         self.min_class_rows = min_class_rows
         self.folds = folds
