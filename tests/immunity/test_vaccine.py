@@ -4,7 +4,7 @@ immunity benchmark's report."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -68,10 +68,13 @@ def test_vaccination_raises_replayed_attack_accuracy(digits: Digits) -> None:
     assert robust_accuracy(digits.model, tampered, digits.y_test) == undefended
 
 
-def test_adversarial_training_raises_adaptive_pgd_accuracy(digits: Digits) -> None:
+@pytest.mark.parametrize("loss", ["madry", "trades"])
+def test_adversarial_training_raises_adaptive_pgd_accuracy(
+    digits: Digits, loss: Literal["madry", "trades"]
+) -> None:
     eps = 0.05
     robust = adversarial_training(
-        digits.model, digits.x_train, digits.y_train, eps=eps, epochs=10, seed=0
+        digits.model, digits.x_train, digits.y_train, eps=eps, epochs=10, seed=0, loss=loss
     )
     before = robust_accuracy(
         digits.model, pgd(digits.model, digits.x_test, digits.y_test, eps, steps=20), digits.y_test
@@ -81,6 +84,17 @@ def test_adversarial_training_raises_adaptive_pgd_accuracy(digits: Digits) -> No
     )
     assert after > before + 0.4, (before, after)
     assert robust_accuracy(robust, digits.x_test, digits.y_test) > 0.9
+
+
+def test_adversarial_training_refuses_an_unknown_loss(digits: Digits) -> None:
+    with pytest.raises(TwinkitError, match="loss must be 'madry' or 'trades'"):
+        adversarial_training(
+            digits.model,
+            digits.x_train,
+            digits.y_train,
+            eps=0.1,
+            loss="mart",  # type: ignore[arg-type]
+        )
 
 
 def _leaves(tree: Any) -> list[Any]:
