@@ -54,6 +54,25 @@ def test_eval_immunity_writes_the_report(
     assert "clean accuracy" in stdout
 
 
+def test_eval_immunity_adversarial_training_options(
+    capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "imm.json"
+    code, stdout, _ = run(
+        capsys,
+        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
+        "--adv-loss", "madry", "--adv-width", "4", "--no-poisoning", "--json", str(out),
+    )  # fmt: skip
+
+    assert code == 0, stdout
+    report = json.loads(out.read_text())
+    trained = report["threat_model"]["adv_training"]
+    assert trained["loss"] == "madry" and trained["cnn_width"] == 4
+    assert 0.0 <= report["attacks"]["pgd"]["0.1"]["adv_trained_adaptive"] <= 1.0
+    code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--adv-loss", "mart")
+    assert code == 1 and "--adv-loss must be trades or madry" in err
+
+
 def test_eval_immunity_refuses_bad_files(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -153,6 +153,8 @@ def test_evaluate_immunity_report_layout() -> None:
         "recall",
         "false_quarantine",
         "acc_screened",
+        "recall_spectral",
+        "recall_trigger",
     }
     scores = [
         report["clean_acc"],

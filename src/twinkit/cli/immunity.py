@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import typer
@@ -48,6 +48,13 @@ def eval_immunity(
     adv_training: Annotated[
         bool, typer.Option(help="Also train a PGD adversarially trained baseline.")
     ] = True,
+    adv_loss: Annotated[
+        str, typer.Option(help="Adversarial training's loss: trades or madry.")
+    ] = "trades",
+    adv_width: Annotated[
+        int | None,
+        typer.Option(help="Adversarially trained CNN's width (default: the clone's, 8)."),
+    ] = None,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     html_out: Annotated[
@@ -87,7 +94,19 @@ def eval_immunity(
     elif data is None:
         raise TwinkitError("give DATA.npz (classifiers) or --forecast SIGNALS (forecasters)")
     else:
-        report = _classifier_immunity(data, train, eps, vaccine, seed, adv_training, poisoning)
+        if adv_loss not in ("trades", "madry"):
+            raise TwinkitError(f"--adv-loss must be trades or madry, not {adv_loss!r}")
+        report = _classifier_immunity(
+            data,
+            train,
+            eps,
+            vaccine,
+            seed,
+            adv_training,
+            poisoning,
+            adv_loss=cast(Literal["madry", "trades"], adv_loss),
+            adv_width=adv_width,
+        )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))
@@ -107,6 +126,9 @@ def _classifier_immunity(
     seed: int,
     adv_training: bool,
     poisoning: bool,
+    *,
+    adv_loss: Literal["madry", "trades"],
+    adv_width: int | None,
 ) -> dict[str, Any]:
     from twinkit.eval.immunity import evaluate_immunity
 
@@ -135,6 +157,8 @@ def _classifier_immunity(
             vaccine=vaccine,
             seed=seed,
             adv_training=adv_training,
+            adv_loss=adv_loss,
+            adv_width=adv_width,
             poisoning=poisoning,
         )
     table = Table(

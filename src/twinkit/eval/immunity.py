@@ -103,12 +103,16 @@ def evaluate_immunity(
     poisoning: bool = True,
     epochs: int | None = None,
     adv_epochs: int = 20,
+    adv_loss: Literal["madry", "trades"] = "trades",
+    adv_width: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the immunity benchmark; returns the JSON-ready report (see the module).
 
     ``epochs`` sets the clean clone's training passes (``None``: CloneModel's default);
-    ``adv_epochs`` the adversarial training's. With ``adv_training=False`` the
+    ``adv_epochs`` the adversarial training's, ``adv_loss`` its loss (TRADES by default:
+    on MNIST at eps 0.3 it kept 62.8% under PGD-40 where Madry's kept 50.2%, same CNN)
+    and ``adv_width`` its CNN's width (``None``: the clone's). With ``adv_training=False`` the
     ``adv_trained_adaptive`` entries and ``clean_acc_adv_trained`` are ``None``; with
     ``poisoning=False`` so is ``poisoning``.
     """
@@ -144,8 +148,15 @@ def evaluate_immunity(
     retrained = new_model(seed + 1).fit(xtr, ytr, epochs=epochs)
     adv_model: CloneModel | None = None
     if adv_training:
-        say(f"adversarial training at eps={top}")
-        adv_model = adversarial_training(model, xtr, ytr, eps=top, epochs=adv_epochs, seed=seed)
+        say(f"adversarial training ({adv_loss}) at eps={top}")
+        adv_base = model
+        if adv_width is not None:
+            if shape is None:
+                raise TwinkitError("adv_width is a CNN's width: it needs images")
+            adv_base = CloneModel(classes, n_features, image_shape=shape, cnn_width=adv_width)
+        adv_model = adversarial_training(
+            adv_base, xtr, ytr, eps=top, epochs=adv_epochs, seed=seed, loss=adv_loss
+        )
 
     # The best attack seen per (attack, model) at a smaller budget: it lies inside every
     # larger ball, so an item it fools stays fooled at a larger budget (one random start
@@ -206,7 +217,13 @@ def evaluate_immunity(
             "vaccine_eps": top,
             "vaccine": "1/6 T-GAN boundary samples, 5/6 training rows perturbed by PGD-40; "
             "the clone retrained from scratch on them (repeated) and the clean rows",
-            "adv_training": {"eps": top, "train_pgd_steps": 7, "epochs": adv_epochs}
+            "adv_training": {
+                "eps": top,
+                "loss": adv_loss,
+                "train_pgd_steps": 7,
+                "epochs": adv_epochs,
+                "cnn_width": adv_model.cnn_width if adv_model and shape is not None else None,
+            }
             if adv_training
             else None,
         },
