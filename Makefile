@@ -25,8 +25,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The tests run on SQLite, and on PostgreSQL too when a server answers at TEST_PG_URL:
+# .ci/services installs and starts one where it can (as root; it skips elsewhere). An URL
+# already in TWINKIT_TEST_PG_URL is used as it is, and a server that does not answer there
+# fails the PostgreSQL tests instead of skipping them.
+TEST_PG_URL := postgresql+psycopg://twinkit:twinkit@127.0.0.1:5432/twinkit_test
+PG_ANSWERS := import psycopg, sys; psycopg.connect(sys.argv[1], connect_timeout=5).close()
+
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	bash .ci/services
+	@url="$${TWINKIT_TEST_PG_URL:-}"; \
+	if [ -z "$$url" ]; then \
+		if $(BIN)/python -c '$(PG_ANSWERS)' '$(subst +psycopg,,$(TEST_PG_URL))' 2>/dev/null; \
+		then url='$(TEST_PG_URL)'; \
+		else echo "no PostgreSQL at $(TEST_PG_URL): testing on SQLite only"; fi; \
+	fi; \
+	echo "TWINKIT_TEST_PG_URL=$$url"; \
+	TWINKIT_TEST_PG_URL="$$url" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

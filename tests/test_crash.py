@@ -1,9 +1,10 @@
 """A process killed (SIGKILL) in the middle of a big ingest leaves all of the batch or none.
 
-The child creates a twin, says ``ingesting``, ingests ~300k rows in one batch, says
-``done`` and then waits to be killed. The parent kills it after a delay, reopens the store
-and checks: observations are 0 or the full batch, the ledger verifies, the store is still
-writable.
+On each backend: SQLite's file must survive, and PostgreSQL must roll back the transaction
+of a client that vanished. The child creates a twin, says ``ingesting``, ingests ~300k rows
+in one batch, says ``done`` and then waits to be killed. The parent kills it after a delay,
+reopens the store and checks: observations are 0 or the full batch, the ledger verifies, the
+store is still writable.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -51,9 +51,9 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.1, 0.35, 0.7])
-def test_sigkill_during_ingest_stores_all_or_nothing(tmp_path: Path, delay: float) -> None:
+def test_sigkill_during_ingest_stores_all_or_nothing(db_url: str, delay: float) -> None:
     # Prepare
-    url = f"sqlite:///{tmp_path}/t.db"
+    url = db_url
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, url, str(N_ROWS)],
         stdout=subprocess.PIPE,

@@ -7,8 +7,9 @@ Every key always carries the same value (``value_of``), so batches never conflic
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,6 +26,7 @@ STEP_US = 5 * 60 * 1_000_000
 START_US = int(pd.Timestamp("2026-01-01T00:00:00Z").value // 1000)
 
 Key = tuple[str, str, int]  # (twin, channel, slot)
+EXAMPLES = itertools.count()  # names each example's store
 
 
 def value_of(key: Key) -> float:
@@ -114,47 +116,47 @@ def observation_count(engine: TwinEngine) -> int:
     return sum(int(engine.twin_summary(t)["observations"]) for t in TWINS)
 
 
-def run_operations(ops: list[Op]) -> None:
-    """Apply ``ops`` to a fresh store, checking the invariants after every step."""
-    with tempfile.TemporaryDirectory() as home:
-        # Prepare
-        engine = TwinEngine(f"sqlite:///{home}/t.db")
-        for twin in TWINS:
-            engine.create_twin(twin, "state")
-        sent: list[pd.DataFrame] = []
-        expected: dict[Key, float] = {}
-        try:
-            for op in ops:
-                # Execute
-                if isinstance(op, Ingest):
-                    frame = batch_frame(op.keys)
-                    result = engine.ingest(frame)
-                    assert result.n_quarantined == 0
-                    assert result.n_stored == len(op.keys - expected.keys())
-                    sent.append(frame)
-                    expected.update({key: value_of(key) for key in op.keys})
-                elif isinstance(op, Reingest):
-                    if not sent:
-                        continue
-                    result = engine.ingest(sent[op.which % len(sent)])
-                    assert result.already_ingested
-                else:
-                    try_fit(engine, op.twin)
+def run_operations(url: str, ops: list[Op]) -> None:
+    """Apply ``ops`` to the fresh store at ``url``, checking the invariants after every step."""
+    # Prepare
+    engine = TwinEngine(url)
+    for twin in TWINS:
+        engine.create_twin(twin, "state")
+    sent: list[pd.DataFrame] = []
+    expected: dict[Key, float] = {}
+    try:
+        for op in ops:
+            # Execute
+            if isinstance(op, Ingest):
+                frame = batch_frame(op.keys)
+                result = engine.ingest(frame)
+                assert result.n_quarantined == 0
+                assert result.n_stored == len(op.keys - expected.keys())
+                sent.append(frame)
+                expected.update({key: value_of(key) for key in op.keys})
+            elif isinstance(op, Reingest):
+                if not sent:
+                    continue
+                result = engine.ingest(sent[op.which % len(sent)])
+                assert result.already_ingested
+            else:
+                try_fit(engine, op.twin)
 
-                # Assert
-                report = engine.verify()
-                assert report.ok, report.problems
-                assert observation_count(engine) == len(expected)
-            assert stored_keys(engine) == expected
-        finally:
-            engine.store.dispose()
+            # Assert
+            report = engine.verify()
+            assert report.ok, report.problems
+            assert observation_count(engine) == len(expected)
+        assert stored_keys(engine) == expected
+    finally:
+        engine.store.dispose()
 
 
 @settings(
     max_examples=25,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # make_db_url makes a fresh store per call, so one per example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(ops=operations)
 @example(  # overlapping time windows: the second batch repeats a stored key
@@ -174,5 +176,7 @@ def run_operations(ops: list[Op]) -> None:
         Reingest(0),
     ]
 )
-def test_ingests_reingests_and_fits_keep_ledger_and_counts(ops: list[Op]) -> None:
-    run_operations(ops)
+def test_ingests_reingests_and_fits_keep_ledger_and_counts(
+    make_db_url: Callable[[str], str], ops: list[Op]
+) -> None:
+    run_operations(make_db_url(f"example-{next(EXAMPLES)}"), ops)

@@ -4,7 +4,6 @@ and refusing a store written by a newer schema."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import update
 
 from twinkit.core.errors import NotFoundError, PromotionError, SchemaVersionError
 from twinkit.engine import TwinEngine
@@ -245,31 +245,30 @@ def test_recreated_twin_can_reingest_its_data(engine: TwinEngine) -> None:
     assert engine.verify().ok
 
 
-def test_newer_schema_version_refuses_to_open(tmp_path: Path) -> None:
-    # Prepare
-    db = tmp_path / "t.db"
-    TwinEngine(f"sqlite:///{db}").store.dispose()
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(tables.SCHEMA_VERSION + 1),)
-    )
-    conn.commit()
-    conn.close()
+def test_newer_schema_version_refuses_to_open(db_url: str) -> None:
+    # Prepare: a store that a newer twinkit wrote
+    first = TwinEngine(db_url)
+    with first.store.write() as conn:
+        conn.execute(
+            update(tables.meta)
+            .where(tables.meta.c.key == "schema_version")
+            .values(value=str(tables.SCHEMA_VERSION + 1))
+        )
+    first.store.dispose()
 
     # Execute / Assert
     with pytest.raises(SchemaVersionError, match="upgrade twinkit"):
-        TwinEngine(f"sqlite:///{db}")
+        TwinEngine(db_url)
 
 
-def test_same_schema_version_reopens(tmp_path: Path) -> None:
+def test_same_schema_version_reopens(db_url: str) -> None:
     # Prepare
-    url = f"sqlite:///{tmp_path}/t.db"
-    first = TwinEngine(url)
+    first = TwinEngine(db_url)
     first.create_twin(TWIN, "state")
     first.store.dispose()
 
     # Execute
-    again = TwinEngine(url)
+    again = TwinEngine(db_url)
 
     # Assert
     assert [t.id for t in again.list_twins()] == [TWIN]

@@ -1,4 +1,7 @@
-"""Fixtures of the service tests: an app over a fresh SQLite file, tokens, rows to ingest.
+"""Fixtures of the service tests: an app over a fresh store, tokens, rows to ingest.
+
+The store is a SQLite file, and again a PostgreSQL schema when ``TWINKIT_TEST_PG_URL`` is
+set (``make_db_url`` in the top conftest): every service test runs on both backends.
 
 Tests run with ``--import-mode=importlib`` and cannot import this file; annotate the
 fixtures in a test's signature with the types spelled out, e.g. ``Callable[[str],
@@ -8,7 +11,6 @@ dict[str, str]]`` for ``new_owner``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -26,8 +28,9 @@ MakeClientFn = Callable[..., TestClient]
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/service.db"
+def store_url(make_db_url: Callable[[str], str]) -> str:
+    """The URL of the app's fresh store (SQLite file or PostgreSQL schema)."""
+    return make_db_url("service")
 
 
 @pytest.fixture

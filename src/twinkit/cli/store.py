@@ -31,7 +31,7 @@ from twinkit.core.errors import TwinkitError
 def init(db: DbOption = None) -> None:
     """Create the store (or check an existing one opens)."""
     engine = engine_for(db)
-    console.print(f"store ready: {engine.store.url} (artifacts in {engine.artifacts.root})")
+    console.print(f"store ready: {engine.store.display_url} (artifacts in {engine.artifacts.root})")
 
 
 @twin_app.command("create")

@@ -1,17 +1,21 @@
 """Decision twins in the store: what to ask the donor next, their answers, the report.
 
-The population prior is trained on every other decision twin's labels over the same
-features; the clone is that prior personalised on this twin's labels. Both are trained
+The population prior is trained on the labels of the owner's other decision twins over the
+same features (one owner never sees another's items); the clone is that prior personalised
+on this twin's labels. Both are trained
 on demand (small MLPs, seconds) with a fixed seed, so the same store gives the same
 questions. The items a clone may ask about are the ones other twins answered and this
 one has not (the pool). Questions are recorded (``clone_queries``) with a ledger entry;
-an answer file is accepted only for questions asked, and is ingested like any decisions
-batch, in the same transaction that marks the questions answered.
+answers (a file, or labels for question ids) are accepted only for questions asked, and
+are ingested like any decisions batch, in the same transaction that marks the questions
+answered. :func:`update` is what a service runs after answers: retrain, top up the
+questions, and say what the clone now guesses for each.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +25,8 @@ from sqlalchemy import select, update
 
 from twinkit.core.digest import features_json
 from twinkit.core.errors import Problem, TwinkitError, ValidationError
-from twinkit.core.twin import TwinKind
-from twinkit.data.importers import DecisionBatch, load_batch
+from twinkit.core.twin import Twin, TwinKind
+from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
 from twinkit.engine.ingest import IngestResult, ingest_batch
 from twinkit.store import ledger, observations, tables
 from twinkit.store.timeutil import utc_now_iso
@@ -32,18 +36,20 @@ if TYPE_CHECKING:
     from twinkit.engine.twin_engine import TwinEngine
 
 
-def _decision_twin(engine: TwinEngine, twin_id: str) -> None:
+def _decision_twin(engine: TwinEngine, twin_id: str) -> Twin:
     twin = engine.get_twin(twin_id)
     if twin.kind is not TwinKind.DECISION:
         raise TwinkitError(
             f"twin {twin_id!r} is a {twin.kind.value} twin; clones are for decision twins"
         )
+    return twin
 
 
-def decisions(engine: TwinEngine) -> pd.DataFrame:
-    """Every stored decision: ``twin_id, item_id, label`` and one column per feature."""
+def decisions(engine: TwinEngine, owner: str | None = None) -> pd.DataFrame:
+    """Every stored decision (of ``owner``'s twins, if given): ``twin_id, item_id, label``
+    and one column per feature."""
     with engine.store.read() as conn:
-        ids = [t.id for t in engine.list_twins() if t.kind is TwinKind.DECISION]
+        ids = [t.id for t in engine.list_twins(owner) if t.kind is TwinKind.DECISION]
         raw = observations.stored_decisions(conn, ids)
     if raw.empty:
         return raw.drop(columns=["features"])
@@ -64,6 +70,20 @@ def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
     )
 
 
+def waiting(engine: TwinEngine, twin_id: str) -> list[dict[str, Any]]:
+    """The questions asked and not answered yet, oldest first: ``item_id``, ``strategy``,
+    ``asked_at`` and ``features`` (name -> value, as asked)."""
+    _decision_twin(engine, twin_id)
+    asked = _pending(engine, twin_id)
+    asked = asked[asked["answered_batch"].isna()].sort_values(["asked_at", "item_id"])
+    return [
+        {"item_id": str(i), "strategy": s, "asked_at": a, "features": json.loads(f)}
+        for i, s, a, f in zip(
+            asked["item_id"], asked["strategy"], asked["asked_at"], asked["features"], strict=True
+        )
+    ]
+
+
 def clone_models(
     engine: TwinEngine, twin_id: str, seed: int = 0
 ) -> tuple[CloneModel, CloneModel, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
@@ -72,11 +92,12 @@ def clone_models(
     from twinkit.clone.active import personalize
     from twinkit.eval.clone import feature_columns, train_population
 
-    _decision_twin(engine, twin_id)
-    frame = decisions(engine)
+    twin = _decision_twin(engine, twin_id)
+    frame = decisions(engine, twin.owner)
     if frame.empty or (frame["twin_id"] != twin_id).sum() == 0:
         raise TwinkitError(
-            "a clone's population prior needs other decision twins' labels; none are stored"
+            "a clone's population prior needs other decision twins' labels (twins of the same "
+            "owner); none are stored"
         )
     features = feature_columns(frame)
     frame = frame.dropna(subset=features)
@@ -99,12 +120,21 @@ def ask(
     engine: TwinEngine, twin_id: str, k: int = 10, strategy_name: str = "confusion", seed: int = 0
 ) -> list[dict[str, Any]]:
     """Choose ``k`` items to ask the donor about, record them, return them."""
+    if k < 1:
+        raise TwinkitError(f"-k must be at least 1, got {k}")
+    return _ask_with(engine, twin_id, clone_models(engine, twin_id, seed), k, strategy_name, seed)
+
+
+Models = tuple["CloneModel", "CloneModel", pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
+
+
+def _ask_with(
+    engine: TwinEngine, twin_id: str, models: Models, k: int, strategy_name: str, seed: int
+) -> list[dict[str, Any]]:
     from twinkit.clone.confusion import combined_proba, confusion_labels
     from twinkit.clone.query import Pool, QueryContext, strategy
 
-    if k < 1:
-        raise TwinkitError(f"-k must be at least 1, got {k}")
-    population, clone, mine, _, pool_frame, features = clone_models(engine, twin_id, seed)
+    population, clone, mine, _, pool_frame, features = models
     if pool_frame.empty:
         return []
     pool = Pool(pool_frame[features].to_numpy(dtype=np.float64), pool_frame["item_id"].tolist())
@@ -129,8 +159,13 @@ def ask(
             chosen["item_id"], labels, clone.predict(x), feats, strict=True
         )
     ]
+    q = tables.clone_queries.c
     with engine.store.write() as conn:
-        for row, f in zip(out, feats, strict=True):
+        # Another process may have asked about some of them meanwhile (two updates at once).
+        recorded = {str(r[0]) for r in conn.execute(select(q.item_id).where(q.twin_id == twin_id))}
+        fresh = [(r, f) for r, f in zip(out, feats, strict=True) if r["item_id"] not in recorded]
+        out = [r for r, _ in fresh]
+        for row, f in fresh:
             conn.execute(
                 tables.clone_queries.insert().values(
                     twin_id=twin_id,
@@ -156,8 +191,48 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
     batch = load_batch(path, twin_id)
     if not isinstance(batch, DecisionBatch):
         raise TwinkitError(f"{path}: answers are decisions (twin_id,item_id,<features>,label)")
+    return _ingest_answers(engine, twin_id, batch, str(path))
+
+
+def answer_labels(
+    engine: TwinEngine, twin_id: str, labels: Sequence[tuple[str, str]], source: str
+) -> IngestResult:
+    """Ingest the donor's labels for waiting questions, as ``(item_id, label)`` pairs: each
+    becomes a decision on the item's features as asked. A label must be one of the
+    classes the clone knows (those of the owner's decision twins); any problem rejects all."""
+    twin = _decision_twin(engine, twin_id)
+    asked = {q["item_id"]: q["features"] for q in waiting(engine, twin_id)}
+    frame = decisions(engine, twin.owner)
+    classes = sorted(frame["label"].astype(str).unique()) if not frame.empty else []
+    problems: list[Problem] = []
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row, (item, label) in enumerate(labels, start=1):
+        if item not in asked or item in seen:
+            why = "is answered twice" if item in seen else "was not asked (or is answered already)"
+            problems.append(Problem(f"item {item!r} {why}", row=row, column="item_id"))
+        elif label not in classes:
+            problems.append(
+                Problem(f"label {label!r} is not one of {classes}", row=row, column="label")
+            )
+        else:
+            rows.append({"twin_id": twin_id, "item_id": item, **asked[item], "label": label})
+        seen.add(item)
+    if not labels:
+        problems.append(Problem("no labels given"))
+    if problems:
+        raise ValidationError(source, problems)
+    batch = parse_batch(pd.DataFrame(rows), source, twin_id)
+    if not isinstance(batch, DecisionBatch):  # pragma: no cover - rows always are decisions
+        raise TwinkitError(f"{source}: answers are decisions")
+    return _ingest_answers(engine, twin_id, batch, source)
+
+
+def _ingest_answers(
+    engine: TwinEngine, twin_id: str, batch: DecisionBatch, source: str
+) -> IngestResult:
     asked = _pending(engine, twin_id)
-    waiting = {
+    open_items = {
         str(item): json.loads(f)
         for item, f, done in zip(
             asked["item_id"], asked["features"], asked["answered_batch"].isna(), strict=True
@@ -169,7 +244,7 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
     for i, (item, row, twin) in enumerate(
         zip(batch.frame["item_id"], batch.frame["row"], batch.frame["twin_id"], strict=True)
     ):
-        if item not in waiting or twin != twin_id:
+        if item not in open_items or twin != twin_id:
             problems.append(
                 Problem(
                     f"item {item!r} was not asked (or is answered already)",
@@ -179,7 +254,7 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
             )
             continue
         # The answer must be about the item as it was asked, not an edited copy of it.
-        expected = waiting[item]
+        expected = open_items[item]
         if set(names) != set(expected):
             problems.append(
                 Problem(f"features {sorted(names)} differ from those asked {sorted(expected)}")
@@ -196,7 +271,7 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
                     )
                 )
     if problems:
-        raise ValidationError(str(path), problems)
+        raise ValidationError(source, problems)
     q = tables.clone_queries.c
     d = tables.decisions.c
     with engine.store.write() as conn:
@@ -216,6 +291,49 @@ def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
             .values(answered_batch=result.batch_id)
         )
     return result
+
+
+def refresh(
+    engine: TwinEngine, twin_id: str, k: int = 5, strategy_name: str = "confusion", seed: int = 0
+) -> dict[str, Any]:
+    """Retrain the clone on the donor's labels so far, ask new questions until ``k`` wait,
+    and give the clone's guess on every waiting question: ``clone_says``, ``confidence``
+    (its probability) and ``proba`` per class. What a service runs after the donor answers."""
+    if k < 1:
+        raise TwinkitError(f"k must be at least 1, got {k}")
+    models = clone_models(engine, twin_id, seed)
+    population, clone, mine, _, _, features = models
+    short = k - len(waiting(engine, twin_id))
+    asked = _ask_with(engine, twin_id, models, short, strategy_name, seed) if short > 0 else []
+    # Questions asked over other features (before the data changed) get no guess.
+    pending = [q for q in waiting(engine, twin_id) if set(q["features"]) == set(features)]
+    guesses: dict[str, dict[str, Any]] = {}
+    if pending:
+        x = np.asarray(
+            [
+                [np.nan if q["features"][f] is None else q["features"][f] for f in features]
+                for q in pending
+            ],
+            dtype=np.float64,
+        )
+        proba = clone.predict_proba(np.nan_to_num(x))
+        for q, p in zip(pending, proba, strict=True):
+            best = int(np.argmax(p))
+            guesses[q["item_id"]] = {
+                "clone_says": population.classes[best],
+                "confidence": float(p[best]),
+                "proba": {c: float(v) for c, v in zip(population.classes, p, strict=True)},
+            }
+    return {
+        "classes": list(population.classes),
+        "labels": len(mine),
+        "clone_is_prior": clone is population,
+        "asked": [r["item_id"] for r in asked],
+        "guesses": guesses,
+        "k": k,
+        "strategy": strategy_name,
+        "seed": seed,
+    }
 
 
 def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
@@ -270,4 +388,13 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
     }
 
 
-__all__ = ["answer", "ask", "clone_models", "decisions", "report"]
+__all__ = [
+    "answer",
+    "answer_labels",
+    "ask",
+    "clone_models",
+    "decisions",
+    "refresh",
+    "report",
+    "waiting",
+]

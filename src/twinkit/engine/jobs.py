@@ -47,6 +47,15 @@ class Jobs:
         with self.store.read() as conn:
             return jobs.jobs_of_twin(conn, twin_id)
 
+    def latest(self, twin_id: str, kind: str, status: JobStatus | None = None) -> Job | None:
+        """The twin's newest job of ``kind`` (and ``status``, if given), or None."""
+        found = [
+            j
+            for j in self.of_twin(twin_id)
+            if j.kind == kind and (status is None or j.status is status)
+        ]
+        return found[-1] if found else None
+
     def unfinished(self) -> list[Job]:
         with self.store.read() as conn:
             return jobs.unfinished_jobs(conn)

@@ -5,22 +5,39 @@ the previous good version when the serving one's artifact is missing, fails its 
 cannot be loaded, else from the population model; the answer is marked degraded and the
 ledger records the failover (once per broken version and replacement, not per request).
 The registry is not changed: which version serves stays a decision for a person (restore
-the artifact, refit, or roll back).
+the artifact, refit, or roll back). Models come from the engine's
+:class:`~twinkit.engine.model_cache.ModelCache`, which checks an artifact again whenever
+its file changed, so a damaged artifact fails over as if every request loaded it.
+
+A forecast is a pure function of the serving version's artifact, the twin's stored signals
+and the horizons asked (its origin is the last reading's time, not the clock), so a
+service may keep answers in a :class:`ForecastCache` under their :data:`ForecastKey`:
+the twin, the serving version (row id, number, sha256), the artifact file's state as the
+model cache verified it, the twin's data watermark (``twins.data_batch``, moved in the
+transaction of every ingest and release) and the horizons. :func:`serving_head` reads
+all the store's parts of the key with one statement; :func:`forecast_key` adds the file
+state, and is None unless the model cache holds the model verified in the file's present
+state, so a changed artifact is always loaded and checked again. Degraded answers are
+never cached: they depend on more than the key.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
+from twinkit.data.frames import long_to_wide
+from twinkit.engine.model_cache import FileState
 from twinkit.models.base import Forecaster
-from twinkit.store import ledger
-from twinkit.store.registry import ModelVersion
+from twinkit.store import ledger, observations, registry
+from twinkit.store.registry import ModelVersion, ServingHead
 
 if TYPE_CHECKING:
     from twinkit.engine.twin_engine import TwinEngine
@@ -32,30 +49,147 @@ FAILOVER_EVENT = "serving_failover"
 _LOAD_ERRORS = (TwinkitError, KeyError, ValueError, TypeError, RuntimeError)
 
 
+#: forecasts kept per service process by default (one per twin and horizons asked; a
+#: forecast takes about a kilobyte)
+DEFAULT_FORECAST_CAPACITY = 20_000
+
+#: what a forecast is cached under: twin id, serving version row id, version number,
+#: artifact sha256, the artifact file's verified state, data watermark, horizons
+ForecastKey = tuple[str, int, int, str, FileState, int | None, tuple[int, ...]]
+
+V = TypeVar("V")
+
+
+class TwinChangedError(NotFoundError):
+    """The twin is gone, or has another owner, since the caller checked it."""
+
+
 @dataclass(frozen=True)
 class ServedForecast:
     """A forecast with where it came from: ``source`` is "twin" (one of the twin's own
-    versions) or "population"; ``degraded`` when the serving version could not answer."""
+    versions) or "population"; ``degraded`` when the serving version could not answer.
+    ``key`` is set when the answer may be cached under it (see module)."""
 
     forecast: Forecast
     source: str = "twin"
     degraded: bool = False
     reason: str | None = None
+    key: ForecastKey | None = None
+
+
+class ForecastCache(Generic[V]):
+    """Answers by :data:`ForecastKey`, up to ``capacity`` of them, least recently used out.
+
+    What is kept is up to the caller (the service keeps the JSON it answered). A key holds
+    everything the answer depends on, so an entry is never stale, only unused: nothing is
+    invalidated, a changed twin just asks under a new key.
+
+    >>> cache = ForecastCache[str](capacity=1)
+    >>> cache.put(("a",), "A"); cache.put(("b",), "B")  # type: ignore[arg-type]
+    >>> cache.get(("a",)), cache.get(("b",)), cache.stats()  # type: ignore[arg-type]
+    (None, 'B', {'hits': 1, 'misses': 1, 'size': 1})
+    """
+
+    def __init__(self, capacity: int = DEFAULT_FORECAST_CAPACITY) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must not be negative")
+        self.capacity = capacity
+        self._entries: OrderedDict[ForecastKey, V] = OrderedDict()
+        self._lock = threading.Lock()  # filled from the thread pool, read on the event loop
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: ForecastKey) -> V | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: ForecastKey, value: V) -> None:
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "size": len(self._entries)}
+
+
+def serving_head(engine: TwinEngine, twin_id: str) -> ServingHead | None:
+    """The twin's owner, kind, data watermark and serving version, by one statement (no
+    transaction: one statement reads one snapshot); None if there is no such twin."""
+    with engine.store.statement() as conn:
+        return registry.serving_head(conn, twin_id)
+
+
+def forecast_key(
+    engine: TwinEngine, head: ServingHead, horizons: Sequence[int]
+) -> ForecastKey | None:
+    """The key of the serving version's forecast, or None when there is no serving version
+    or its model is not held verified in the artifact's present state (then a forecast
+    must load, and so check, the artifact)."""
+    if head.sha256 is None or head.version_id is None or head.version is None:
+        return None
+    state = engine.serving_models.verified_state(head.sha256)
+    if state is None:
+        return None
+    wanted = tuple(int(h) for h in horizons)
+    return (
+        head.twin_id,
+        head.version_id,
+        head.version,
+        head.sha256,
+        state,
+        head.data_batch,
+        wanted,
+    )
 
 
 def serve_forecast(
-    engine: TwinEngine, twin_id: str, horizons: Sequence[int] = (30, 60)
+    engine: TwinEngine,
+    twin_id: str,
+    horizons: Sequence[int] = (30, 60),
+    checked: ServingHead | None = None,
 ) -> ServedForecast:
-    """The serving version's forecast, or a degraded one from a fallback (see module)."""
-    twin = engine.get_twin(twin_id)
-    serving = engine.version(twin.id)
-    frame = engine.signals(twin.id)
+    """The serving version's forecast, or a degraded one from a fallback (see module).
+
+    ``checked`` is the head the caller authorised the request by: if the twin is gone or
+    has another owner by the time the data is read, :class:`TwinChangedError` is raised.
+    """
+    # One snapshot for the version and the data it forecasts from.
+    with engine.store.read() as conn:
+        head = registry.serving_head(conn, twin_id)
+        if checked is not None and (head is None or head.owner != checked.owner):
+            raise TwinChangedError(f"no twin {twin_id!r}")
+        serves = head is not None and head.sha256 is not None
+        long = observations.read_signals(conn, twin_id) if serves else None
+    if head is None or head.sha256 is None or head.version is None or long is None:
+        engine.get_twin(twin_id)  # NotFoundError: no such twin
+        engine.version(twin_id)  # NotFoundError: no serving version
+        raise NotFoundError(f"twin {twin_id!r} got its first serving version just now: ask again")
+    frame = long_to_wide(long)
     try:
-        model = engine.load_model(serving)
+        model = engine.serving_models.load(head.sha256)
     except _LOAD_ERRORS as exc:
+        serving = engine.version(twin_id, head.version)
         return _failover(engine, serving, frame, horizons, _why(serving, exc))
     forecast = model.predict(frame, horizons)
-    return ServedForecast(replace(forecast, model=serving.model, version=serving.version))
+    return ServedForecast(
+        replace(forecast, model=head.model or forecast.model, version=head.version),
+        key=forecast_key(engine, head, horizons),
+    )
 
 
 def _why(version: ModelVersion, exc: Exception) -> str:
@@ -77,7 +211,7 @@ def _failover(
     twin_id = broken.twin_id
     for version in _earlier_versions(engine, broken):
         try:
-            forecast = engine.load_model(version).predict(frame, horizons)
+            forecast = engine.serving_models.load(version.sha256).predict(frame, horizons)
         except _LOAD_ERRORS:
             continue  # broken too, or cannot forecast these horizons: try the one before
         _record(engine, broken, problem, {"source": "twin", "version": version.version})

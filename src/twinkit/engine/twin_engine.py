@@ -26,6 +26,7 @@ from twinkit.data.importers import load_batch, parse_batch
 from twinkit.engine.export import export_onnx
 from twinkit.engine.ingest import IngestResult, ingest_batch, release_rows
 from twinkit.engine.jobs import Jobs
+from twinkit.engine.model_cache import ModelCache
 from twinkit.engine.owners import Owners
 from twinkit.engine.population import (
     DEFAULT_POPULATION_MODEL,
@@ -94,6 +95,7 @@ class TwinEngine:
         self.decision_screens = tuple(decision_screens)
         self.owners = Owners(self.store)  # who may use the service, by token
         self.jobs = Jobs(self.store)  # background work the service runs
+        self.serving_models = ModelCache(self.artifacts)  # what forecast() predicts with
 
     # -- twins --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from twinkit.service.middleware import (
     RequestContextMiddleware,
     RouteTemplates,
 )
+from twinkit.service.pages import PAGE_PATHS, install_pages
 from twinkit.service.ratelimit import RateLimiter
 from twinkit.service.routes import API_PREFIX, HEALTH_ROUTER, V1_ROUTERS, route_specs
 from twinkit.service.settings import MAKE_TOKEN, ServiceSettings
@@ -105,9 +106,10 @@ def create_app(
     app.include_router(HEALTH_ROUTER)
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    install_pages(app)
     # The last added is the outermost: request ids and metrics see every answer, 413 too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    templates = RouteTemplates(spec.path for spec in route_specs())
+    templates = RouteTemplates([*(spec.path for spec in route_specs()), *PAGE_PATHS])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=templates)
     return app
 

@@ -3,12 +3,23 @@
 Missing or malformed ``Authorization`` and unknown tokens answer 401 with
 ``WWW-Authenticate: Bearer``; the admin token on an owner's route, or an owner's token on
 an admin route, answers 403; a token over its rate answers 429 with ``Retry-After``.
+
+Each worker process remembers which owner a token belongs to for ``TOKEN_TTL_S`` seconds
+after it looked it up (:class:`TokenCache`), so that a request does not cost a store
+lookup: a token that stops being valid (its owner deleted or its token replaced) keeps
+working for at most that long in a worker that had looked it up. Unknown tokens are not
+remembered, so a new token works at once.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -16,10 +27,69 @@ from twinkit.engine.owners import token_sha256
 from twinkit.service.errors import ApiError
 from twinkit.service.middleware import CALLER_SCOPE_KEY
 from twinkit.service.ratelimit import retry_after
-from twinkit.service.state import ServiceState
+
+if TYPE_CHECKING:
+    from twinkit.service.state import ServiceState
 
 # RFC 6750's b64token after the scheme (the scheme itself is case-insensitive).
 _BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9\-._~+/]{1,512}=*)$")
+
+
+#: seconds a worker trusts a token's owner after looking it up
+TOKEN_TTL_S = 5.0
+#: tokens remembered per worker
+TOKEN_CACHE_CAPACITY = 4096
+
+
+class TokenCache:
+    """Owner names by token sha256, each trusted for ``ttl_s`` after it was looked up;
+    at most ``capacity`` of them, least recently used out. ``clock`` is monotonic seconds.
+
+    >>> now = [0.0]
+    >>> cache = TokenCache(ttl_s=5.0, clock=lambda: now[0])
+    >>> cache.put("d1", "alice"); cache.get("d1")
+    'alice'
+    >>> now[0] = 5.0; cache.get("d1") is None
+    True
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = TOKEN_TTL_S,
+        capacity: int = TOKEN_CACHE_CAPACITY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl_s < 0 or capacity < 0:
+            raise ValueError("ttl_s and capacity must not be negative")
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> str | None:
+        with self._lock:
+            found = self._entries.get(digest)
+            if found is None:
+                return None
+            if self.clock() >= found[0]:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return found[1]
+
+    def put(self, digest: str, owner: str) -> None:
+        if self.capacity == 0 or self.ttl_s == 0:
+            return
+        with self._lock:
+            self._entries[digest] = (self.clock() + self.ttl_s, owner)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 @dataclass(frozen=True)
@@ -51,7 +121,8 @@ def bearer_token(request: Request) -> str:
 def authenticate(request: Request, state: ServiceState) -> Caller:
     """The caller of this request; rate-limited per token before the token is looked up."""
     token = bearer_token(request)
-    wait_s = state.limiter.take(token_sha256(token))
+    digest = token_sha256(token)
+    wait_s = state.limiter.take(digest)
     if wait_s > 0:
         state.metrics.rate_limited.inc()
         raise ApiError(
@@ -63,10 +134,14 @@ def authenticate(request: Request, state: ServiceState) -> Caller:
     if state.is_admin_token(token):
         caller = Caller("<admin>", is_admin=True)
     else:
-        owner = state.engine.owners.authenticate(token)
-        if owner is None:
-            raise _unauthorized("unknown token", "invalid_token")
-        caller = Caller(owner.name)
+        name = state.tokens.get(digest)
+        if name is None:
+            owner = state.engine.owners.authenticate(token)
+            if owner is None:
+                raise _unauthorized("unknown token", "invalid_token")
+            name = owner.name
+            state.tokens.put(digest, name)
+        caller = Caller(name)
     request.scope[CALLER_SCOPE_KEY] = caller.name
     return caller
 

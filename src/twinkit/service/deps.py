@@ -1,4 +1,10 @@
-"""Dependencies of the routes, as typed aliases: the app's state, the caller, their twin."""
+"""Dependencies of the routes, as typed aliases: the app's state, the caller, their twin.
+
+The state and caller dependencies are ``async``: they do not block (a token's owner is
+looked up in the store only once per few seconds, see ``auth``), and FastAPI runs a
+plain ``def`` dependency in its thread pool, a thread hop per dependency per request.
+The twin's lookup reads the store, so it stays a ``def`` and runs in the pool.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state = request.app.state.twinkit
     if not isinstance(state, ServiceState):
         raise TypeError("the app was not built by twinkit.service.create_app")
@@ -31,7 +37,7 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def _caller(
+async def _caller(
     request: Request,
     state: StateDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
@@ -42,11 +48,11 @@ def _caller(
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
-def _owner(caller: CallerDep) -> Caller:
+async def _owner(caller: CallerDep) -> Caller:
     return require_owner(caller)
 
 
-def _admin(caller: CallerDep) -> Caller:
+async def _admin(caller: CallerDep) -> Caller:
     return require_admin(caller)
 
 

@@ -1,9 +1,11 @@
-"""Running fit jobs: a thread per job waits on a child process that does the training.
+"""Running jobs (fits, robustness reports): a thread per job waits on a child process
+that does the work.
 
-Requests never wait on training: ``submit_fit`` records a queued job and returns. A pool
-of ``fit_workers`` threads takes jobs in turn; each starts a child process ("spawn"), waits
-for its answer on a pipe, and records the outcome in the jobs table. A child that crashes,
-is killed or runs past the timeout fails its job; the server goes on serving.
+Requests never wait on training: ``submit`` records a queued job and returns. A pool of
+``fit_workers`` threads takes jobs of every kind in turn; each starts a child process
+("spawn") running the kind's entry point (:data:`JOB_WORKERS`), waits for its answer on a
+pipe, and records the outcome in the jobs table. A child that crashes, is killed or runs
+past the timeout fails its job; the server goes on serving.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -25,14 +27,21 @@ from typing import Any
 from twinkit.engine import TwinEngine
 from twinkit.service.logs import LOGGER_NAME
 from twinkit.service.metrics import ServiceMetrics
-from twinkit.service.worker import run_fit
+from twinkit.service.worker import run_clone, run_fit, run_robustness
 from twinkit.store.jobs import Job
 
 log = logging.getLogger(LOGGER_NAME)
 
-#: the child's entry point: (store_url, artifacts_dir, twin_id, params, answer pipe)
-FitWorker = Callable[[str, str, str, dict[str, Any], Connection], None]
-STOPPED_BEFORE = "the server stopped before the job ran; start the fit again"
+#: a child's entry point: (store_url, artifacts_dir, twin_id, params, answer pipe)
+JobWorker = Callable[[str, str, str, dict[str, Any], Connection], None]
+FitWorker = JobWorker
+#: the entry point of each job kind
+JOB_WORKERS: Mapping[str, JobWorker] = {
+    "fit": run_fit,
+    "robustness": run_robustness,
+    "clone": run_clone,
+}
+STOPPED_BEFORE = "the server stopped before the job ran; start it again"
 STOPPED_DURING = (
     "the server stopped while the job ran; the twin's model list shows whether a version "
     "was registered"
@@ -68,16 +77,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _exit_reason(code: int | None) -> str:
+def _exit_reason(kind: str, code: int | None) -> str:
     if code is None:
-        return "the fit process did not end"
+        return f"the {kind} process did not end"
     if code < 0:
-        return f"the fit process was killed by signal {-code}"
-    return f"the fit process ended without an answer (exit code {code})"
+        return f"the {kind} process was killed by signal {-code}"
+    return f"the {kind} process ended without an answer (exit code {code})"
 
 
 class JobRunner:
-    """Runs fit jobs for one server process (see the module docstring)."""
+    """Runs jobs for one server process (see the module docstring). ``worker`` is the fit
+    jobs' entry point; the other kinds run theirs from :data:`JOB_WORKERS`."""
 
     def __init__(
         self,
@@ -90,11 +100,12 @@ class JobRunner:
         self.engine = engine
         self.metrics = metrics
         self.timeout_s = timeout_s
-        self.worker = worker
+        #: the child's entry point of each job kind
+        self.entry_points = {**JOB_WORKERS, "fit": worker}
         # host:pid:instance; the instance tells apart two apps of one process (tests).
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._context = multiprocessing.get_context("spawn")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twinkit-fit")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twinkit-job")
         self._lock = threading.Lock()
         self._queued: set[int] = set()
         self._running: dict[int, BaseProcess] = {}
@@ -102,13 +113,20 @@ class JobRunner:
 
     # -- the server's side ----------------------------------------------------------------
 
-    def submit_fit(self, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
-        """Record a queued fit job and hand it to the pool; return at once."""
-        job = self.engine.jobs.create(twin_id, owner, "fit", params, self.runner_id)
+    def submit(self, kind: str, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
+        """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) and hand it to
+        the pool; return at once."""
+        if kind not in self.entry_points:
+            raise ValueError(f"no job kind {kind!r}; known: {sorted(self.entry_points)}")
+        job = self.engine.jobs.create(twin_id, owner, kind, params, self.runner_id)
         with self._lock:
             self._queued.add(job.id)
-        self._pool.submit(self._run, job.id, twin_id, params)
+        self._pool.submit(self._run, job.id, kind, twin_id, params)
         return job
+
+    def submit_fit(self, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
+        """Record a queued fit job and hand it to the pool; return at once."""
+        return self.submit("fit", twin_id, owner, params)
 
     def recover_orphans(self) -> list[int]:
         """Fail the unfinished jobs of server processes on this host that are gone.
@@ -142,43 +160,46 @@ class JobRunner:
 
     # -- one job, in a pool thread --------------------------------------------------------
 
-    def _run(self, job_id: int, twin_id: str, params: dict[str, Any]) -> None:
+    def _run(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
         with self._lock:
             self._queued.discard(job_id)
         try:
-            self._run_job(job_id, twin_id, params)
+            self._run_job(job_id, kind, twin_id, params)
         except Exception:
             # A pool thread's exception would vanish into its future: log it at least
             # (the store was unreachable, say, when the outcome was to be recorded).
-            log.exception("fit job runner error", extra={"job_id": job_id})
+            log.exception("job runner error", extra={"job_id": job_id, "kind": kind})
 
-    def _run_job(self, job_id: int, twin_id: str, params: dict[str, Any]) -> None:
+    def _run_job(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
         if self._stopping.is_set():
             self.engine.jobs.fail(job_id, STOPPED_BEFORE)
             return
         if not self.engine.jobs.start(job_id):
             return  # deleted with its twin while it waited
-        self.metrics.fits_started.inc()
+        if kind == "fit":
+            self.metrics.fits_started.inc()
         started = time.perf_counter()
         try:
-            answer = self._run_child(job_id, twin_id, params)
+            answer = self._run_child(job_id, kind, twin_id, params)
         except OSError:
             # No process could be started (out of memory or pids): the job must not stay
             # "running" for ever.
-            log.exception("cannot start a fit process", extra={"job_id": job_id})
+            log.exception(f"cannot start a {kind} process", extra={"job_id": job_id})
             answer = {
                 "status": "failed",
-                "error": "the fit could not be started; see the server log",
+                "error": f"the {kind} could not be started; see the server log",
             }
-        self._record(job_id, answer, time.perf_counter() - started)
+        self._record(job_id, kind, answer, time.perf_counter() - started)
 
-    def _run_child(self, job_id: int, twin_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _run_child(
+        self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         reader, writer = self._context.Pipe(duplex=False)
         store = self.engine.store
         process = self._context.Process(
-            target=self.worker,
+            target=self.entry_points[kind],
             args=(store.url, str(store.artifacts_dir), twin_id, params, writer),
-            name=f"twinkit-fit-{job_id}",
+            name=f"twinkit-{kind}-{job_id}",
         )
         process.start()
         writer.close()  # the child holds the only write end: its exit means end of file
@@ -187,13 +208,13 @@ class JobRunner:
             if self._stopping.is_set():  # close() came between the check and the start
                 process.terminate()
         try:
-            return self._wait(process, reader)
+            return self._wait(kind, process, reader)
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
             reader.close()
 
-    def _wait(self, process: BaseProcess, reader: Connection) -> dict[str, Any]:
+    def _wait(self, kind: str, process: BaseProcess, reader: Connection) -> dict[str, Any]:
         """The child's answer, or why there is none; the child is gone when this returns."""
         answer: dict[str, Any] | None = None
         if wait([reader], timeout=self.timeout_s):
@@ -207,7 +228,10 @@ class JobRunner:
             if process.exitcode is None:
                 process.kill()
             process.join()
-            return {"status": "failed", "error": f"the fit took longer than {self.timeout_s:g} s"}
+            return {
+                "status": "failed",
+                "error": f"the {kind} took longer than {self.timeout_s:g} s",
+            }
         process.join(timeout=30)
         if process.exitcode is None:  # answered but hangs on: it has nothing left to do
             process.kill()
@@ -216,25 +240,26 @@ class JobRunner:
             stopped = self._stopping.is_set()
             return {
                 "status": "failed",
-                "error": STOPPED_DURING if stopped else _exit_reason(process.exitcode),
+                "error": STOPPED_DURING if stopped else _exit_reason(kind, process.exitcode),
             }
         return answer
 
-    def _record(self, job_id: int, answer: dict[str, Any], seconds: float) -> None:
+    def _record(self, job_id: int, kind: str, answer: dict[str, Any], seconds: float) -> None:
         outcome = "done" if answer.get("status") == "done" else "failed"
-        self.metrics.fits_finished.labels(outcome).inc()
-        self.metrics.fit_duration.labels(outcome).observe(seconds)
-        if outcome == "done":
-            result = jsonable(answer.get("result") or {})
-            if result.get("promoted"):
+        result = jsonable(answer.get("result") or {}) if outcome == "done" else {}
+        if kind == "fit":
+            self.metrics.fits_finished.labels(outcome).inc()
+            self.metrics.fit_duration.labels(outcome).observe(seconds)
+            if outcome == "done" and result.get("promoted"):
                 self.metrics.promotions.inc()
-            else:
+            elif outcome == "done":
                 self.metrics.promotions_refused.inc()
+        if outcome == "done":
             self.engine.jobs.finish(job_id, result)
         else:
-            error = str(answer.get("error") or "the fit failed")
+            error = str(answer.get("error") or f"the {kind} failed")
             self.engine.jobs.fail(job_id, error)
         log.info(
-            "fit job ended",
+            f"{kind} job ended",
             extra={"job_id": job_id, "outcome": outcome, "seconds": round(seconds, 2)},
         )

@@ -6,6 +6,8 @@ of ``/metrics`` reads the worker that answered it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -32,6 +34,10 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # The labelled children of the two per-request metrics, by their labels: looking
+        # them up in prometheus-client takes a lock and builds a key on every request.
+        self._request_counts: dict[tuple[str, str, int], Any] = {}
+        self._request_latency: dict[tuple[str, str], Any] = {}
         self.rows_ingested = Counter(
             "twinkit_rows_ingested", "Rows stored by ingest.", ["kind"], registry=r
         )
@@ -66,6 +72,15 @@ class ServiceMetrics:
         self.rollbacks = Counter(
             "twinkit_rollbacks", "Rollbacks to an earlier version.", registry=r
         )
+        lookups = Counter(
+            "twinkit_forecast_cache_lookups",
+            "Forecast requests of a twin that exists, by whether this worker's forecast "
+            "cache held the answer (hit) or it was computed (miss).",
+            ["result"],
+            registry=r,
+        )
+        #: indexed by hit (True) or miss (False)
+        self.forecast_cache = {True: lookups.labels("hit"), False: lookups.labels("miss")}
         self.degraded_predictions = Counter(
             "twinkit_degraded_predictions",
             "Forecasts answered by a fallback because the serving version could not answer, "
@@ -73,3 +88,16 @@ class ServiceMetrics:
             ["source"],
             registry=r,
         )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (labels: method, route template)."""
+        count = self._request_counts.get((method, route, status))
+        if count is None:
+            count = self.requests.labels(method, route, str(status))
+            self._request_counts[(method, route, status)] = count
+        latency = self._request_latency.get((method, route))
+        if latency is None:
+            latency = self.latency.labels(method, route)
+            self._request_latency[(method, route)] = latency
+        count.inc()
+        latency.observe(seconds)

@@ -39,13 +39,23 @@ class RouteTemplates:
     '<unmatched>'
     """
 
+    #: paths whose template is remembered (a path per twin and route); forgotten when full
+    MEMO_SIZE = 16_384
+
     def __init__(self, templates: Iterable[str]) -> None:
         # Matched here rather than read from the router's scope keys, whose layout differs
         # between FastAPI versions.
         self._compiled = [(compile_path(t)[0], t) for t in dict.fromkeys(templates)]
+        self._memo: dict[str, str] = {}
 
     def match(self, path: str) -> str:
-        return next((t for regex, t in self._compiled if regex.match(path)), UNMATCHED_ROUTE)
+        found = self._memo.get(path)
+        if found is None:
+            found = next((t for regex, t in self._compiled if regex.match(path)), UNMATCHED_ROUTE)
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            self._memo[path] = found
+        return found
 
 
 class RequestContextMiddleware:
@@ -78,28 +88,28 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        route = self.routes.match(str(scope.get("path", "")))
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", extra=self._fields(scope, 500, started))
+            log.exception("unhandled error", extra=self._fields(scope, route, 500, started))
             if response_started:
                 raise  # too late for a clean answer: let the server close the connection
             status = 500
             await JSONResponse(internal_error_body(), status_code=500)(scope, receive, send_with_id)
         else:
-            log.info("request", extra=self._fields(scope, status, started))
+            if log.isEnabledFor(logging.INFO):
+                log.info("request", extra=self._fields(scope, route, status, started))
         finally:
-            route = self.routes.match(str(scope.get("path", "")))
-            method = str(scope.get("method", ""))
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(str(scope.get("method", "")), route, status, elapsed)
             request_id_var.reset(token)
 
-    def _fields(self, scope: Scope, status: int, started: float) -> dict[str, Any]:
+    def _fields(self, scope: Scope, route: str, status: int, started: float) -> dict[str, Any]:
         return {
             "method": scope.get("method"),
             "path": scope.get("path"),
-            "route": self.routes.match(str(scope.get("path", ""))),
+            "route": route,
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "caller": scope.get(CALLER_SCOPE_KEY),

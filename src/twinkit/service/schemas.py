@@ -250,3 +250,68 @@ class VerifyPublic(BaseModel):
     batches: int
     models: int
     problems: list[str]
+
+
+# -- clones (decision twins) ----------------------------------------------------------------
+
+STRATEGY_NAMES = Literal["confusion", "uncertainty", "random", "tgan"]
+
+
+class CloneAsk(_In):
+    k: int = Field(default=5, ge=1, le=50, description="questions to keep waiting for the donor")
+    strategy: STRATEGY_NAMES = Field(
+        default="confusion",
+        description="how new questions are chosen (tgan: near the Turing GAN's)",
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class CloneAnswer(_In):
+    item_id: str = Field(min_length=1, max_length=256, description="a waiting question's id")
+    label: str = Field(min_length=1, max_length=256, description="one of the clone's classes")
+
+
+class CloneAnswers(CloneAsk):
+    """The donor's labels; ``k``, ``strategy`` and ``seed`` steer the update that follows."""
+
+    answers: list[CloneAnswer] = Field(min_length=1, max_length=1000)
+
+
+class CloneImagePublic(BaseModel):
+    height: int
+    width: int
+    png: str = Field(description="a data: URI of the item as a grayscale PNG")
+
+
+class CloneQueryPublic(BaseModel):
+    item_id: str = Field(description="the question's id: answer with it")
+    strategy: str
+    asked_at: str
+    features: dict[str, float | None]
+    image: CloneImagePublic | None = Field(
+        default=None,
+        description='the features as an image, when the twin\'s metadata has "image": [h, w]',
+    )
+    clone_says: str | None = Field(
+        default=None, description="the clone's guess (None: not made yet)"
+    )
+    confidence: float | None = Field(
+        default=None, description="the clone's probability of its guess"
+    )
+    proba: dict[str, float] | None = Field(
+        default=None, description="the clone's probability per class"
+    )
+
+
+class CloneQueriesPublic(BaseModel):
+    twin_id: str
+    classes: list[str] = Field(description="the labels the donor may give")
+    labels: int | None = Field(description="donor labels the clone was last trained on")
+    updating: bool = Field(description="a clone update is queued or running")
+    job: JobPublic | None = Field(description="the newest clone update job")
+    queries: list[CloneQueryPublic] = Field(description="questions waiting, oldest first")
+
+
+class CloneAnswersPublic(BaseModel):
+    ingest: IngestPublic
+    job: JobPublic = Field(description="the clone update that learns from the answers")

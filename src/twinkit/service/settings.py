@@ -37,6 +37,13 @@ class ServiceSettings(BaseSettings):
     fit_timeout_s: float = Field(
         3600.0, gt=0, description="A fit still running after this long is stopped and failed."
     )
+    cookie_secure: bool = Field(
+        default=True,
+        description="Mark the pages' login cookie Secure: browsers send it only over HTTPS "
+        "(and to http://localhost or 127.0.0.1). Turn it off only to serve the pages over "
+        "plain HTTP on a network you trust, or for clients that never send Secure cookies "
+        "over HTTP (httpx's TestClient on http://testserver).",
+    )
 
     @field_validator("admin_token")
     @classmethod

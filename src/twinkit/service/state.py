@@ -1,4 +1,5 @@
-"""What one app holds: the engine, its settings, metrics, rate limiter and job runner."""
+"""What one app holds: the engine, its settings, metrics, rate limiter, job runner and the
+caches of one worker process (token owners, forecast answers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import hmac
 from dataclasses import dataclass, field
 
 from twinkit.engine import TwinEngine
+from twinkit.engine.serving import ForecastCache
+from twinkit.service.auth import TokenCache
 from twinkit.service.jobs import JobRunner
 from twinkit.service.metrics import ServiceMetrics
 from twinkit.service.ratelimit import RateLimiter
@@ -20,6 +23,10 @@ class ServiceState:
     metrics: ServiceMetrics
     limiter: RateLimiter
     runner: JobRunner
+    #: token sha256 -> owner name, trusted for a few seconds (see ``auth``)
+    tokens: TokenCache = field(default_factory=TokenCache)
+    #: forecast answers (JSON) by what they depend on (see ``engine.serving``)
+    forecasts: ForecastCache[bytes] = field(default_factory=ForecastCache)
     _admin_sha256: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

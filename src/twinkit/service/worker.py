@@ -1,12 +1,14 @@
-"""What a fit job's child process runs: its own engine on the same store, nothing shared.
+"""What a job's child process runs: its own engine on the same store, nothing shared.
 
 The child is started with multiprocessing's "spawn", so it shares no memory, threads or
-database connections with the server; if training crashes the child (even in native code),
-the server only sees the child's exit code.
+database connections with the server; if the work crashes the child (even in native code),
+the server only sees the child's exit code. Each job kind has its entry point here, all
+with the same arguments: (store_url, artifacts_dir, twin_id, params, answer pipe).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -15,25 +17,74 @@ from twinkit.core.errors import TwinkitError
 from twinkit.engine import TwinEngine
 from twinkit.store.db import Store
 
-UNEXPECTED = "the fit raised an unexpected error; the server log has its traceback"
+UNEXPECTED = "the {kind} raised an unexpected error; the server log has its traceback"
 
 
-def run_fit(
-    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+def _answer(
+    kind: str,
+    store_url: str,
+    artifacts_dir: str,
+    answer: Connection,
+    work: Callable[[TwinEngine], dict[str, Any]],
 ) -> None:
-    """Fit ``twin_id`` with ``params`` (as for ``TwinEngine.fit``) and send the outcome:
-    ``{"status": "done", "result": ...}`` or ``{"status": "failed", "error": ...}``."""
+    """Run ``work`` on a fresh engine and send ``{"status": "done", "result": ...}`` or
+    ``{"status": "failed", "error": ...}`` on the pipe."""
     try:
         engine = TwinEngine(Store(store_url, artifacts=Path(artifacts_dir)))
-        result = engine.fit(twin_id, **params)
+        result = work(engine)
     except TwinkitError as exc:
         answer.send({"status": "failed", "error": str(exc)})
     except Exception:
         # The owner sees a plain message; multiprocessing prints the traceback to the
         # server's stderr and the child exits with code 1.
-        answer.send({"status": "failed", "error": UNEXPECTED})
+        answer.send({"status": "failed", "error": UNEXPECTED.format(kind=kind)})
         raise
     else:
-        answer.send({"status": "done", "result": result.to_dict()})
+        answer.send({"status": "done", "result": result})
     finally:
         answer.close()
+
+
+def run_fit(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """Fit ``twin_id`` with ``params`` (as for ``TwinEngine.fit``) and send the outcome."""
+    _answer(
+        "fit",
+        store_url,
+        artifacts_dir,
+        answer,
+        lambda engine: engine.fit(twin_id, **params).to_dict(),
+    )
+
+
+def run_robustness(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """Make the robustness report of a decision twin's clone with ``params`` (as for
+    :func:`twinkit.engine.robustness.clone_robustness`) and send it."""
+    from twinkit.engine.robustness import clone_robustness
+
+    _answer(
+        "robustness report",
+        store_url,
+        artifacts_dir,
+        answer,
+        lambda engine: clone_robustness(engine, twin_id, **params),
+    )
+
+
+def run_clone(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """Retrain a decision twin's clone on its donor's labels, top up its questions and send
+    its guesses (as for :func:`twinkit.engine.clones.refresh`)."""
+    from twinkit.engine.clones import refresh
+
+    _answer(
+        "clone update",
+        store_url,
+        artifacts_dir,
+        answer,
+        lambda engine: refresh(engine, twin_id, **params),
+    )

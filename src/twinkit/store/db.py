@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, literal, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, literal, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -36,6 +36,11 @@ def resolve_url(url: str | None = None) -> str:
     return chosen
 
 
+# One lock per store: the schema the connection writes to (a server may hold many stores).
+# The first key only keeps twinkit's locks apart from any other application's.
+_PG_WRITE_LOCK = text("SELECT pg_advisory_xact_lock(1953986926, hashtext(current_schema()))")
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Python's sqlite3 would open transactions lazily and only before DML; we take the
     # transaction boundaries ourselves so that a batch and its ledger entry commit as one.
@@ -57,6 +62,14 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+def _add_columns(conn: Connection, stored_version: int) -> None:
+    """Add the columns of versions after ``stored_version`` (nullable, so no backfill)."""
+    for version, table, column in tables.ADDED_COLUMNS:
+        if version > stored_version:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 class Store:
     """A twinkit store: the database plus the artifact folder beside it."""
 
@@ -65,7 +78,9 @@ class Store:
         try:
             parsed = make_url(self.url)
         except ArgumentError as exc:
-            raise TwinkitError(f"not a database URL: {self.url!r} ({exc})") from None
+            raise TwinkitError(f"not a database URL ({exc})") from None
+        #: the URL as messages and logs show it: the password hidden
+        self.display_url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         db_file = parsed.database if self.is_sqlite else None
         if db_file and db_file != ":memory:":
@@ -99,26 +114,43 @@ class Store:
                     )
                 elif int(row[0]) > tables.SCHEMA_VERSION:
                     raise SchemaVersionError(
-                        f"the store at {self.url} has schema version {row[0]}, newer than "
+                        f"the store at {self.display_url} has schema version {row[0]}, newer than "
                         f"this twinkit's {tables.SCHEMA_VERSION}: upgrade twinkit to open it"
                     )
                 elif int(row[0]) < tables.SCHEMA_VERSION:
-                    # Every version so far only added tables, which create_all just made.
+                    # New tables were just made by create_all; new columns are added here.
+                    _add_columns(conn, int(row[0]))
                     conn.execute(
                         update(tables.meta)
                         .where(tables.meta.c.key == "schema_version")
                         .values(value=str(tables.SCHEMA_VERSION))
                     )
         except OperationalError as exc:
-            raise TwinkitError(f"cannot open the store at {self.url}: {exc.orig}") from None
+            raise TwinkitError(f"cannot open the store at {self.display_url}: {exc.orig}") from None
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One write transaction: everything inside commits together or not at all."""
+        """One write transaction: everything inside commits together or not at all.
+
+        Writers take turns, on every backend: SQLite's ``BEGIN IMMEDIATE`` takes the file's
+        lock, and on PostgreSQL a transaction-scoped advisory lock of the store's schema does
+        the same. The ingest pipeline reads (channels, stored values, the ledger head) and
+        then writes on what it read, which two interleaved writers would get wrong.
+        """
         with self.engine.connect() as conn:
             conn = conn.execution_options(twinkit_write=True)
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(_PG_WRITE_LOCK)
                 yield conn
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for one statement, without a transaction around it: a single
+        statement reads one consistent snapshot by itself, and skipping BEGIN and COMMIT
+        matters on a path that runs one query per request."""
+        with self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -17,7 +17,7 @@ from twinkit.core.digest import (
     quarantine_rows_digest,
     signals_digest,
 )
-from twinkit.store import tables
+from twinkit.store import tables, twins
 
 _CHUNK = 50_000
 
@@ -120,6 +120,7 @@ def insert_observations(
             strict=False,
         ),
     )
+    twins.mark_data_changed(conn, np.unique(channel_id).tolist(), batch_id)
 
 
 def upsert_observation(
@@ -127,6 +128,7 @@ def upsert_observation(
 ) -> int | None:
     """Store one value; return the batch of the value it replaced, if any."""
     o = tables.observations.c
+    twins.mark_data_changed(conn, [channel_id], batch_id)
     old = conn.execute(select(o.batch_id).where(o.channel_id == channel_id, o.t == t)).first()
     if old is None:
         conn.execute(
@@ -184,8 +186,21 @@ def read_signals(
         query = query.where(o.t >= start)
     if end is not None:
         query = query.where(o.t <= end)
-    frame = pd.DataFrame(conn.execute(query).all(), columns=["channel", "t", "value"])
-    return frame.astype({"t": "int64", "value": "float64"})
+    rows = conn.execute(query).all()
+    if not rows:
+        return pd.DataFrame({"channel": [], "t": [], "value": []}).astype(
+            {"channel": object, "t": "int64", "value": "float64"}
+        )
+    # Built column by column: pandas handed SQLAlchemy rows probes each one for attributes,
+    # which costs more than the query itself (the forecast route reads signals per request).
+    channel, t, value = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            "channel": list(channel),
+            "t": np.asarray(t, dtype=np.int64),
+            "value": np.asarray(value, dtype=np.float64),
+        }
+    )
 
 
 def insert_decisions(conn: Connection, frame: pd.DataFrame, batch_id: int) -> None:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from twinkit.store import tables
 
@@ -92,6 +92,74 @@ def serving(conn: Connection, twin_id: str) -> ModelVersion | None:
         select(tables.model_versions).where(m.twin_id == twin_id, m.status == Status.SERVING)
     ).first()
     return None if row is None else _version(row)
+
+
+@dataclass(frozen=True)
+class ServingHead:
+    """What a forecast of one twin depends on in the store, read by one statement: the
+    twin's owner and kind, its data watermark (``twins.data_batch``), and the serving
+    version's row id, number, model and artifact sha256 (None without one)."""
+
+    twin_id: str
+    owner: str
+    kind: str
+    data_batch: int | None
+    version_id: int | None
+    version: int | None
+    model: str | None
+    sha256: str | None
+
+
+_t, _m = tables.twins.c, tables.model_versions.c
+_HEAD = (
+    select(_t.owner, _t.kind, _t.data_batch, _m.id, _m.version, _m.model, _m.sha256)
+    .select_from(
+        tables.twins.outerjoin(
+            tables.model_versions, and_(_m.twin_id == _t.id, _m.status == bindparam("status"))
+        )
+    )
+    .where(_t.id == bindparam("twin_id"))
+)
+
+
+_HEAD_SQL: dict[str, tuple[str, tuple[str, ...], bool]] = {}
+
+
+def _compiled_head(conn: Connection) -> tuple[str, tuple[str, ...], bool]:
+    """The head statement in the dialect's SQL and parameter style, compiled once."""
+    key = f"{conn.dialect.name}+{conn.dialect.driver}"
+    found = _HEAD_SQL.get(key)
+    if found is None:
+        compiled = _HEAD.compile(dialect=conn.dialect)
+        names = tuple(compiled.positiontup or ()) if compiled.positional else ()
+        if set(compiled.binds) != {"status", "twin_id"}:
+            raise RuntimeError(f"unexpected parameters in the head statement: {compiled.binds}")
+        found = _HEAD_SQL[key] = (str(compiled), names, compiled.positional)
+    return found
+
+
+def serving_head(conn: Connection, twin_id: str) -> ServingHead | None:
+    """The twin's :class:`ServingHead`, or None if there is no such twin.
+
+    One indexed statement (twins by primary key, model_versions by its (twin_id, version)
+    index), run on the driver's cursor: SQLAlchemy's per-statement machinery costs several
+    times the query itself, and this runs on every forecast request.
+    """
+    sql, names, positional = _compiled_head(conn)
+    values = {"status": Status.SERVING, "twin_id": twin_id}
+    params: Any = tuple(values[n] for n in names) if positional else values
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the store's connection has no driver connection")
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if row is None:
+        return None
+    return ServingHead(twin_id, *row)
 
 
 def set_status(conn: Connection, twin_id: str, version: int, status: str) -> None:

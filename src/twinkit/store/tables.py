@@ -17,10 +17,12 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
-# A store at an older version gains the new tables on open.
+# Version 5: twins.data_batch.
+# A store at an older version gains the new tables on open, and the new columns
+# (``ADDED_COLUMNS``).
 
 metadata = MetaData()
 
@@ -39,6 +41,10 @@ twins = Table(
     Column("owner", String(128), nullable=False, index=True),
     Column("metadata", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
+    # The batch that last wrote the twin's observations, set in the same transaction: the
+    # watermark of its signals, which changes whenever they do (batch ids are never reused).
+    # NULL for a twin without data since version 5. The service caches forecasts by it.
+    Column("data_batch", Integer, nullable=True),
 )
 
 # One row per (twin, signal): declared at creation or first seen at ingest. Observations
@@ -154,6 +160,10 @@ population_models = Table(
     Column("data_hash", String(64), nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+
+
+#: columns added after their table was created: (schema version, table, column)
+ADDED_COLUMNS = ((5, twins, twins.c.data_batch),)
 
 
 # Questions a decision twin's clone asked its donor; answered when the answer is ingested.

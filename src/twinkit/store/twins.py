@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from twinkit.core.twin import Channel, Twin, TwinKind
 from twinkit.store import tables
@@ -100,6 +101,19 @@ def add_channels(conn: Connection, twin_id_channel: list[tuple[str, Channel]]) -
             tables.channels.insert(),
             [_channel_row(t, ch, False) for t, ch in twin_id_channel],
         )
+
+
+def mark_data_changed(conn: Connection, channel_ids: Iterable[int], batch_id: int) -> None:
+    """Record that ``batch_id`` wrote observations of these channels: their twins'
+    ``data_batch`` watermark moves to it (call in the transaction that writes them)."""
+    ids = sorted({int(i) for i in channel_ids})
+    if not ids:
+        return
+    c = tables.channels.c
+    owners_of = select(c.twin_id).where(c.id.in_(ids))
+    conn.execute(
+        update(tables.twins).where(tables.twins.c.id.in_(owners_of)).values(data_batch=batch_id)
+    )
 
 
 def delete_twin_rows(conn: Connection, twin_id: str) -> None:

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from twinkit.service.routes import data, health, ledger, models, owners, twins
+from twinkit.service.routes import (
+    clones,
+    data,
+    health,
+    ledger,
+    models,
+    owners,
+    robustness,
+    twins,
+)
 
 API_PREFIX = "/v1"
 #: the versioned API, in the order the OpenAPI document lists it
@@ -17,6 +26,8 @@ V1_ROUTERS: tuple[APIRouter, ...] = (
     data.router,
     models.router,
     ledger.router,
+    robustness.router,
+    clones.router,
 )
 HEALTH_ROUTER = health.router
 

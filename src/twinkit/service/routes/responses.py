@@ -15,6 +15,7 @@ def _error(description: str) -> dict[str, Any]:
 
 #: any route that needs a token
 AUTH_RESPONSES: Responses = {
+    400: _error("a body that cannot be read (JSON that is not UTF-8), or a bad Content-Length"),
     401: _error("no token, a malformed one, or one that is not known"),
     403: _error("the wrong kind of token (admin or owner)"),
     422: _error("malformed request, or a rejected batch"),

@@ -1,0 +1,135 @@
+"""The forecast fan chart as SVG geometry: recent readings, then the median and 90% band.
+
+Pure arithmetic on numbers and times, so that the page's template only writes out paths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+WIDTH, HEIGHT = 720, 300
+# Room for the axes' labels: left, right, top, bottom.
+MARGIN = (48, 16, 12, 28)
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float  # pixel position along its axis
+    label: str
+
+
+@dataclass(frozen=True)
+class FanChart:
+    """Everything the template draws, in pixels of a ``width`` x ``height`` view box."""
+
+    width: int
+    height: int
+    band: str  # the 90% band: a closed path
+    median: str
+    actual: str
+    now_x: float
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    plot: tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def nice_step(span: float, count: int = 5) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving about ``count`` ticks.
+
+    >>> nice_step(230.0), nice_step(0.9), nice_step(0.0)
+    (50.0, 0.2, 1.0)
+    """
+    if not math.isfinite(span) or span <= 0:
+        return 1.0
+    raw = span / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1.0, 2.0, 5.0, 10.0) if m * power >= raw)
+
+
+def _path(xs: Sequence[float], ys: Sequence[float]) -> str:
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
+    return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
+
+
+def fan_chart(
+    actual_times: pd.DatetimeIndex,
+    actual: np.ndarray,
+    origin: pd.Timestamp,
+    times: pd.DatetimeIndex,
+    median: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+) -> FanChart:
+    """The chart of ``actual`` readings up to ``origin`` and the forecast after it: the
+    band from ``low`` to ``high`` and the ``median``, both starting at the last reading."""
+    last = float(actual[-1]) if len(actual) else float("nan")
+    # The fan opens from the last reading, so it reads as the continuation of the line.
+    f_times = pd.DatetimeIndex([origin, *times]) if math.isfinite(last) else times
+    start = [last] if math.isfinite(last) else []
+    f_med = np.asarray([*start, *median], dtype=np.float64)
+    f_low = np.asarray([*start, *low], dtype=np.float64)
+    f_high = np.asarray([*start, *high], dtype=np.float64)
+
+    t0 = min([*actual_times, origin]) if len(actual_times) else origin
+    t1 = max([*times, origin])
+    span_s = max((t1 - t0).total_seconds(), 60.0)
+    values = np.concatenate([actual, f_low, f_high, f_med]).astype(np.float64)
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    step = nice_step(hi - lo if hi > lo else abs(hi) or 1.0)
+    y_min, y_max = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    if y_max <= y_min:
+        y_min, y_max = y_min - step, y_max + step
+
+    left, right = MARGIN[0], width - MARGIN[1]
+    top, bottom = MARGIN[2], height - MARGIN[3]
+
+    def x_of(t: pd.Timestamp) -> float:
+        return float(left + (t - t0).total_seconds() / span_s * (right - left))
+
+    def y_of(v: float) -> float:
+        return bottom - (v - y_min) / (y_max - y_min) * (bottom - top)
+
+    fx = [x_of(t) for t in f_times]
+    band = ""
+    if len(fx):
+        upper = _path(fx, [y_of(v) for v in f_high])
+        lower = [
+            f"L{x:.1f},{y_of(v):.1f}"
+            for x, v in reversed(list(zip(fx, f_low, strict=True)))
+            if math.isfinite(v)
+        ]
+        band = f"{upper} {' '.join(lower)} Z" if upper and lower else ""
+
+    y_ticks = []
+    value = y_min
+    while value <= y_max + step / 2:
+        y_ticks.append(Tick(y_of(value), f"{value:g}"))
+        value += step
+    # Hour marks relative to now: "-2 h", "now", "+1 h".
+    x_ticks = []
+    hours = math.floor((t0 - origin).total_seconds() / 3600)
+    while origin + pd.Timedelta(hours=hours) <= t1:
+        moment = origin + pd.Timedelta(hours=hours)
+        if moment >= t0:
+            label = "now" if hours == 0 else f"{hours:+d} h"
+            x_ticks.append(Tick(x_of(moment), label))
+        hours += 1
+    return FanChart(
+        width=width,
+        height=height,
+        band=band,
+        median=_path(fx, [y_of(v) for v in f_med]),
+        actual=_path([x_of(t) for t in actual_times], [y_of(float(v)) for v in actual]),
+        now_x=x_of(origin),
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        plot=(left, top, right, bottom),
+    )

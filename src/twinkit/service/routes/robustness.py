@@ -1,0 +1,139 @@
+"""A decision twin's robustness report: made in the background, then read back.
+
+``POST`` starts a job that trains the twin's clone on its own labelled decisions and
+attacks it (FGSM, PGD) at the budgets asked, undefended and vaccinated
+(:func:`twinkit.engine.robustness.clone_robustness`); ``GET`` answers the newest finished
+report, in the layout of ``twinkit eval immunity``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from twinkit.engine.robustness import MIN_LABELS, labelled_items
+from twinkit.service.deps import OwnerDep, StateDep, TwinDep
+from twinkit.service.errors import not_found
+from twinkit.service.jobs import jsonable
+from twinkit.service.routes.models import job_public
+from twinkit.service.routes.responses import AUTH_RESPONSES, TWIN_RESPONSES, Responses
+from twinkit.service.schemas import ErrorPublic, JobPublic
+from twinkit.store.jobs import JobStatus
+
+KIND = "robustness"
+
+router = APIRouter(
+    prefix="/twins/{twin_id}", tags=["robustness"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
+)
+
+Budget = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class RobustnessRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eps: list[Budget] = Field(
+        default=[0.05, 0.1],
+        min_length=1,
+        max_length=8,
+        description="attack budgets (L-infinity), each a fraction of every feature's range "
+        "among the twin's labelled items",
+    )
+    attacks: list[Literal["fgsm", "pgd"]] = Field(
+        default=["fgsm", "pgd"], min_length=1, max_length=2
+    )
+    vaccine: int = Field(default=100, ge=2, le=2000, description="vaccine samples to retrain on")
+    pgd_steps: int = Field(default=20, ge=1, le=200)
+    adv_training: bool = Field(
+        default=False, description="also train a PGD-adversarial clone (slower)"
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class AttackScores(BaseModel):
+    """Accuracy on the held-out items under one attack at one budget (None: not run)."""
+
+    undefended: float
+    vaccinated_replay: float
+    retrained_replay: float
+    vaccinated_adaptive: float
+    adv_trained_adaptive: float | None
+
+
+class RobustnessReport(BaseModel):
+    """The immunity benchmark's report (``twinkit eval immunity``), for this twin's clone."""
+
+    twin: str
+    clean_acc: float
+    clean_acc_vaccinated: float
+    clean_acc_adv_trained: float | None
+    attacks: dict[str, dict[str, AttackScores]] = Field(description="attack -> eps -> scores")
+    vaccine_samples: int
+    threat_model: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    seed: int
+
+
+class RobustnessPublic(BaseModel):
+    twin_id: str
+    job_id: int
+    params: dict[str, Any]
+    finished_at: str | None
+    report: RobustnessReport
+
+
+_NOT_YET: Responses = {
+    404: {"model": ErrorPublic, "description": "no such twin, or no report made yet"}
+}
+
+
+@router.post(
+    "/robustness",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Start a robustness report of a decision twin's clone; poll the job it answers",
+    responses={
+        400: {
+            "model": ErrorPublic,
+            "description": f"not a decision twin, or fewer than {MIN_LABELS} labelled decisions",
+        }
+    },
+)
+def start_robustness(
+    twin: TwinDep, caller: OwnerDep, state: StateDep, body: RobustnessRequest | None = None
+) -> JobPublic:
+    body = body or RobustnessRequest()
+    labelled_items(state.engine, twin.id)  # refuses at once what the job would fail on
+    params = body.model_dump()
+    params["eps"] = sorted(set(params["eps"]))
+    params["attacks"] = sorted(set(params["attacks"]))
+    return job_public(state.runner.submit(KIND, twin.id, caller.name, params))
+
+
+@router.get(
+    "/robustness",
+    response_model=RobustnessPublic,
+    summary="The newest finished robustness report of the twin's clone",
+    responses=_NOT_YET,
+)
+def get_robustness(twin: TwinDep, caller: OwnerDep, state: StateDep) -> RobustnessPublic:
+    job = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE)
+    if job is None or job.owner != caller.name or job.result is None:
+        newest = state.engine.jobs.latest(twin.id, KIND)
+        if newest is not None and newest.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            hint = f"job {newest.id} is making one"
+        elif newest is not None and newest.status is JobStatus.FAILED:
+            hint = f"job {newest.id} failed: {newest.error}"
+        else:
+            hint = f"start one with POST /v1/twins/{twin.id}/robustness"
+        raise not_found(f"robustness report of twin {twin.id!r} yet; {hint}")
+    return RobustnessPublic(
+        twin_id=twin.id,
+        job_id=job.id,
+        params=job.params,
+        finished_at=job.finished_at,
+        report=RobustnessReport(**jsonable(job.result)),
+    )

@@ -1,0 +1,535 @@
+"""The web pages and the clone routes: login cookie, CSRF, per-owner 404, the fan chart,
+and the donor's labeling page; ``/v1/twins/{id}/clone/...`` over the same data.
+
+The client talks to https://testserver, so the login cookie keeps its Secure flag (httpx
+sends a Secure cookie only over HTTPS, as a browser does).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from twinkit.service.pages.fanchart import fan_chart
+from twinkit.service.routes.clones import item_image
+from twinkit.service.state import ServiceState
+
+Headers = dict[str, str]
+ALICE_TWIN = "alice-p1"
+DONOR = "donor"
+CLASSES = ["a", "b", "c"]
+SLOW_JOB_S = 600.0  # a clone update trains small networks; a loaded 2-core machine is slow
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(client: TestClient) -> TestClient:
+    client.base_url = httpx.URL("https://testserver")
+    return client
+
+
+def token_of(headers: Headers) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def csrf_in(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF field in the page"
+    return found.group(1)
+
+
+def log_in(client: TestClient, headers: Headers) -> httpx.Response:
+    form = client.get("/login")
+    answer: httpx.Response = client.post(
+        "/login",
+        data={"token": token_of(headers), "csrf_token": csrf_in(form.text)},
+        follow_redirects=False,
+    )
+    return answer
+
+
+def item_ids(html: str) -> list[str]:
+    return re.findall(r'<li class="query" data-item="([^"]+)"', html)
+
+
+def decision_frame(n: int, seed: int = 0, bias: bool = False) -> pd.DataFrame:
+    """``n`` items on two features labelled by a threshold rule on ``f1``; a biased donor
+    says "b" where the rule says "a"."""
+    x = np.random.default_rng(seed).uniform(0.0, 3.0, (n, 2))
+    labels = np.where(x[:, 0] < 1.0, "a", np.where(x[:, 0] < 2.0, "b", "c")).astype(object)
+    if bias:
+        labels[labels == "a"] = "b"
+    return pd.DataFrame(
+        {"item_id": [f"i{i:03d}" for i in range(n)], "f1": x[:, 0], "f2": x[:, 1], "label": labels}
+    )
+
+
+def upload(client: TestClient, twin: str, frame: pd.DataFrame, headers: Headers) -> None:
+    file = {"file": ("d.csv", frame.to_csv(index=False).encode())}
+    answer = client.post(f"/v1/twins/{twin}/observations/upload", files=file, headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+def decision_twins(client: TestClient, owner: Headers, donor_labels: int) -> Headers:
+    """The owner's two annotators (40 items each) and donor (``donor_labels``, biased)."""
+    twins = [("p1", decision_frame(40)), ("p2", decision_frame(40)), (DONOR, None)]
+    for twin, frame in twins:
+        body = {"id": twin, "kind": "decision", "metadata": {"secret": f"marker-{twin}"}}
+        assert client.post("/v1/twins", json=body, headers=owner).status_code == 201
+        if frame is not None:
+            upload(client, twin, frame, owner)
+    if donor_labels:
+        upload(client, DONOR, decision_frame(donor_labels, bias=True), owner)
+    return owner
+
+
+@pytest.fixture
+def decision_owner(web: TestClient, new_owner: Callable[[str], Headers]) -> Headers:
+    """Alice's annotators, and her donor with 6 labels."""
+    return decision_twins(web, new_owner("alice"), donor_labels=6)
+
+
+@pytest.fixture
+def new_donor_owner(web: TestClient, new_owner: Callable[[str], Headers]) -> Headers:
+    """Alice's annotators, and a donor with no labels yet (the clone is the prior: the
+    first update trains one network, not the cross-validated personalisations)."""
+    return decision_twins(web, new_owner("alice"), donor_labels=0)
+
+
+def wait_for_clone(client: TestClient, twin: str, headers: Headers) -> dict[str, Any]:
+    deadline = time.monotonic() + SLOW_JOB_S
+    while time.monotonic() < deadline:
+        view: dict[str, Any] = client.get(f"/v1/twins/{twin}/clone/queries", headers=headers).json()
+        if not view["updating"]:
+            assert view["job"]["status"] == "done", view["job"]
+            return view
+        time.sleep(0.5)
+    raise AssertionError(f"the clone update of {twin} did not end in {SLOW_JOB_S} s")
+
+
+@pytest.fixture
+def state_with_forecast(
+    web: TestClient,
+    service: ServiceState,
+    state_twin: Callable[[str, str], Headers],
+    glucose_rows: list[dict[str, Any]],
+) -> Headers:
+    """Alice's state twin with two days of glucose and a fitted model."""
+    alice = state_twin("alice", ALICE_TWIN)
+    answer = web.post(
+        f"/v1/twins/{ALICE_TWIN}/observations", json={"rows": glucose_rows}, headers=alice
+    )
+    assert answer.status_code == 200, answer.text
+    service.engine.fit(ALICE_TWIN, model="linear_ar")
+    return alice
+
+
+# -- login ----------------------------------------------------------------------------------
+
+
+def test_login_sets_an_httponly_secure_strict_cookie_and_opens_the_twin_list(
+    web: TestClient, state_with_forecast: Headers
+) -> None:
+    # Execute
+    answer = log_in(web, state_with_forecast)
+    listed = web.get("/twins")
+
+    # Assert
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/twins"
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("twinkit_session=")
+    )
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite=strict", "path=/"} <= flags
+    assert listed.status_code == 200
+    assert f'href="/twins/{ALICE_TWIN}"' in listed.text
+    assert listed.headers["cache-control"] == "no-store"
+    assert "default-src 'self'" in listed.headers["content-security-policy"]
+
+
+def test_the_cookie_drops_secure_only_when_settings_say_so(
+    make_client: Callable[..., TestClient], admin: Headers
+) -> None:
+    client = make_client(cookie_secure=False)
+    token = client.post("/v1/owners", json={"name": "alice"}, headers=admin).json()["token"]
+    answer = log_in(client, {"Authorization": f"Bearer {token}"})
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("twinkit_session=")
+    )
+    assert "httponly" in cookie.lower()
+    assert "secure" not in cookie.lower()
+    assert client.get("/twins").status_code == 200
+
+
+@pytest.mark.parametrize("case", ["unknown token", "not a token", "admin token"])
+def test_a_wrong_token_is_refused_and_sets_no_session(
+    web: TestClient, state_with_forecast: Headers, admin: Headers, case: str
+) -> None:
+    # Prepare
+    token = {
+        "unknown token": "twk_" + "A" * 43,
+        "not a token": "tok en!",
+        "admin token": token_of(admin),
+    }[case]
+    form = web.get("/login")
+
+    # Execute
+    answer = web.post(
+        "/login", data={"token": token, "csrf_token": csrf_in(form.text)}, follow_redirects=False
+    )
+
+    # Assert
+    assert answer.status_code == 401
+    assert 'id="login-error"' in answer.text
+    assert not any(c.startswith("twinkit_session=") for c in answer.headers.get_list("set-cookie"))
+    assert web.get("/twins", follow_redirects=False).headers["location"] == "/login"
+
+
+@pytest.mark.parametrize("csrf", [None, "wrong"])
+def test_login_without_the_right_csrf_token_is_403(
+    web: TestClient, state_with_forecast: Headers, csrf: str | None
+) -> None:
+    web.get("/login")  # sets the login CSRF cookie
+    data = {"token": token_of(state_with_forecast)}
+    if csrf is not None:
+        data["csrf_token"] = csrf
+    answer = web.post("/login", data=data, follow_redirects=False)
+    assert answer.status_code == 403
+    assert web.get("/twins", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/twins", f"/twins/{ALICE_TWIN}", f"/twins/{ALICE_TWIN}/label", "/twins/x/label/status"],
+)
+def test_pages_without_a_session_lead_to_the_login_form(
+    web: TestClient, state_with_forecast: Headers, path: str
+) -> None:
+    answer = web.get(path, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login"
+    assert "marker-" not in answer.text
+
+
+def test_a_stale_cookie_is_cleared(web: TestClient, state_with_forecast: Headers) -> None:
+    stale = {"cookie": "twinkit_session=twk_" + "B" * 43}  # an owner deleted since, say
+    answer = web.get("/twins", headers=stale, follow_redirects=False)
+    assert answer.headers["location"] == "/login"
+    assert any(
+        c.startswith("twinkit_session=") and "max-age=0" in c.lower()
+        for c in answer.headers.get_list("set-cookie")
+    )
+
+
+def test_logout_needs_the_csrf_token_and_ends_the_session(
+    web: TestClient, state_with_forecast: Headers
+) -> None:
+    log_in(web, state_with_forecast)
+    csrf = csrf_in(web.get("/twins").text)
+    refused = web.post("/logout", data={"csrf_token": "x" * 64}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert web.get("/twins").status_code == 200
+    done = web.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert done.status_code == 303
+    assert web.get("/twins", follow_redirects=False).headers["location"] == "/login"
+
+
+# -- one owner never sees another's twin ---------------------------------------------------
+
+
+def test_another_owners_twin_pages_answer_exactly_as_a_missing_twin(
+    web: TestClient,
+    service: ServiceState,
+    state_with_forecast: Headers,
+    new_owner: Callable[[str], Headers],
+) -> None:
+    # Prepare: Bob logs in
+    log_in(web, new_owner("bob"))
+    csrf = csrf_in(web.get("/twins").text)
+    gets = [
+        f"/twins/{ALICE_TWIN}",
+        f"/twins/{ALICE_TWIN}/label",
+        f"/twins/{ALICE_TWIN}/label/status",
+    ]
+    posts = [f"/twins/{ALICE_TWIN}/label", f"/twins/{ALICE_TWIN}/label/ask"]
+
+    def visit() -> list[httpx.Response]:
+        return [web.get(p) for p in gets] + [
+            web.post(p, data={"csrf_token": csrf, "label:i000": "a"}) for p in posts
+        ]
+
+    # Execute: Alice's twin, then the same id once it is gone
+    theirs = visit()
+    listed = web.get("/twins")
+    service.engine.delete_twin(ALICE_TWIN)
+    missing = visit()
+
+    # Assert
+    for answer, gone in zip(theirs, missing, strict=True):
+        assert answer.status_code == 404, answer.request.url
+        assert answer.content == gone.content
+        assert "marker-" not in answer.text
+        assert f"no twin &#39;{ALICE_TWIN}&#39;" in answer.text
+    assert ALICE_TWIN not in listed.text
+    assert service.engine.jobs.of_twin(ALICE_TWIN) == []
+
+
+def test_forms_without_the_sessions_csrf_token_are_403_and_change_nothing(
+    web: TestClient,
+    service: ServiceState,
+    decision_owner: Headers,
+    new_owner: Callable[[str], Headers],
+) -> None:
+    # Prepare: Bob's CSRF token is not Alice's
+    log_in(web, new_owner("bob"))
+    bobs = csrf_in(web.get("/twins").text)
+    log_in(web, decision_owner)
+    before = service.engine.twin_summary(DONOR)["decisions"]
+
+    for csrf in (None, "", "0" * 64, bobs):
+        data = {"label:i000": "a"} if csrf is None else {"csrf_token": csrf, "label:i000": "a"}
+        for path in (f"/twins/{DONOR}/label", f"/twins/{DONOR}/label/ask", "/logout"):
+            # Execute
+            answer = web.post(path, data=data, follow_redirects=False)
+
+            # Assert
+            assert answer.status_code == 403, (path, csrf)
+            assert "CSRF" in answer.text
+    assert service.engine.jobs.of_twin(DONOR) == []
+    assert service.engine.twin_summary(DONOR)["decisions"] == before
+    assert web.get("/twins").status_code == 200  # still logged in
+
+
+# -- the twin page --------------------------------------------------------------------------
+
+
+def test_the_twin_page_draws_the_fan_chart_counts_versions_and_provenance(
+    web: TestClient, state_with_forecast: Headers
+) -> None:
+    # Prepare
+    log_in(web, state_with_forecast)
+
+    # Execute
+    page = web.get(f"/twins/{ALICE_TWIN}")
+
+    # Assert
+    assert page.status_code == 200
+    html = page.text
+    for part in ("band", "median", "actual"):
+        found = re.search(rf'<path class="{part}" d="([^"]*)"', html)
+        assert found and found.group(1).startswith("M"), part
+    assert re.search(r'<path class="band" d="[^"]+ Z"', html)
+    assert re.search(r'id="count-observations">\d{3,}<', html)
+    assert 'id="count-quarantined">0<' in html
+    assert "<td>v1</td><td>linear_ar</td>" in html
+    for event in ("twin_created", "batch_ingested", "model_registered"):
+        assert f"<td>{event}</td>" in html
+
+
+def test_a_twin_without_a_model_says_so_instead_of_a_chart(
+    web: TestClient, state_twin: Callable[[str, str], Headers]
+) -> None:
+    log_in(web, state_twin("alice", ALICE_TWIN))
+    page = web.get(f"/twins/{ALICE_TWIN}")
+    assert page.status_code == 200
+    assert 'id="no-forecast"' in page.text
+    assert "fan-chart" not in page.text
+
+
+def test_the_fan_chart_puts_the_band_around_the_median_from_the_last_reading() -> None:
+    # Prepare: an hour of readings at 100, a forecast rising to 130 with a +-20 band
+    origin = pd.Timestamp("2026-01-05T12:00:00Z")
+    past = pd.date_range(origin - pd.Timedelta(hours=1), origin, freq="5min")
+    times = pd.DatetimeIndex([origin + pd.Timedelta(minutes=m) for m in (30, 60)])
+    median = np.array([115.0, 130.0])
+
+    # Execute
+    chart = fan_chart(
+        past, np.full(len(past), 100.0), origin, times, median, median - 20, median + 20
+    )
+
+    # Assert: paths start where the readings end; the band is closed; higher is up
+    def points(path: str) -> list[tuple[float, float]]:
+        return [(float(x), float(y)) for x, y in re.findall(r"[ML]([\d.]+),([\d.]+)", path)]
+
+    actual, med, band = points(chart.actual), points(chart.median), points(chart.band)
+    assert actual[-1] == med[0] == band[0]
+    assert chart.band.endswith("Z")
+    assert len(band) == 2 * len(med)
+    assert med[-1][1] < med[0][1]  # 130 is drawn above 100
+    upper, lower = band[: len(med)], band[len(med) :][::-1]
+    for (xu, yu), (xm, ym), (xl, yl) in zip(upper, med, lower, strict=True):
+        assert xu == xm == xl
+        assert yu <= ym <= yl
+    assert [t.label for t in chart.x_ticks] == ["-1 h", "now", "+1 h"]
+
+
+def test_an_image_twins_items_are_shown_as_pngs() -> None:
+    # Prepare: a 2 x 3 image whose pixels are named p0..p5 (p10-style names sort naturally)
+    features = {f"p{i}": i / 5 for i in range(6)}
+
+    # Execute
+    image = item_image((2, 3), features)
+
+    # Assert
+    assert image is not None
+    assert image.png.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(image.png.split(",", 1)[1])))
+    assert decoded.size == (3, 2)
+    assert np.asarray(decoded).ravel().tolist() == [0, 51, 102, 153, 204, 255]  # row by row
+    assert item_image((2, 2), features) is None
+    assert item_image(None, features) is None
+
+
+# -- the clone: API and labeling page -------------------------------------------------------
+
+
+def test_clone_routes_ask_answer_and_refuse_what_was_not_asked(
+    web: TestClient,
+    service: ServiceState,
+    decision_owner: Headers,
+    new_owner: Callable[[str], Headers],
+) -> None:
+    # Prepare: Bob's annotator labels other items; they must never reach Alice's clone
+    alice = decision_owner
+    bob = new_owner("bob")
+    assert web.post("/v1/twins", json={"id": "bob-p", "kind": "decision"}, headers=bob).is_success
+    bobs = decision_frame(40, seed=5).assign(item_id=lambda f: "bob-" + f["item_id"], label="z")
+    upload(web, "bob-p", bobs, bob)
+    base = f"/v1/twins/{DONOR}/clone"
+
+    # Execute: nothing asked yet, then an update that asks three questions
+    empty = web.get(f"{base}/queries", headers=alice).json()
+    started = web.post(f"{base}/queries", json={"k": 3, "seed": 1}, headers=alice)
+    view = wait_for_clone(web, DONOR, alice)
+
+    # Assert
+    assert empty["queries"] == [] and empty["updating"] is False and empty["job"] is None
+    assert empty["classes"] == CLASSES
+    assert started.status_code == 202
+    assert started.json()["kind"] == "clone"
+    assert len(view["queries"]) == 3
+    assert not [q for q in view["queries"] if q["item_id"].startswith("bob-")]
+    assert view["classes"] == CLASSES  # Bob's "z" did not train Alice's prior
+    assert view["labels"] == 6
+    for q in view["queries"]:
+        assert q["clone_says"] in CLASSES
+        assert q["confidence"] == pytest.approx(max(q["proba"].values()))
+        assert sum(q["proba"].values()) == pytest.approx(1.0)
+        assert set(q["features"]) == {"f1", "f2"}
+        assert q["image"] is None
+
+    # Execute: bad answers are refused whole, with the row and column at fault
+    first = view["queries"][0]["item_id"]
+    bad = web.post(
+        f"{base}/answers",
+        json={"answers": [{"item_id": first, "label": "a"}, {"item_id": "i039", "label": "zzz"}]},
+        headers=alice,
+    )
+    unknown_label = web.post(
+        f"{base}/answers", json={"answers": [{"item_id": first, "label": "zzz"}]}, headers=alice
+    )
+    state_twin = web.post(
+        "/v1/twins", json={"id": "s1", "kind": "state"}, headers=alice
+    ).status_code
+    on_state = web.get("/v1/twins/s1/clone/queries", headers=alice)
+
+    # Assert
+    assert bad.status_code == 422
+    assert bad.json()["error"]["problems"][0]["row"] == 2
+    assert bad.json()["error"]["problems"][0]["column"] == "item_id"
+    assert unknown_label.status_code == 422
+    assert unknown_label.json()["error"]["problems"][0]["column"] == "label"
+    assert service.engine.twin_summary(DONOR)["decisions"] == 6
+    assert state_twin == 201
+    assert on_state.status_code == 400
+
+    # Execute: two good answers
+    answers = [{"item_id": q["item_id"], "label": "c"} for q in view["queries"][:2]]
+    posted = web.post(f"{base}/answers", json={"answers": answers, "k": 3}, headers=alice)
+    again = web.post(f"{base}/answers", json={"answers": answers[:1]}, headers=alice)
+    after = wait_for_clone(web, DONOR, alice)
+
+    # Assert: stored as decisions (through the ingest pipeline and ledger), then new questions
+    assert posted.status_code == 202, posted.text
+    assert posted.json()["ingest"]["n_stored"] == 2
+    assert posted.json()["job"]["kind"] == "clone"
+    assert again.status_code == 422  # answered already
+    assert service.engine.twin_summary(DONOR)["decisions"] == 8
+    assert after["labels"] == 8
+    ids = [q["item_id"] for q in after["queries"]]
+    assert len(ids) == 3
+    assert not {a["item_id"] for a in answers} & set(ids)
+    assert view["queries"][2]["item_id"] in ids
+    sources = [e.payload.get("source") for e in service.engine.history(DONOR)]
+    assert "api:alice:answers" in sources
+
+
+def test_the_labeling_page_posts_labels_and_shows_the_clones_next_questions(
+    web: TestClient, service: ServiceState, new_donor_owner: Headers
+) -> None:
+    # Prepare: log in and ask the clone for its questions from the page
+    decision_owner = new_donor_owner
+    log_in(web, decision_owner)
+    empty = web.get(f"/twins/{DONOR}/label")
+    asked = web.post(
+        f"/twins/{DONOR}/label/ask",
+        data={"csrf_token": csrf_in(empty.text)},
+        follow_redirects=False,
+    )
+    wait_for_clone(web, DONOR, decision_owner)
+    page = web.get(f"/twins/{DONOR}/label")
+    before = item_ids(page.text)
+
+    # Execute: label three of them
+    chosen = before[:3]
+    form = {"csrf_token": csrf_in(page.text), **{f"label:{i}": "b" for i in chosen}}
+    form[f"label:{before[3]}"] = ""  # skipped
+    posted = web.post(f"/twins/{DONOR}/label", data=form, follow_redirects=False)
+    meanwhile = web.get(f"/twins/{DONOR}/label")
+    wait_for_clone(web, DONOR, decision_owner)
+    after = item_ids(web.get(f"/twins/{DONOR}/label").text)
+
+    # Assert
+    assert 'id="no-questions"' in empty.text
+    assert asked.status_code == 303
+    assert len(before) == 5
+    assert "The clone guesses" in page.text
+    assert posted.status_code == 303
+    assert posted.headers["location"] == f"/twins/{DONOR}/label"
+    assert item_ids(meanwhile.text) == before[3:]
+    assert 'data-updating="true"' in meanwhile.text
+    assert len(after) == 5
+    assert not set(chosen) & set(after)
+    assert set(after) != set(before[3:])
+    stored = service.engine.decisions(DONOR)
+    assert set(chosen) <= set(stored["item_id"])
+    assert set(stored.loc[stored["item_id"].isin(chosen), "label"]) == {"b"}
+
+
+def test_the_labeling_page_shows_problems_instead_of_storing_them(
+    web: TestClient, service: ServiceState, decision_owner: Headers
+) -> None:
+    log_in(web, decision_owner)
+    csrf = csrf_in(web.get("/twins").text)
+    nothing = web.post(f"/twins/{DONOR}/label", data={"csrf_token": csrf})
+    not_asked = web.post(f"/twins/{DONOR}/label", data={"csrf_token": csrf, "label:i030": "a"})
+    assert nothing.status_code == 422
+    assert "pick a label" in nothing.text
+    assert not_asked.status_code == 422
+    assert "was not asked" in not_asked.text
+    assert service.engine.twin_summary(DONOR)["decisions"] == 6
