@@ -200,9 +200,7 @@ def _trades_loss(
             nn.functional.log_softmax(logits_fn(point), dim=1), target, reduction="sum"
         )
         (grad,) = torch.autograd.grad(divergence, point)
-        point = point.detach() + alpha * grad.sign()
-        point = torch.minimum(torch.maximum(point, x - eps), x + eps)
-        point = torch.minimum(torch.maximum(point, lo), hi)
+        point = _signed_step(point, grad, x, alpha, eps, lo, hi)
     robust = nn.functional.kl_div(
         nn.functional.log_softmax(logits_fn(point.detach()), dim=1),
         nn.functional.softmax(clean_logits, dim=1),
@@ -231,10 +229,24 @@ def _pgd_batch(
         point = point.detach().requires_grad_(True)
         loss = nn.functional.cross_entropy(logits_fn(point), y)
         (grad,) = torch.autograd.grad(loss, point)
-        point = point.detach() + alpha * grad.sign()
-        point = torch.minimum(torch.maximum(point, x - eps), x + eps)
-        point = torch.minimum(torch.maximum(point, lo), hi)
+        point = _signed_step(point, grad, x, alpha, eps, lo, hi)
     return point.detach()
+
+
+def _signed_step(
+    point: torch.Tensor,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    alpha: float,
+    eps: float,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+) -> torch.Tensor:
+    """One L-infinity ascent step of ``alpha`` along the gradient's sign, projected onto
+    the ``eps`` ball around ``x`` and the valid range."""
+    point = point.detach() + alpha * grad.sign()
+    point = torch.minimum(torch.maximum(point, x - eps), x + eps)
+    return torch.minimum(torch.maximum(point, lo), hi)
 
 
 def adversarial_training(
