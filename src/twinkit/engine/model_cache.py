@@ -16,11 +16,10 @@ seconds before it was verified is not cached but checked again on the next use.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from twinkit.core.lru import LRU
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.store.artifacts import ArtifactStore
 
@@ -78,15 +77,11 @@ class ModelCache:
         capacity: int = DEFAULT_CAPACITY,
         settle_s: float = DEFAULT_SETTLE_S,
     ) -> None:
-        if capacity < 0 or settle_s < 0:
-            raise ValueError("capacity and settle_s must not be negative")
+        if settle_s < 0:
+            raise ValueError("settle_s must not be negative")
         self.artifacts = artifacts
-        self.capacity = capacity
         self.settle_ns = int(settle_s * 1e9)
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()  # sync routes run in a thread pool
-        self.hits = 0
-        self.misses = 0
+        self._models = LRU[str, _Entry](capacity)
 
     def load(self, sha256: str) -> Forecaster:
         """The model of artifact ``sha256``; loading it raises as ``ArtifactStore.load``
@@ -96,24 +91,14 @@ class ModelCache:
             before: FileState | None = FileState.of(path)
         except OSError:
             before = None  # gone or unreadable: the load below says what is wrong
-        with self._lock:
-            entry = self._entries.get(sha256)
-            if entry is not None and entry.state == before:
-                self._entries.move_to_end(sha256)
-                self.hits += 1
-                return entry.model
-            if entry is not None:
-                del self._entries[sha256]
-            self.misses += 1
+        entry = self._models.get(sha256, keep=lambda e: e.state == before)
+        if entry is not None:
+            return entry.model
         verified_at = time.time_ns()
         tensors, config = self.artifacts.load(sha256)  # reads the bytes and checks them
         model = forecaster_class(config["model"]).from_state(tensors, config)
-        if before is not None and self.capacity > 0 and self._settled(before, verified_at, path):
-            with self._lock:
-                self._entries[sha256] = _Entry(model, before)
-                self._entries.move_to_end(sha256)
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
+        if before is not None and self._settled(before, verified_at, path):
+            self._models.put(sha256, _Entry(model, before))
         return model
 
     def verified_state(self, sha256: str) -> FileState | None:
@@ -121,8 +106,7 @@ class ModelCache:
         that state (the next :meth:`load` would be a hit), else None. Something derived
         from the model alone, such as a forecast, may be re-used while this stays the same.
         """
-        with self._lock:
-            entry = self._entries.get(sha256)
+        entry = self._models.peek(sha256)
         if entry is None:
             return None
         try:
@@ -141,9 +125,7 @@ class ModelCache:
         return after == before and verified_at - before.changed_ns() >= self.settle_ns
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._models.clear()
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "size": len(self._entries)}
+        return self._models.stats()

@@ -23,16 +23,15 @@ never cached: they depend on more than the key.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
+from twinkit.core.lru import LRU
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.model_cache import FileState
 from twinkit.models.base import Forecaster
@@ -77,7 +76,7 @@ class ServedForecast:
     key: ForecastKey | None = None
 
 
-class ForecastCache(Generic[V]):
+class ForecastCache(LRU[ForecastKey, V]):
     """Answers by :data:`ForecastKey`, up to ``capacity`` of them, least recently used out.
 
     What is kept is up to the caller (the service keeps the JSON it answered). A key holds
@@ -91,40 +90,7 @@ class ForecastCache(Generic[V]):
     """
 
     def __init__(self, capacity: int = DEFAULT_FORECAST_CAPACITY) -> None:
-        if capacity < 0:
-            raise ValueError("capacity must not be negative")
-        self.capacity = capacity
-        self._entries: OrderedDict[ForecastKey, V] = OrderedDict()
-        self._lock = threading.Lock()  # filled from the thread pool, read on the event loop
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: ForecastKey) -> V | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return found
-
-    def put(self, key: ForecastKey, value: V) -> None:
-        if self.capacity == 0:
-            return
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "size": len(self._entries)}
+        super().__init__(capacity)
 
 
 def serving_head(engine: TwinEngine, twin_id: str) -> ServingHead | None:

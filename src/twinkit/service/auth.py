@@ -14,15 +14,14 @@ remembered, so a new token works at once.
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from twinkit.core.lru import LRU
 from twinkit.engine.owners import token_sha256
 from twinkit.service.errors import ApiError
 from twinkit.service.middleware import CALLER_SCOPE_KEY
@@ -59,37 +58,23 @@ class TokenCache:
         capacity: int = TOKEN_CACHE_CAPACITY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl_s < 0 or capacity < 0:
-            raise ValueError("ttl_s and capacity must not be negative")
+        if ttl_s < 0:
+            raise ValueError("ttl_s must not be negative")
         self.ttl_s = ttl_s
-        self.capacity = capacity
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        # owner name and the clock time it stops being trusted, by token digest
+        self._owners = LRU[str, tuple[float, str]](capacity)
 
     def get(self, digest: str) -> str | None:
-        with self._lock:
-            found = self._entries.get(digest)
-            if found is None:
-                return None
-            if self.clock() >= found[0]:
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
-            return found[1]
+        found = self._owners.get(digest, keep=lambda entry: self.clock() < entry[0])
+        return None if found is None else found[1]
 
     def put(self, digest: str, owner: str) -> None:
-        if self.capacity == 0 or self.ttl_s == 0:
-            return
-        with self._lock:
-            self._entries[digest] = (self.clock() + self.ttl_s, owner)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+        if self.ttl_s > 0:
+            self._owners.put(digest, (self.clock() + self.ttl_s, owner))
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._owners.clear()
 
 
 @dataclass(frozen=True)
