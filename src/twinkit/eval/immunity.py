@@ -111,7 +111,8 @@ def evaluate_immunity(
 
     ``epochs`` sets the clean clone's training passes (``None``: CloneModel's default);
     ``adv_epochs`` the adversarial training's, ``adv_loss`` its loss (TRADES by default:
-    on MNIST at eps 0.3 it kept 62.8% under PGD-40 where Madry's kept 50.2%, same CNN)
+    on MNIST at eps 0.3 it kept 62.8% under PGD-40 where Madry's kept 50.2%, same CNN,
+    in a one-off comparison; the benchmark in docs/benchmarks.md uses width 32)
     and ``adv_width`` its CNN's width (``None``: the clone's). With ``adv_training=False`` the
     ``adv_trained_adaptive`` entries and ``clean_acc_adv_trained`` are ``None``; with
     ``poisoning=False`` so is ``poisoning``.
