@@ -1,12 +1,15 @@
 """`twinkit serve --workers 2` on PostgreSQL: two processes serve one store as one service.
 
 What one worker writes, the other reads: an owner and a twin made through one request are
-seen by every later request, whichever worker answers it; SIGINT stops them all. Needs a server
-(``TWINKIT_TEST_PG_URL``); SQLite is not the store for several server processes.
+seen by every later request, whichever worker answers it; ``/metrics`` counts the requests
+of both, whichever answers the scrape; SIGINT stops them all and removes the metrics files.
+Needs a server (``TWINKIT_TEST_PG_URL``); SQLite is not the store for several server
+processes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -38,6 +41,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base: str
     log: Path
+    tmp: Path  # the server's TMPDIR
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -66,8 +70,15 @@ def wait_until_both_workers_started(server: Server) -> None:
 def server(pg_store_url: str, tmp_path: Path) -> Iterator[Server]:
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, "TWINKIT_ADMIN_TOKEN": ADMIN_TOKEN, "TWINKIT_HOME": str(tmp_path)}
+    (tmp_path / "tmp").mkdir()
+    env = {
+        **os.environ,
+        "TWINKIT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TWINKIT_HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
     env.pop("TWINKIT_DB", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -79,7 +90,7 @@ def server(pg_store_url: str, tmp_path: Path) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-    running = Server(process, f"http://127.0.0.1:{port}", log)
+    running = Server(process, f"http://127.0.0.1:{port}", log, tmp_path)
     try:
         wait_until_both_workers_started(running)
         yield running
@@ -94,7 +105,7 @@ def server(pg_store_url: str, tmp_path: Path) -> Iterator[Server]:
 
 
 def requests_served(metrics_text: str, route: str) -> int:
-    """This worker's count of GETs of ``route`` answered 200, from its /metrics."""
+    """The count of GETs of ``route`` answered 200, from /metrics."""
     wanted = ('method="GET"', f'route="{route}"', 'status="200"')
     served = 0
     for labels, value in re.findall(
@@ -125,14 +136,22 @@ def test_two_workers_serve_one_postgresql_store(server: Server) -> None:
     assert [a.status_code for a in answers] == [200] * N_READS, [a.text for a in answers]
     assert {a.json()["id"] for a in answers} == {"p1"}
     assert [t["id"] for t in listed.json()] == ["p1"]
-    # Each worker counts only what it answered: two different counts that add up to all
-    # the reads mean both workers answered some of them.
-    counts: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(counts) < WORKERS and time.monotonic() < deadline:
-        counts.add(requests_served(get(server, "/metrics").text, "/v1/twins/{twin_id}"))
-    assert len(counts) == WORKERS, f"only one worker answered: {counts}"
-    assert sum(counts) == N_READS
+    # Both workers answered reads (each request's log line names its process) ...
+    logged = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    readers = {
+        entry["pid"]
+        for entry in logged
+        if entry.get("message") == "request" and entry.get("path") == "/v1/twins/p1"
+    }
+    assert len(readers) == WORKERS, f"not every worker answered: {readers}"
+    # ... and every scrape, whichever worker answers it, counts the reads of both.
+    scrapes = [get(server, "/metrics").text for _ in range(2 * WORKERS)]
+    assert [requests_served(s, "/v1/twins/{twin_id}") for s in scrapes] == [N_READS] * len(scrapes)
+    (metrics_dir,) = (server.tmp / "tmp").glob("twinkit-metrics-*")
+    assert (
+        sorted(p.name.split("_")[0] for p in metrics_dir.iterdir())
+        == ["counter"] * WORKERS + ["histogram"] * WORKERS
+    )
 
     # Execute and Assert: SIGINT stops the supervisor and both workers without an error
     server.process.send_signal(signal.SIGINT)
@@ -141,3 +160,4 @@ def test_two_workers_serve_one_postgresql_store(server: Server) -> None:
     assert code == 0, log
     assert log.count("Finished server process") == WORKERS, log
     assert '"level": "error"' not in log, log
+    assert list((server.tmp / "tmp").glob("twinkit-metrics-*")) == []

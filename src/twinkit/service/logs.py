@@ -36,7 +36,8 @@ def new_request_id(given: str | None) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """A log record as one JSON line: time, level, logger, message, request id, extras."""
+    """A log record as one JSON line: time, level, logger, message, request id, the
+    process id (which worker of ``serve --workers N``), extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -45,6 +46,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": request_id_var.get(),
+            "pid": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):

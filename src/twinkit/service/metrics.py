@@ -1,14 +1,24 @@
 """Prometheus metrics of one app, on its own registry (two apps in one process never mix).
 
-With ``twinkit serve --workers N`` each worker process keeps its own counts, and a scrape
-of ``/metrics`` reads the worker that answered it.
+With ``twinkit serve --workers N`` (N > 1) the workers share prometheus-client's
+multiprocess mode: each writes its counts to files in ``PROMETHEUS_MULTIPROC_DIR`` (a
+fresh directory that ``serve`` makes and removes, unless that variable is set already),
+and a scrape of ``/metrics``, whichever worker answers it, reads the sum over all of them.
+Every metric here is a counter or a histogram, which add up across processes. In that
+mode the counts live per process, not per registry: one app per process, as ``serve``
+runs them.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: where prometheus-client's multiprocess mode keeps each process's counts
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -88,6 +98,16 @@ class ServiceMetrics:
             ["source"],
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text a Prometheus scrape reads: the sum over every worker process in
+        multiprocess mode (see module), else this app's own counts."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency (labels: method, route template)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from twinkit.service.deps import StateDep
 
@@ -32,9 +32,9 @@ def readyz(state: StateDep) -> Any:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this server process",
+    summary="Prometheus metrics of the server (every worker process)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
