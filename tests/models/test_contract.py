@@ -193,6 +193,36 @@ def test_forecast_shape_and_quantiles(cls: type[Forecaster]) -> None:
     assert (lo <= hi).all()
 
 
+def test_lookback_is_unset_before_fit(cls: type[Forecaster]) -> None:
+    # Execute / Assert: nothing is known of the grid yet
+    assert cls.tiny(target="y").lookback_min() is None
+
+
+@pytest.mark.parametrize("gap_at", [None, "boundary", "inside"])
+def test_rows_before_the_lookback_never_change_a_forecast(
+    cls: type[Forecaster], gap_at: str | None
+) -> None:
+    """What a server relies on to read only a twin's recent rows (engine/serving.py)."""
+    # Prepare: a fitted model and its lookback; a bridged gap (two missed readings) where
+    # the cut falls, or just inside the window
+    model = fitted(cls)
+    reach = model.lookback_min()
+    assert reach is not None and reach > 0, "every forecaster here reads a bounded past"
+    frame = sinusoid(n=400, seed=5)
+    cut = frame.index[-1] - pd.Timedelta(minutes=reach)
+    if gap_at is not None:
+        centre = cut if gap_at == "boundary" else cut + pd.Timedelta(minutes=reach / 2)
+        near = (frame.index - centre).to_series().abs() <= pd.Timedelta(minutes=5)
+        frame = frame.loc[~near.to_numpy()]
+
+    # Execute: the whole history, and only the rows at or after the cut
+    whole = model.predict(frame, HORIZONS)
+    recent = model.predict(frame.loc[frame.index >= cut], HORIZONS)
+
+    # Assert
+    assert_same_forecast(recent, whole)
+
+
 def test_linear_ar_90_interval_is_calibrated() -> None:
     # Prepare: two weeks of sine + N(0, 1); the last quarter is held out
     frame = sinusoid(n=4000, seed=3, noise=1.0)

@@ -58,6 +58,19 @@ class NetworkSpec:
     scaler: Scaler | None
     calibration: np.ndarray | None = None
 
+    def lead_steps(self) -> int:
+        """Grid steps before the forecast origin that :func:`network_inputs` grids when
+        the scaler is stored: the context window and a bridged gap at its start."""
+        return self.context_steps + int(self.max_gap_min // self.step_min) + 1
+
+    def lookback_min(self) -> float | None:
+        """:meth:`Forecaster.lookback_min` of the model: the lead steps and one more (the
+        origin is the last reading floored to the grid), or None without a stored scaler
+        (a population model normalises by the whole context)."""
+        if self.scaler is None:
+            return None
+        return (self.lead_steps() + 1) * self.step_min
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NetworkSpec:
         """From the JSON config a neural forecaster records in its artifact or ONNX file."""
@@ -135,7 +148,7 @@ def network_inputs(
     """
     step = spec.step_min
     rule = pd.Timedelta(minutes=step)
-    lead = spec.context_steps + int(spec.max_gap_min // step) + 1
+    lead = spec.lead_steps()
     recent = context
     if spec.scaler is not None and isinstance(context.index, pd.DatetimeIndex) and len(context):
         # A stored scaler needs only the last window: validate that tail, not a long history.

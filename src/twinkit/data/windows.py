@@ -24,6 +24,9 @@ from twinkit.data.grid import check_frame, detect_step_minutes
 EVENT_CHANNELS = frozenset({"carbs", "insulin", "bolus", "basal", "meal", "steps", "calories"})
 #: features every window carries besides target and covariates: time of day as sin, cos
 N_TIME_FEATURES = 2
+#: the longest gap in the target (minutes) that gridding bridges by default: a few missed
+#: sensor readings
+MAX_GAP_MIN = 15.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def to_grid(
     target: str,
     covariates: Sequence[str] | None = None,
     step_min: float | None = None,
-    max_gap_min: float = 15.0,
+    max_gap_min: float = MAX_GAP_MIN,
     end: pd.Timestamp | None = None,
 ) -> Grid:
     """Resample a wide frame onto the target's native interval.

@@ -19,6 +19,11 @@ all the store's parts of the key with one statement; :func:`forecast_key` adds t
 state, and is None unless the model cache holds the model verified in the file's present
 state, so a changed artifact is always loaded and checked again. Degraded answers are
 never cached: they depend on more than the key.
+
+A forecast reads only the rows it can depend on: those after the target's last reading
+minus the model's :meth:`~twinkit.models.base.Forecaster.lookback_min` (the contract tests
+hold every forecaster to it), so its cost does not grow with the twin's history. A
+failover reads the whole history, as the fallbacks may need more.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
+from sqlalchemy import Connection
 
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
@@ -135,27 +141,48 @@ def serve_forecast(
     has another owner by the time the data is read, :class:`TwinChangedError` is raised.
     """
     # One snapshot for the version and the data it forecasts from.
+    model: Forecaster | None = None
+    failure: Exception | None = None
     with engine.store.read() as conn:
         head = registry.serving_head(conn, twin_id)
         if checked is not None and (head is None or head.owner != checked.owner):
             raise TwinChangedError(f"no twin {twin_id!r}")
         serves = head is not None and head.sha256 is not None
-        long = observations.read_signals(conn, twin_id) if serves else None
+        if head is not None and head.sha256 is not None:
+            try:
+                model = engine.serving_models.load(head.sha256)
+            except _LOAD_ERRORS as exc:
+                failure = exc  # the fallbacks may read the whole history: read it all
+        start = _window_start(conn, twin_id, model)
+        long = observations.read_signals(conn, twin_id, start=start) if serves else None
+        # A channel with no row in the window is still a column, as in the whole history.
+        columns = observations.channels_with_data(conn, twin_id) if start is not None else None
     if head is None or head.sha256 is None or head.version is None or long is None:
         engine.get_twin(twin_id)  # NotFoundError: no such twin
         engine.version(twin_id)  # NotFoundError: no serving version
         raise NotFoundError(f"twin {twin_id!r} got its first serving version just now: ask again")
     frame = long_to_wide(long)
-    try:
-        model = engine.serving_models.load(head.sha256)
-    except _LOAD_ERRORS as exc:
+    if columns is not None:
+        frame = frame.reindex(columns=columns)
+    if model is None:
+        assert failure is not None  # there is a serving version: its model did not load
         serving = engine.version(twin_id, head.version)
-        return _failover(engine, serving, frame, horizons, _why(serving, exc))
+        return _failover(engine, serving, frame, horizons, _why(serving, failure))
     forecast = model.predict(frame, horizons)
     return ServedForecast(
         replace(forecast, model=head.model or forecast.model, version=head.version),
         key=forecast_key(engine, head, horizons),
     )
+
+
+def _window_start(conn: Connection, twin_id: str, model: Forecaster | None) -> int | None:
+    """The time (int64 us) from which the model's forecast reads the twin's rows: its
+    lookback before the target's last reading (the forecast origin); None for all rows."""
+    reach = model.lookback_min() if model is not None else None
+    if model is None or reach is None:
+        return None
+    last = observations.last_time(conn, twin_id, model.target)
+    return None if last is None else last - int(reach * 60_000_000)
 
 
 def _why(version: ModelVersion, exc: Exception) -> str:

@@ -18,7 +18,7 @@ from twinkit.data.grid import (
     horizon_steps,
     target_grid,
 )
-from twinkit.data.windows import to_grid
+from twinkit.data.windows import MAX_GAP_MIN, to_grid
 
 __all__ = [
     "QUANTILE_LEVELS",
@@ -95,6 +95,20 @@ class Forecaster(abc.ABC):
     @abc.abstractmethod
     def tiny(cls, target: str = "y", seed: int = 0) -> Self:
         """A small unfitted instance for the shared contract tests."""
+
+    def lookback_min(self) -> float | None:
+        """How far before the last target reading ``predict`` looks, in minutes, or None
+        when it may read the whole context. Rows older than that (the last target reading's
+        time minus this) never change a forecast, so a server reads only the rows after it;
+        the contract tests hold every forecaster to that. Call after ``fit``."""
+        return None
+
+    def _grid_lookback(self, steps: int, max_gap_min: float = MAX_GAP_MIN) -> float | None:
+        """The lookback of a model that reads the last ``steps`` values of its gap-bridged
+        target grid: those steps, a bridged gap on either side, and one step of slack."""
+        if self.step_min is None:
+            return None
+        return self.step_min * (steps + 1) + 2 * max_gap_min
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, recorded in the registry."""

@@ -189,6 +189,13 @@ class Ensemble(Forecaster):
         model.step_min = step_min
         return model
 
+    def lookback_min(self) -> float | None:
+        # the longest of the members', or None if one of them may read everything
+        reach = [member.lookback_min() for member in self.members]
+        if not reach or any(r is None for r in reach):
+            return None
+        return max(r for r in reach if r is not None)
+
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()
         assert self.residual_quantiles is not None

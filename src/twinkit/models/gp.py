@@ -342,6 +342,13 @@ class GPForecaster(Forecaster):
 
     # -- predict --------------------------------------------------------------------
 
+    def lookback_min(self) -> float | None:
+        # the lags (with a margin for bridged gaps) or the covariate sums, the longer
+        if self.step_min is None:
+            return None
+        lags = self.step_min * (self.lags + 2) + 2 * MAX_GAP_MIN
+        return max(lags, 60.0 * self.covariate_hours)
+
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()
         assert self.scaler is not None
@@ -357,7 +364,8 @@ class GPForecaster(Forecaster):
         steps = horizon_steps(horizons, step, self.n_steps)
         # grid only the recent past the features read (with a margin for bridged gaps)
         last = pd.Timestamp(series.index[-1])
-        needed_min = max(step * (self.lags + 2) + 2 * MAX_GAP_MIN, 60.0 * self.covariate_hours)
+        needed_min = self.lookback_min()
+        assert needed_min is not None  # fitted
         recent = context.loc[context.index >= last - pd.Timedelta(minutes=needed_min)]
         grid = to_grid(
             recent,

@@ -101,6 +101,9 @@ class LinearAR(Forecaster):
         self.step_min = step
         return self
 
+    def lookback_min(self) -> float | None:
+        return self._grid_lookback(self.lags)
+
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()
         assert self.coef is not None and self.residual_quantiles is not None

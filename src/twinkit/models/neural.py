@@ -239,6 +239,9 @@ class NeuralForecaster(Forecaster):
             self.n_past_features, self.n_future_features, self.n_steps, len(QUANTILE_LEVELS)
         )
 
+    def lookback_min(self) -> float | None:
+        return None if self.step_min is None else self.spec().lookback_min()
+
     def spec(self) -> NetworkSpec:
         """The pre- and post-processing settings of this fitted model (torch-free)."""
         self._check_fitted()

@@ -60,6 +60,9 @@ class Persistence(Forecaster):
         self.delta_quantiles = out
         return self
 
+    def lookback_min(self) -> float | None:
+        return self._grid_lookback(1)
+
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()
         assert self.delta_quantiles is not None
