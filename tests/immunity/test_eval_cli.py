@@ -61,13 +61,14 @@ def test_eval_immunity_adversarial_training_options(
     code, stdout, _ = run(
         capsys,
         "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
-        "--adv-loss", "madry", "--adv-width", "4", "--no-poisoning", "--json", str(out),
+        "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3", "--no-poisoning",
+        "--json", str(out),
     )  # fmt: skip
 
     assert code == 0, stdout
     report = json.loads(out.read_text())
     trained = report["threat_model"]["adv_training"]
-    assert trained["loss"] == "madry" and trained["cnn_width"] == 4
+    assert trained["loss"] == "madry" and trained["cnn_width"] == 4 and trained["epochs"] == 3
     assert 0.0 <= report["attacks"]["pgd"]["0.1"]["adv_trained_adaptive"] <= 1.0
     code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--adv-loss", "mart")
     assert code == 1 and "--adv-loss must be trades or madry" in err

@@ -55,6 +55,9 @@ def eval_immunity(
         int | None,
         typer.Option(help="Adversarially trained CNN's width (default: the clone's, 8)."),
     ] = None,
+    adv_epochs: Annotated[
+        int, typer.Option(help="Adversarial training's passes over the data.", min=1)
+    ] = 20,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     html_out: Annotated[
@@ -106,6 +109,7 @@ def eval_immunity(
             poisoning,
             adv_loss=cast(Literal["madry", "trades"], adv_loss),
             adv_width=adv_width,
+            adv_epochs=adv_epochs,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,7 @@ def _classifier_immunity(
     *,
     adv_loss: Literal["madry", "trades"],
     adv_width: int | None,
+    adv_epochs: int,
 ) -> dict[str, Any]:
     from twinkit.eval.immunity import evaluate_immunity
 
@@ -159,6 +164,7 @@ def _classifier_immunity(
             adv_training=adv_training,
             adv_loss=adv_loss,
             adv_width=adv_width,
+            adv_epochs=adv_epochs,
             poisoning=poisoning,
         )
     table = Table(
