@@ -153,10 +153,8 @@ def serve_forecast(
                 model = engine.serving_models.load(head.sha256)
             except _LOAD_ERRORS as exc:
                 failure = exc  # the fallbacks may read the whole history: read it all
-        start = _window_start(conn, twin_id, model)
+        start, columns = _window(conn, twin_id, model)
         long = observations.read_signals(conn, twin_id, start=start) if serves else None
-        # A channel with no row in the window is still a column, as in the whole history.
-        columns = observations.channels_with_data(conn, twin_id) if start is not None else None
     if head is None or head.sha256 is None or head.version is None or long is None:
         engine.get_twin(twin_id)  # NotFoundError: no such twin
         engine.version(twin_id)  # NotFoundError: no serving version
@@ -175,14 +173,20 @@ def serve_forecast(
     )
 
 
-def _window_start(conn: Connection, twin_id: str, model: Forecaster | None) -> int | None:
-    """The time (int64 us) from which the model's forecast reads the twin's rows: its
-    lookback before the target's last reading (the forecast origin); None for all rows."""
+def _window(
+    conn: Connection, twin_id: str, model: Forecaster | None
+) -> tuple[int | None, list[str] | None]:
+    """The time (int64 us) from which the model's forecast reads the twin's rows (its
+    lookback before the target's last reading, the forecast origin), and the columns of
+    the whole history: a channel with no row in the window is still one. (None, None) to
+    read every row."""
     reach = model.lookback_min() if model is not None else None
     if model is None or reach is None:
-        return None
-    last = observations.last_time(conn, twin_id, model.target)
-    return None if last is None else last - int(reach * 60_000_000)
+        return None, None
+    ends = observations.channel_ends(conn, twin_id)
+    if model.target not in ends:
+        return None, None
+    return ends[model.target] - int(reach * 60_000_000), sorted(ends)
 
 
 def _why(version: ModelVersion, exc: Exception) -> str:

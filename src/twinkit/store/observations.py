@@ -165,24 +165,13 @@ def stored_signals(
     return merged[["twin_id", "channel", "t", "value"]].astype({"t": "int64", "value": "float64"})
 
 
-def last_time(conn: Connection, twin_id: str, channel: str) -> int | None:
-    """The time (int64 us) of the last stored reading of a twin's channel, or None."""
+def channel_ends(conn: Connection, twin_id: str) -> dict[str, int]:
+    """The time (int64 us) of the last stored row of each of a twin's channels that has
+    any, by channel name. One statement; each maximum is an index lookup."""
     o, c = tables.observations.c, tables.channels.c
-    value = conn.execute(
-        select(func.max(o.t))
-        .select_from(tables.observations.join(tables.channels, o.channel_id == c.id))
-        .where(c.twin_id == twin_id, c.name == channel)
-    ).scalar()
-    return None if value is None else int(value)
-
-
-def channels_with_data(conn: Connection, twin_id: str) -> list[str]:
-    """The names of a twin's channels that hold at least one value, sorted: the columns of
-    its whole history as :func:`~twinkit.data.frames.long_to_wide` makes it."""
-    o, c = tables.observations.c, tables.channels.c
-    held = select(o.channel_id).where(o.channel_id == c.id, o.value.is_not(None)).exists()
-    names = conn.execute(select(c.name).where(c.twin_id == twin_id, held)).scalars()
-    return sorted(str(n) for n in names)
+    last = select(func.max(o.t)).where(o.channel_id == c.id).scalar_subquery()
+    rows = conn.execute(select(c.name, last).where(c.twin_id == twin_id)).all()
+    return {str(name): int(t) for name, t in rows if t is not None}
 
 
 def read_signals(
