@@ -1,9 +1,9 @@
 """Load on `twinkit serve`: ingest over HTTP, then forecasts at increasing request rates.
 
-Starts ``twinkit serve`` (a fresh SQLite file, ``--workers`` processes) on loopback, creates
-an owner and ``--twins`` state twins and posts a day of 5-minute glucose readings to each
-over HTTP (rows/s measured). Fits: ``--http-fits`` twins through ``POST .../fit`` (a
-background job each, timed), the others with ``linear_ar`` through ``TwinEngine.fit`` in
+Starts ``twinkit serve`` (a fresh SQLite file, ``--workers`` processes) on loopback,
+creates an owner and ``--twins`` state twins and posts a day of 5-minute glucose readings
+to each over HTTP (rows/s measured). Fits: ``--http-fits`` twins through ``POST .../fit``
+(a background job each, timed), the others with ``linear_ar`` through ``TwinEngine.fit`` in
 this process against the same store while the server idles, since starting a fit process
 per twin would take longer than the rest of the benchmark and fits are not what this
 measures. Then a load generator in a separate process sends ``GET /v1/twins/{id}/forecast``
@@ -11,12 +11,16 @@ for random twins (seeded) on a fixed-rate open-loop schedule: request ``i`` of a
 due at ``i / rate`` seconds and is sent then whether or not earlier ones have answered, and
 its latency runs from when it was due, so a server that falls behind is charged for the
 queue (no coordinated omission). The generator is a minimal asyncio HTTP/1.1 client with
-keep-alive connections: it shares the machine's cores with the server, so it should cost
-as little as possible; its CPU time and the server's are reported per step. Two series:
-"cached" asks the default horizons (after the warm-up, answered from each worker's
-forecast cache, since the data do not change); "uncached" asks each (twin, horizons)
-once, so every answer is computed. Before each step the benchmark waits until the server
-is idle (requests that timed out at the client are still worked off by the server).
+keep-alive connections: it shares the machine's cores with the server, so it should cost as
+little as possible; its CPU time and the server's are reported per step, and so are the
+forecast cache's hits and misses (from ``/metrics``, which sums the workers). Warm-up:
+passes over every twin (unmeasured) until two passes in a row have no cache miss. Three
+series: "cached" asks the default horizons (answered from each worker's forecast cache,
+since the data do not change); "live" does the same while new readings arrive for random
+twins (``--live-ingest`` per second, one-row POSTs, timed too), each of which makes that
+twin's next forecast be computed again, as in use; "uncached" asks each (twin, horizons)
+once, so every answer is computed. Before each step the benchmark waits until the server is
+idle (requests that timed out at the client are still worked off by the server).
 
 Prints JSON. Example: ``python benchmarks/service_load.py --twins 1000 --workers 2``.
 The owner's rate limit is raised for the run (the limiter still runs on every request):
@@ -31,6 +35,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import secrets
 import signal
@@ -229,7 +234,7 @@ def fit_over_http(base: str, token: str, twins: list[str]) -> list[float]:
 
 
 class Connections:
-    """Keep-alive HTTP/1.1 connections to one server: GET a path, get (status, body)."""
+    """Keep-alive HTTP/1.1 connections to one server: send a request, get (status, body)."""
 
     def __init__(self, port: int, token: str, size: int) -> None:
         self.port = port
@@ -241,12 +246,20 @@ class Connections:
             self.idle.put_nowait(None)  # opened on first use
 
     async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.request("GET", path)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         conn = await self.idle.get()
         try:
             if conn is None:
                 conn = await asyncio.open_connection("127.0.0.1", self.port)
             reader, writer = conn
-            writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
+            if body:
+                length_head = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                writer.write(f"{method} {path} HTTP/1.1\r\n{length_head}{self.head}".encode())
+                writer.write(body)
+            else:
+                writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}".encode())
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
             status = int(head.split(" ", 2)[1])
             length = next(
@@ -254,7 +267,7 @@ class Connections:
                 for line in head.split("\r\n")
                 if line.startswith("content-length:")
             )
-            body = await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             if "connection: close" in head:
                 writer.close()
                 conn = None
@@ -265,7 +278,7 @@ class Connections:
             raise
         finally:
             self.idle.put_nowait(conn)
-        return status, body
+        return status, answer
 
 
 #: horizons an "uncached" request picks two of (linear_ar forecasts up to 120 minutes)
@@ -289,23 +302,67 @@ def forecast_paths(twins: list[str], n: int, fresh: bool, rng: np.random.Generat
     ]
 
 
+class Readings:
+    """Each twin's next 5-minute glucose reading after its day of history, as one-row
+    ingest bodies: the value walks on from the twin's last one (seeded)."""
+
+    def __init__(self, twins: list[str], seed: int) -> None:
+        self.twins = twins
+        self.rng = np.random.default_rng([seed, 7])
+        self.index = [DAY_READINGS] * len(twins)
+        self.value = [float(glucose_rows(k, seed)[-1]["value"]) for k in range(len(twins))]
+
+    def take(self, n: int) -> list[tuple[str, bytes]]:
+        """``n`` (path, JSON body) requests for random twins, each twin's readings in order."""
+        out = []
+        start = np.datetime64("2026-01-01T00:00:00")
+        for k in self.rng.integers(0, len(self.twins), n):
+            at = start + np.timedelta64(5 * self.index[k], "m")
+            self.index[k] += 1
+            self.value[k] = float(np.clip(self.value[k] + self.rng.normal(0, 2.0), 50, 350))
+            row = {"time": f"{at}+00:00", "channel": "glucose", "value": round(self.value[k], 1)}
+            body = json.dumps({"rows": [row]}).encode()
+            out.append((f"/v1/twins/{self.twins[k]}/observations", body))
+        return out
+
+
+def _summary(latencies: np.ndarray, outcomes: Counter[str], wall: float) -> dict[str, Any]:
+    done = latencies[np.isfinite(latencies)] * 1e3
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(done, q)), 1) if len(done) else None
+
+    ok = sum(n for status, n in outcomes.items() if status in ("200", "201"))
+    return {
+        "requests": len(latencies),
+        "achieved_per_s": round(ok / wall, 1),
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": pct(100),
+        "errors": len(latencies) - ok,
+        "outcomes": dict(outcomes),
+    }
+
+
 async def _one_step(
     pool: Connections,
+    series: str,
     rate: float,
-    duration_s: float,
-    twins: list[str],
-    seed: int,
-    fresh: bool = False,
+    paths: list[str],
+    writes: list[tuple[str, bytes]] | None = None,
 ) -> dict[str, Any]:
-    # Uncached steps draw from one seeded stream per run, so that no request repeats.
-    rng = np.random.default_rng([seed, int(rate), int(fresh)])
-    n = max(1, int(rate * duration_s))
-    paths = forecast_paths(twins, n, fresh, rng)
+    """Send ``paths`` (GETs) at ``rate`` per second, open loop; ``writes`` (POSTs), if any,
+    spread evenly over the same time. Latency runs from when a request was due."""
+    n = len(paths)
     loop = asyncio.get_running_loop()
     latencies = np.full(n, np.nan)
     sent_at = np.full(n, np.nan)
     outcomes: Counter[str] = Counter()
     degraded = 0
+    writes = writes or []
+    write_latencies = np.full(len(writes), np.nan)
+    write_outcomes: Counter[str] = Counter()
 
     async def one(i: int, due: float) -> None:
         nonlocal degraded
@@ -319,60 +376,68 @@ async def _one_step(
         outcomes[str(status)] += 1
         degraded += int(b'"degraded":true' in body)
 
+    async def write(j: int, due: float) -> None:
+        path, body = writes[j]
+        try:
+            status, _ = await asyncio.wait_for(pool.request("POST", path, body), timeout=30)
+        except Exception as exc:
+            write_outcomes[type(exc).__name__] += 1
+            return
+        write_latencies[j] = loop.time() - due
+        write_outcomes[str(status)] += 1
+
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = loop.time() + 0.05
+    duration = n / rate
+    schedule = sorted(
+        [(start + i / rate, 0, i) for i in range(n)]
+        + [(start + j * duration / len(writes), 1, j) for j in range(len(writes))]
+    )
     tasks = []
-    for i in range(n):
-        due = start + i / rate
+    for due, kind, i in schedule:
         if due > loop.time():
             await asyncio.sleep(due - loop.time())
-        tasks.append(asyncio.create_task(one(i, due)))
+        tasks.append(asyncio.create_task(write(i, due) if kind else one(i, due)))
     await asyncio.gather(*tasks)
     wall = loop.time() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
-    done = latencies[np.isfinite(latencies)] * 1e3
-    errors = n - outcomes["200"]
-
-    def pct(q: float) -> float | None:
-        return round(float(np.percentile(done, q)), 1) if len(done) else None
-
-    return {
-        "series": "uncached" if fresh else "cached",
-        "rate_per_s": rate,
-        "requests": n,
-        "sent_per_s": round(n / (np.nanmax(sent_at) - start), 1) if n > 1 else None,
-        "achieved_per_s": round(outcomes["200"] / wall, 1),
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "max_ms": pct(100),
-        "errors": errors,
-        "outcomes": dict(outcomes),
-        "degraded": degraded,
-        "wall_s": round(wall, 2),
-        "generator_cpu_s": round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 2),
-    }
+    step: dict[str, Any] = {"series": series, "rate_per_s": rate}
+    step.update(_summary(latencies, outcomes, wall))
+    step["sent_per_s"] = round(n / (np.nanmax(sent_at) - start), 1) if n > 1 else None
+    step["degraded"] = degraded
+    step["wall_s"] = round(wall, 2)
+    step["generator_cpu_s"] = round(
+        after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 2
+    )
+    if writes:
+        step["ingest"] = {"per_s": round(len(writes) / duration, 1)}
+        step["ingest"].update(_summary(write_latencies, write_outcomes, wall))
+    return step
 
 
 def run_generator(
     port: int, token: str, twins: list[str], plan: dict[str, Any], answer: Connection
 ) -> None:
-    """The load generator process: answers each step's result, then "done"."""
+    """The load generator process. Warm-up passes over every twin until the parent says
+    "enough"; then each step when the parent says "go". Answers each result, then "done"."""
 
     async def main() -> None:
         pool = Connections(port, token, plan["connections"])
-        if plan["warmup_requests"]:
-            rate = plan["warmup_rate"]
-            warm = await _one_step(
-                pool, rate, plan["warmup_requests"] / rate, twins, plan["seed"] + 1
-            )
-            answer.send(("warmup", warm))
-        for series, rate in plan["steps"]:
+        rng = np.random.default_rng([plan["seed"], 1])
+        for _ in range(plan["warmup_passes"]):
+            paths = [f"/v1/twins/{twins[k]}/forecast" for k in rng.permutation(len(twins))]
+            answer.send(("warmup", await _one_step(pool, "warmup", plan["warmup_rate"], paths)))
+            if answer.recv() == "enough":
+                break
+        readings = Readings(twins, plan["seed"])
+        for series, rate, ingest_per_s in plan["steps"]:
             answer.recv()  # the parent is ready, and the server idle: measure this step
-            step = await _one_step(
-                pool, rate, plan["duration_s"], twins, plan["seed"], series == "uncached"
-            )
-            answer.send(("step", step))
+            # Uncached steps draw from one seeded stream per run, so that no request repeats.
+            step_rng = np.random.default_rng([plan["seed"], int(rate), int(series == "uncached")])
+            n = max(1, int(rate * plan["duration_s"]))
+            paths = forecast_paths(twins, n, series == "uncached", step_rng)
+            writes = readings.take(round(ingest_per_s * plan["duration_s"]))
+            answer.send(("step", await _one_step(pool, series, rate, paths, writes)))
 
     asyncio.run(main())
     answer.send(("done", None))
@@ -392,23 +457,54 @@ def wait_until_idle(server_pid: int, window_s: float = 0.5, timeout_s: float = 3
     return round(time.monotonic() - started, 1)
 
 
+def cache_lookups(base: str) -> dict[str, int]:
+    """The server's forecast cache hits and misses so far, from /metrics (every worker's:
+    ``serve --workers N`` sums them)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    found = dict.fromkeys(("hit", "miss"), 0)
+    for result, value in re.findall(
+        r'^twinkit_forecast_cache_lookups_total\{result="(\w+)"\} (\S+)$', text, re.MULTILINE
+    ):
+        found[result] = int(float(value))
+    return found
+
+
 def run_load(
-    port: int, server_pid: int, token: str, twins: list[str], plan: dict[str, Any]
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    base: str, server_pid: int, token: str, twins: list[str], plan: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     here, there = multiprocessing.get_context("spawn").Pipe()
+    port = int(base.rsplit(":", 1)[1])
     generator = multiprocessing.get_context("spawn").Process(
         target=run_generator, args=(port, token, twins, plan, there), name="load-generator"
     )
+    lookups = cache_lookups(base)
     generator.start()
-    warmup = here.recv()[1] if plan["warmup_requests"] else None
+    warmup: list[dict[str, Any]] = []
+    for k in range(plan["warmup_passes"]):
+        _, passed = here.recv()
+        now = cache_lookups(base)
+        passed["cache_misses"] = now["miss"] - lookups["miss"]
+        lookups = now
+        warmup.append(
+            {key: passed[key] for key in ("requests", "p99_ms", "errors", "cache_misses")}
+        )
+        clean = len(warmup) >= 2 and all(p["cache_misses"] == 0 for p in warmup[-2:])
+        enough = clean or k == plan["warmup_passes"] - 1
+        here.send("enough" if enough else "again")
+        if enough:
+            break
     steps = []
     for _ in plan["steps"]:
         drain_s = wait_until_idle(server_pid)
         load_before, by_pid = os.getloadavg()[0], process_tree_cpu_by_pid(server_pid)
         server_cpu = sum(by_pid.values())
+        lookups = cache_lookups(base)
         here.send("go")
         _, step = here.recv()
         after = process_tree_cpu_by_pid(server_pid)
+        now = cache_lookups(base)
+        step["cache_hits"] = now["hit"] - lookups["hit"]
+        step["cache_misses"] = now["miss"] - lookups["miss"]
         step["server_cpu_s"] = round(sum(after.values()) - server_cpu, 2)
         # How the work spread over the server's processes (the workers, busiest first).
         step["server_cpu_s_per_process"] = sorted(
@@ -425,6 +521,7 @@ def run_load(
             and step["p99_ms"] <= TARGET["p99_ms_max"]
             and step["errors"] == 0
             and step["achieved_per_s"] >= 0.95 * step["rate_per_s"]
+            and (step.get("ingest") or {}).get("errors", 0) == 0
         )
         steps.append(step)
     here.recv()  # done
@@ -452,7 +549,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--http-fits", type=int, default=3, help="fits through POST .../fit")
     parser.add_argument("--ingest-concurrency", type=int, default=4)
     parser.add_argument(
-        "--warmup-per-twin", type=float, default=2.0, help="unmeasured requests per twin first"
+        "--live-rates",
+        default="200,500",
+        help="requests/s, in order, of forecasts while new readings arrive (--live-ingest)",
+    )
+    parser.add_argument(
+        "--live-ingest",
+        type=float,
+        default=10.0,
+        help="new readings/s during the live steps, one twin each (1,000 CGMs: 3.3/s)",
+    )
+    parser.add_argument(
+        "--warmup-passes",
+        type=int,
+        default=30,
+        help="at most this many unmeasured passes over every twin; stops at one without "
+        "a cache miss",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -479,20 +591,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             engine_fit_s = time.perf_counter() - started
             engine.store.dispose()
             plan = {
-                "steps": [("cached", float(r)) for r in args.rates.split(",") if r]
-                + [("uncached", float(r)) for r in args.uncached_rates.split(",") if r],
+                "steps": [("cached", float(r), 0.0) for r in args.rates.split(",") if r]
+                + [("live", float(r), args.live_ingest) for r in args.live_rates.split(",") if r]
+                + [("uncached", float(r), 0.0) for r in args.uncached_rates.split(",") if r],
                 "duration_s": args.duration,
                 "connections": args.connections,
-                "warmup_requests": int(args.warmup_per_twin * args.twins),
-                "warmup_rate": 200.0,
+                "warmup_passes": args.warmup_passes,
+                "warmup_rate": 400.0,
                 "seed": args.seed,
             }
-            warmup, steps = run_load(port, server.pid, token, twins, plan)
+            warmup, steps = run_load(base, server.pid, token, twins, plan)
     at_target = {
         series: [
             s for s in steps if s["series"] == series and s["rate_per_s"] == TARGET["rate_per_s"]
         ]
-        for series in ("cached", "uncached")
+        for series in ("cached", "live", "uncached")
     }
     report.update(
         {
@@ -525,11 +638,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "request": {
                     "cached": "GET /v1/twins/{random twin}/forecast (horizons 30, 60 min): "
                     "after the warm-up, answered from each worker's forecast cache",
+                    "live": "as cached, while POST /v1/twins/{random twin}/observations "
+                    f"adds one new reading {args.live_ingest:g} times a second: each moves "
+                    "that twin's data watermark, so its next forecast is computed again",
                     "uncached": "GET /v1/twins/{random twin}/forecast?horizons=a&horizons=b, "
                     "each (twin, a, b) asked once: every answer is computed",
                 },
+                "cache_counts": "cache_hits and cache_misses per step from /metrics, "
+                "summed over the workers",
                 "between_steps": "wait until the server's CPU use is under 5% of a core",
-                "warmup": warmup,
+                "warmup": {
+                    "rate_per_s": plan["warmup_rate"],
+                    "passes": warmup,
+                    "until": "two passes over every twin (shuffled) without a forecast cache miss",
+                },
                 "steps": steps,
             },
             "target": TARGET,

@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -279,9 +281,17 @@ def test_serve_runs_uvicorn_with_the_app_factory_on_the_store(
 ) -> None:
     # Prepare
     calls: list[tuple[Any, dict[str, Any]]] = []
+    metrics_dirs: list[str] = []
     monkeypatch.setenv("TWINKIT_ADMIN_TOKEN", "t" * 40)
     monkeypatch.setenv("TWINKIT_DB", "elsewhere.db")
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+
+    def fake_run(app: Any, **kw: Any) -> None:
+        calls.append((app, kw))
+        metrics_dirs.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert os.path.isdir(metrics_dirs[-1])
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
 
     # Execute
     code, _, _ = run(
@@ -295,3 +305,25 @@ def test_serve_runs_uvicorn_with_the_app_factory_on_the_store(
     assert options["factory"] is True
     assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8123, 2)
     assert os.environ["TWINKIT_DB"] == f"sqlite:///{tmp_path}/t.db"
+    # the workers counted into one directory, removed when the server stopped
+    assert not os.path.exists(metrics_dirs[0])
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_a_served_worker_freezes_what_it_loaded_out_of_the_collectors_view(
+    tmp_path: Any,
+) -> None:
+    # Execute: build a worker's app as `twinkit serve` does, in a process of its own
+    code = (
+        "import gc; from twinkit.service.app import app_from_env; "
+        "before = gc.get_freeze_count(); app_from_env(); print(before, gc.get_freeze_count())"
+    )
+    env = {**os.environ, "TWINKIT_ADMIN_TOKEN": "t" * 40, "TWINKIT_DB": f"{tmp_path}/t.db"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+
+    # Assert: the modules and the app (torch's objects among them) are frozen
+    assert done.returncode == 0, done.stderr
+    before, after = (int(n) for n in done.stdout.split())
+    assert before == 0 and after > 100_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -118,4 +119,11 @@ def app_from_env() -> FastAPI:
     """What ``twinkit serve`` runs in each worker: the store of ``$TWINKIT_DB``, settings
     from ``TWINKIT_*``, JSON logs."""
     configure_logging()
-    return create_app()
+    app = create_app()
+    # What is loaded by now (modules, torch's among them: some 300,000 objects) lives as
+    # long as the worker. Frozen, the collector no longer walks it: a full collection
+    # took 100-300 ms on this code's 2-core test machine, and stalled every request the
+    # worker had in hand (benchmarks/service_load.py saw them as p99 spikes).
+    gc.collect()
+    gc.freeze()
+    return app
