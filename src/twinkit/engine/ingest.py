@@ -163,10 +163,12 @@ def ingest_batch(
                 ["twin_id", "name", "low", "high"]
             ].itertuples(index=False)
         }
-        pairs = frame[["twin_id", "channel"]].drop_duplicates()
-        touched = channel_map.merge(
-            pairs.rename(columns={"channel": "name"}), on=["twin_id", "name"]
-        )
+        pairs = set(zip(frame["twin_id"], frame["channel"], strict=True))
+        mine = [
+            (twin_id, name) in pairs
+            for twin_id, name in zip(channel_map["twin_id"], channel_map["name"], strict=True)
+        ]
+        touched = channel_map.loc[mine]
         stored = observations.stored_signals(
             conn, touched, int(frame["t"].min()), int(frame["t"].max())
         )
