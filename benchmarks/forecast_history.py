@@ -1,7 +1,7 @@
 """What a served forecast costs as a twin's history grows: the service's path vs the whole.
 
-For each history length (days of 5-minute glucose, one twin each, a ``--model`` fitted on
-its last two days), times ``TwinEngine.forecast`` (what the service computes on a cache
+For each history length (days of 5-minute glucose, one twin each, ``--model`` fitted by
+``TwinEngine.fit``), times ``TwinEngine.forecast`` (what the service computes on a cache
 miss: it reads only the rows within the model's lookback) against ``TwinEngine.predict``
 (the same model on the whole stored history), interleaved, ``--repeat`` calls each, on
 one SQLite store. The two answers are checked to be identical. Prints JSON.
