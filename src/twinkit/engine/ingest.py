@@ -99,11 +99,11 @@ def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
 def channel_ids(conn: Connection, batch: SignalBatch, known: dict[str, Twin]) -> pd.DataFrame:
     """Map each row's (twin, channel) to a channel id, registering first-seen channels."""
     frame = batch.frame
-    pairs = frame[["twin_id", "channel"]].drop_duplicates()
+    pairs = dict.fromkeys(zip(frame["twin_id"], frame["channel"], strict=True))  # in order
     existing = twins.channels_of(conn, list(known))
     have = set(zip(existing["twin_id"], existing["name"], strict=True))
     problems, new = [], []
-    for twin_id, name in pairs.itertuples(index=False):
+    for twin_id, name in pairs:
         if (twin_id, name) in have:
             continue
         twin = known[twin_id]

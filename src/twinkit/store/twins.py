@@ -92,7 +92,12 @@ def channels_of(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
             c.twin_id.in_(twin_ids)
         )
     ).all()
-    return pd.DataFrame(rows, columns=["id", "twin_id", "name", "unit", "low", "high", "declared"])
+    names = ["id", "twin_id", "name", "unit", "low", "high", "declared"]
+    # Column by column: pandas handed SQLAlchemy rows probes each one for attributes.
+    if not rows:
+        return pd.DataFrame(columns=names)
+    columns = zip(*rows, strict=True)
+    return pd.DataFrame({n: list(v) for n, v in zip(names, columns, strict=True)})
 
 
 def add_channels(conn: Connection, twin_id_channel: list[tuple[str, Channel]]) -> None:
