@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -386,6 +387,8 @@ async def _one_step(
         write_latencies[j] = loop.time() - due
         write_outcomes[str(status)] += 1
 
+    gc.collect()
+    gc.disable()
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = loop.time() + 0.05
     duration = n / rate
@@ -401,6 +404,7 @@ async def _one_step(
     await asyncio.gather(*tasks)
     wall = loop.time() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
+    gc.enable()
     step: dict[str, Any] = {"series": series, "rate_per_s": rate}
     step.update(_summary(latencies, outcomes, wall))
     step["sent_per_s"] = round(n / (np.nanmax(sent_at) - start), 1) if n > 1 else None
@@ -420,6 +424,13 @@ def run_generator(
 ) -> None:
     """The load generator process. Warm-up passes over every twin until the parent says
     "enough"; then each step when the parent says "go". Answers each result, then "done"."""
+
+    # The generator must not stall: a full garbage collection over what this process
+    # imported (torch, through this module's imports: some 300,000 objects) took about
+    # 250 ms and charged every request due meanwhile. Freeze that, and collect only
+    # between steps.
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         pool = Connections(port, token, plan["connections"])

@@ -121,9 +121,9 @@ def app_from_env() -> FastAPI:
     configure_logging()
     app = create_app()
     # What is loaded by now (modules, torch's among them: some 300,000 objects) lives as
-    # long as the worker. Frozen, the collector no longer walks it: a full collection
-    # took 100-300 ms on this code's 2-core test machine, and stalled every request the
-    # worker had in hand (benchmarks/service_load.py saw them as p99 spikes).
+    # long as the worker. Frozen, the collector no longer walks it: a full collection of
+    # it took 100-300 ms on a 2-core machine and would stall every request the worker
+    # had in hand; under load, a worker's full collections then took at most about 50 ms.
     gc.collect()
     gc.freeze()
     return app
