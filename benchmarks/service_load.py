@@ -574,8 +574,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--warmup-passes",
         type=int,
         default=30,
-        help="at most this many unmeasured passes over every twin; stops at one without "
-        "a cache miss",
+        help="at most this many unmeasured passes over every twin; stops after two in a row "
+        "without a cache miss",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -147,14 +147,14 @@ def serve_forecast(
         head = registry.serving_head(conn, twin_id)
         if checked is not None and (head is None or head.owner != checked.owner):
             raise TwinChangedError(f"no twin {twin_id!r}")
-        serves = head is not None and head.sha256 is not None
-        if head is not None and head.sha256 is not None:
+        sha256 = head.sha256 if head is not None else None
+        if sha256 is not None:
             try:
-                model = engine.serving_models.load(head.sha256)
+                model = engine.serving_models.load(sha256)
             except _LOAD_ERRORS as exc:
                 failure = exc  # the fallbacks may read the whole history: read it all
         start, columns = _window(conn, twin_id, model)
-        long = observations.read_signals(conn, twin_id, start=start) if serves else None
+        long = observations.read_signals(conn, twin_id, start=start) if sha256 else None
     if head is None or head.sha256 is None or head.version is None or long is None:
         engine.get_twin(twin_id)  # NotFoundError: no such twin
         engine.version(twin_id)  # NotFoundError: no serving version

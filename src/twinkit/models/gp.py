@@ -343,11 +343,9 @@ class GPForecaster(Forecaster):
     # -- predict --------------------------------------------------------------------
 
     def lookback_min(self) -> float | None:
-        # the lags (with a margin for bridged gaps) or the covariate sums, the longer
-        if self.step_min is None:
-            return None
-        lags = self.step_min * (self.lags + 2) + 2 * MAX_GAP_MIN
-        return max(lags, 60.0 * self.covariate_hours)
+        # the lags (and a step more, with bridged gaps) or the covariate sums, the longer
+        lags = self._grid_lookback(self.lags + 1, MAX_GAP_MIN)
+        return None if lags is None else max(lags, 60.0 * self.covariate_hours)
 
     def predict(self, context: pd.DataFrame, horizons: Sequence[int]) -> Forecast:
         step = self._check_fitted()
