@@ -3,7 +3,8 @@ service only call it."""
 
 from __future__ import annotations
 
+from twinkit.engine.fitting import FitResult
 from twinkit.engine.ingest import IngestResult
-from twinkit.engine.twin_engine import FitResult, TwinEngine
+from twinkit.engine.twin_engine import TwinEngine
 
 __all__ = ["FitResult", "IngestResult", "TwinEngine"]

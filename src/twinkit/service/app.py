@@ -30,9 +30,6 @@ from twinkit.service.settings import MAKE_TOKEN, ServiceSettings
 from twinkit.service.state import ServiceState
 from twinkit.service.worker import run_fit
 
-#: the GIL switch interval of a served worker, in seconds (Python's default: 0.005)
-WORKER_SWITCH_INTERVAL_S = 0.0005
-
 DESCRIPTION = """\
 Each owner reaches only their own twins: every route that names a twin answers 404 for
 another owner's twin, exactly as for one that does not exist. Authenticate with
@@ -123,7 +120,8 @@ def app_from_env() -> FastAPI:
     """What ``twinkit serve`` runs in each worker: the store of ``$TWINKIT_DB``, settings
     from ``TWINKIT_*``, JSON logs."""
     configure_logging()
-    app = create_app()
+    settings = load_settings()
+    app = create_app(settings=settings)
     # What is loaded by now (modules, torch's among them: some 300,000 objects) lives as
     # long as the worker. Frozen, the collector no longer walks it: a full collection of
     # it took 100-300 ms on a 2-core machine and would stall every request the worker
@@ -133,7 +131,9 @@ def app_from_env() -> FastAPI:
     # Ingests and computed forecasts run in the thread pool and hold the GIL in long
     # stretches of pandas work; the event loop, which answers cached forecasts in a few
     # hundred microseconds, waited up to the default 5 ms switch interval each time it
-    # needed the GIL back. At 0.5 ms, 500 forecasts/s with new readings arriving had p99
-    # 28 ms instead of 59 ms (benchmarks/service_load.py, live series, A/B on one machine).
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
+    # needed the GIL back. The default here, 1 ms, did best of 0.5, 1, 2 and 5 ms in
+    # benchmarks/service_load.py (interleaved runs on one machine; docs/benchmarks.md):
+    # 500 forecasts/s with readings arriving at the CGM rate had p99 26-32 ms at 1 ms,
+    # 52 ms at 5 ms.
+    sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     return app

@@ -37,6 +37,14 @@ class ServiceSettings(BaseSettings):
     fit_timeout_s: float = Field(
         3600.0, gt=0, description="A fit still running after this long is stopped and failed."
     )
+    switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="The GIL switch interval of a served worker, in milliseconds (Python's "
+        "default is 5): how long the event loop, answering cached forecasts, may wait for "
+        "the GIL while a thread-pool thread ingests or computes a forecast.",
+    )
     cookie_secure: bool = Field(
         default=True,
         description="Mark the pages' login cookie Secure: browsers send it only over HTTPS "

@@ -1,0 +1,275 @@
+"""Fitting and the model registry: fit a version, promote it only if it is not worse, promote
+or roll back by hand.
+
+:func:`fit` scores a new version on the twin's recent data (its holdout) and promotes it only
+if it is not worse there than the serving version on the same holdout and horizons; every
+registration and every promotion or refusal goes into the ledger, with its reason.
+:func:`promote` and :func:`rollback` never make a broken artifact serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from twinkit.core.digest import signals_digest
+from twinkit.core.errors import ForecastInputError, PromotionError, TwinkitError
+from twinkit.core.twin import TwinKind
+from twinkit.data.frames import long_to_wide
+from twinkit.engine.population import load_population
+from twinkit.models.base import Forecaster, forecaster_class
+from twinkit.models.evaluate import holdout_split, rolling_scores
+from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
+from twinkit.store import ledger, observations, registry
+from twinkit.store.registry import ModelVersion, Status
+from twinkit.store.timeutil import utc_now_iso
+
+if TYPE_CHECKING:
+    from twinkit.engine.twin_engine import TwinEngine
+
+#: ``fit(model=AUTO)`` picks the twin's best candidate on its own validation data
+AUTO = "auto"
+
+
+@dataclass
+class FitResult:
+    twin_id: str
+    version: int
+    model: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    serving_metrics: dict[str, float] | None = None
+    selection: dict[str, Any] | None = None  # with model "auto": the candidates' scores
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fit(
+    engine: TwinEngine,
+    twin_id: str,
+    model: str = AUTO,
+    target: str | None = None,
+    seed: int = 0,
+    holdout_frac: float = 0.2,
+    horizons: Sequence[int] = (30, 60),
+    params: dict[str, Any] | None = None,
+    candidates: Sequence[str] | None = None,
+) -> FitResult:
+    """Fit a new version on the twin's earlier data, score it on its recent data, and
+    promote it only if it is not worse there than the serving version.
+
+    ``model`` "auto" (the default) chooses among ``candidates`` (default
+    :data:`~twinkit.personalize.select.DEFAULT_CANDIDATES`, the population prior
+    fine-tuned on the twin among them) by their scores on the twin's own validation
+    data; the choice and every candidate's score go into the registry's metrics.
+    """
+    twin = engine.get_twin(twin_id)
+    if twin.kind is not TwinKind.STATE:
+        raise TwinkitError(f"twin {twin_id!r} is a decision twin; forecasters need a state twin")
+    with engine.store.read() as conn:
+        long = observations.read_signals(conn, twin_id)
+        current = registry.serving(conn, twin_id)
+    frame = long_to_wide(long)
+    target = target or engine.default_target(twin, frame)
+    split = holdout_split(frame, target, holdout_frac) if target in frame else None
+    if split is None:
+        raise ForecastInputError(f"twin {twin_id!r} has no {target!r} values")
+    train = frame.loc[frame.index < split]
+    selection_scores: dict[str, Any] = {}
+    if model == AUTO:
+        # The twin's default model: the best candidate on the twin's own validation
+        # data inside the training part; the holdout below stays untouched by the choice.
+        prior = load_population(engine.store, engine.artifacts)
+        selection = select_personal_model(
+            train,
+            target,
+            candidates or DEFAULT_CANDIDATES,
+            population=prior[1] if prior else None,
+            horizons=horizons,
+            seed=seed,
+        )
+        candidate = selection.model
+        model = selection.chosen
+        selection_scores = {
+            "chosen": selection.chosen,
+            "population_version": prior[0].version if prior else None,
+            "candidates": {k: v["score"] for k, v in selection.scores.items()},
+            "failed": selection.failed,
+        }
+    else:
+        candidate = forecaster_class(model)(target=target, seed=seed, **(params or {}))
+        candidate.fit(train)
+    horizons = [h for h in horizons if h <= candidate.max_horizon_min]
+    if not horizons:
+        raise ForecastInputError(
+            f"{model}: fitted for at most {candidate.max_horizon_min} min ahead; "
+            "give horizons within that"
+        )
+    metrics = rolling_scores(candidate, frame, split, horizons)
+    promoted, reason, serving_metrics = _compare(
+        engine, candidate, metrics, current, frame, split, horizons
+    )
+    tensors, config = candidate.get_state()
+    sha = engine.artifacts.save(tensors, config)
+    data_hash = signals_digest(long.assign(twin_id=twin_id))
+    with engine.store.write() as conn:
+        version = registry.next_version(conn, twin_id)
+        entry = ModelVersion(
+            twin_id=twin_id,
+            version=version,
+            model=model,
+            status=Status.SERVING if promoted else Status.REJECTED,
+            sha256=sha,
+            params=(
+                {**candidate.params(), "selection": selection_scores}
+                if selection_scores
+                else candidate.params()
+            ),
+            metrics=metrics,
+            data_hash=data_hash,
+            created_at=utc_now_iso(),
+        )
+        now_serving = registry.serving(conn, twin_id)
+        changed = (now_serving.version if now_serving else None) != (
+            current.version if current else None
+        )
+        if promoted and changed:
+            promoted = False
+            reason = "the serving version changed while this one was fitted; promote by hand"
+            entry = replace(entry, status=Status.REJECTED)
+        if promoted and current is not None:
+            registry.set_status(conn, twin_id, current.version, Status.RETIRED)
+        registry.insert_version(conn, entry)
+        ledger.append(
+            conn,
+            "model_registered",
+            twin_id,
+            {
+                "version": version,
+                "model": model,
+                "sha256": sha,
+                "params": entry.params,
+                "metrics": metrics,
+                "data_hash": data_hash,
+                "rows_seen": len(long),
+                "split": split.isoformat(),
+            },
+        )
+        ledger.append(
+            conn,
+            "model_promoted" if promoted else "promotion_refused",
+            twin_id,
+            {
+                "version": version,
+                "previous": current.version if current else None,
+                "reason": reason,
+                "manual": False,
+            },
+        )
+    return FitResult(
+        twin_id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
+    )
+
+
+def _compare(
+    engine: TwinEngine,
+    candidate: Forecaster,
+    metrics: dict[str, float],
+    current: ModelVersion | None,
+    frame: pd.DataFrame,
+    split: pd.Timestamp,
+    horizons: Sequence[int],
+) -> tuple[bool, str, dict[str, float] | None]:
+    """Promote or not: both versions scored on the same holdout and the same horizons."""
+    if current is None:
+        return True, "first version of this twin", None
+    try:
+        serving = engine.load_model(current)
+    except TwinkitError as exc:
+        return True, f"serving v{current.version} cannot be loaded ({exc})", None
+    common = [h for h in horizons if h <= serving.max_horizon_min]
+    if not common:
+        return (
+            False,
+            f"no horizon that both this version and serving v{current.version} forecast; "
+            "promote by hand if intended",
+            None,
+        )
+    mine = metrics if list(common) == list(horizons) else None
+    try:
+        if mine is None:
+            mine = rolling_scores(candidate, frame, split, common)
+        theirs = rolling_scores(serving, frame, split, common)
+    except ForecastInputError as exc:
+        return True, f"serving v{current.version} cannot be scored on this data ({exc})", None
+    on = f"at {', '.join(map(str, common))} min"
+    if mine["score"] <= theirs["score"]:
+        return (
+            True,
+            f"holdout RMSE {mine['score']:.4g} {on} is not worse than serving "
+            f"v{current.version}'s {theirs['score']:.4g}",
+            theirs,
+        )
+    return (
+        False,
+        f"holdout RMSE {mine['score']:.4g} {on} is worse than serving "
+        f"v{current.version}'s {theirs['score']:.4g}: v{current.version} stays",
+        theirs,
+    )
+
+
+def promote(engine: TwinEngine, twin_id: str, version: int) -> None:
+    with engine.store.write() as conn:
+        target = registry.get_version(conn, twin_id, version)
+        if target is None:
+            raise PromotionError(f"twin {twin_id!r} has no model version {version}")
+        current = registry.serving(conn, twin_id)
+        if current is not None and current.version == version:
+            raise PromotionError(f"version {version} of {twin_id!r} is already serving")
+        engine.artifacts.load(target.sha256)  # never promote a broken artifact
+        if current is not None:
+            registry.set_status(conn, twin_id, current.version, Status.RETIRED)
+        registry.set_status(conn, twin_id, version, Status.SERVING)
+        ledger.append(
+            conn,
+            "model_promoted",
+            twin_id,
+            {
+                "version": version,
+                "previous": current.version if current else None,
+                "reason": "manual promotion",
+                "manual": True,
+            },
+        )
+
+
+def rollback(engine: TwinEngine, twin_id: str) -> int:
+    """Serve the version that served before the current one; return its number."""
+    with engine.store.write() as conn:
+        current = registry.serving(conn, twin_id)
+        if current is None:
+            raise PromotionError(f"twin {twin_id!r} has no serving model to roll back")
+        served = ledger.serving_history(ledger.entries(conn, twin_id)).get(twin_id, [])
+        earlier = [v for v in served[:-1] if v != current.version]
+        if not earlier:
+            raise PromotionError(
+                f"twin {twin_id!r}: no earlier version served before v{current.version}"
+            )
+        previous = registry.get_version(conn, twin_id, earlier[-1])
+        if previous is None:
+            raise PromotionError(f"twin {twin_id!r}: v{earlier[-1]} is gone from the registry")
+        engine.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
+        registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
+        registry.set_status(conn, twin_id, previous.version, Status.SERVING)
+        ledger.append(
+            conn,
+            "model_rolled_back",
+            twin_id,
+            {"from_version": current.version, "to_version": previous.version},
+        )
+    return previous.version
