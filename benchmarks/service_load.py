@@ -59,7 +59,7 @@ import httpx
 import numpy as np
 
 from twinkit.engine import TwinEngine
-from twinkit.service.settings import ServiceSettings
+from twinkit.service.app import load_settings
 
 TARGET = {"rate_per_s": 500, "p99_ms_max": 50.0, "errors": 0}
 DAY_READINGS = 288  # one day every 5 minutes
@@ -255,16 +255,30 @@ class Connections:
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         conn = await self.idle.get()
         try:
-            if conn is None:
-                conn = await asyncio.open_connection("127.0.0.1", self.port)
-            reader, writer = conn
-            if body:
-                length_head = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                writer.write(f"{method} {path} HTTP/1.1\r\n{length_head}{self.head}".encode())
-                writer.write(body)
-            else:
-                writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}".encode())
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            for reused in (conn is not None, False):
+                if conn is None:
+                    conn = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = conn
+                if body:
+                    length_head = (
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    )
+                    writer.write(f"{method} {path} HTTP/1.1\r\n{length_head}{self.head}".encode())
+                    writer.write(body)
+                else:
+                    writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}".encode())
+                try:
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                    break
+                except asyncio.IncompleteReadError as exc:
+                    # The server closes a keep-alive connection idle for 5 s (uvicorn's
+                    # default): at low rates a pooled connection may be closed before it
+                    # is used again. Not a byte came back, so send again on a new one.
+                    if not reused or exc.partial:
+                        raise
+                    writer.close()
+                    conn = None
+            head = raw.decode("latin-1").lower()
             status = int(head.split(" ", 2)[1])
             length = next(
                 int(line.split(":", 1)[1])
@@ -635,12 +649,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"--workers {args.workers}",
                 "store": "SQLite file (WAL)",
                 "rate_limit": "raised for the run: TWINKIT_RATE_LIMIT_PER_MINUTE=1e9",
-                "switch_interval_ms": float(
-                    os.environ.get(
-                        "TWINKIT_SWITCH_INTERVAL_MS",
-                        ServiceSettings.model_fields["switch_interval_ms"].default,
-                    )
-                ),
+                # read as the workers read it: from the environment the server inherits
+                "switch_interval_ms": load_settings(admin_token=admin_token).switch_interval_ms,
             },
             "setup": {
                 "create_twins": created,
