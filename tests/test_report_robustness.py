@@ -166,6 +166,21 @@ def test_classifier_poisoning_table() -> None:
     assert door["false_quarantine"] == "-"
 
 
+def test_poisoning_by_seed_table() -> None:
+    by_seed = {
+        "label_flip_0.1": {
+            "training_seeds": [0, 1, 2],
+            "acc_clean": [0.948, 0.949, 0.945],
+            "acc_screened": [0.918, 0.945, 0.938],
+        }
+    }
+    page = robustness_html(_classifier(poisoning_by_seed=by_seed))
+    assert "<caption>label_flip_0.1: by training seed</caption>" in page
+    assert _row(page, "training_seeds") == ["[0, 1, 2]"]
+    assert _row(page, "acc_screened") == ["[0.918, 0.945, 0.938]"]
+    assert "by training seed" not in robustness_html(_classifier())
+
+
 def test_adv_trained_line_only_when_present() -> None:
     attacks = {
         "pgd": {

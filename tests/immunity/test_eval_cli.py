@@ -74,6 +74,26 @@ def test_eval_immunity_adversarial_training_options(
     assert code == 1 and "--adv-loss must be trades or madry" in err
 
 
+def test_eval_immunity_flip_seeds(
+    capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "imm.json"
+    code, stdout, _ = run(
+        capsys,
+        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
+        "--no-adv-training", "--flip-seeds", "2", "--seed", "3", "--json", str(out),
+    )  # fmt: skip
+
+    assert code == 0, stdout
+    report = json.loads(out.read_text())
+    by_seed = report["poisoning_by_seed"]["label_flip_0.1"]
+    assert by_seed["training_seeds"] == [3, 4]
+    screened = report["poisoning"]["label_flip_0.1"]["acc_screened"]
+    assert screened == pytest.approx(sum(by_seed["acc_screened"]) / 2)
+    code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--flip-seeds", "0")
+    assert code == 1 and "--flip-seeds" in err
+
+
 def test_eval_immunity_refuses_bad_files(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

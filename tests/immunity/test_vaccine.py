@@ -147,6 +147,14 @@ def test_evaluate_immunity_report_layout() -> None:
         "acc_poisoned",
         "acc_screened",
     }
+    by_seed = report["poisoning_by_seed"]["label_flip_0.1"]
+    assert by_seed["training_seeds"] == [0, 1, 2]
+    flip = report["poisoning"]["label_flip_0.1"]
+    for key in ("acc_clean", "acc_poisoned", "acc_screened"):
+        assert len(by_seed[key]) == 3
+        assert flip[key] == pytest.approx(np.mean(by_seed[key]))
+    # seed 0's clean network is the clone, seed 1's the retrained control
+    assert by_seed["acc_clean"][:2] == [report["clean_acc"], report["clean_acc_retrained"]]
     assert set(report["poisoning"]["backdoor"]) == {
         "asr_poisoned",
         "asr_screened",
@@ -167,6 +175,12 @@ def test_evaluate_immunity_report_layout() -> None:
     assert report["vaccine_samples"] == 40
     assert report["model"]["kind"] == "mlp"
     assert report["data"]["n_train"] == 300 and report["data"]["n_test"] == 100
+
+
+def test_flip_seeds_must_be_positive() -> None:
+    x = np.zeros((4, 3))
+    with pytest.raises(TwinkitError, match="flip_seeds must be at least 1, got 0"):
+        evaluate_immunity(x, list("abab"), x, list("abab"), flip_seeds=0)
 
 
 def test_uint8_images_are_normalised() -> None:

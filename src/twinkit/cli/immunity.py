@@ -59,6 +59,10 @@ def eval_immunity(
         int, typer.Option(help="Adversarial training's passes over the data.", min=1)
     ] = 20,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
+    flip_seeds: Annotated[
+        int,
+        typer.Option(help="Training seeds the label-flip accuracies are averaged over.", min=1),
+    ] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write an HTML robustness report here.")
@@ -110,6 +114,7 @@ def eval_immunity(
             adv_loss=cast(Literal["madry", "trades"], adv_loss),
             adv_width=adv_width,
             adv_epochs=adv_epochs,
+            flip_seeds=flip_seeds,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +139,7 @@ def _classifier_immunity(
     adv_loss: Literal["madry", "trades"],
     adv_width: int | None,
     adv_epochs: int,
+    flip_seeds: int,
 ) -> dict[str, Any]:
     from twinkit.eval.immunity import evaluate_immunity
 
@@ -166,6 +172,7 @@ def _classifier_immunity(
             adv_width=adv_width,
             adv_epochs=adv_epochs,
             poisoning=poisoning,
+            flip_seeds=flip_seeds,
         )
     table = Table(
         "attack",

@@ -23,7 +23,8 @@ once, at the largest budget, and attacked at every budget. Poisoning: 10% of the
 training labels flipped and screened by out-of-fold loss; a 3x3 corner-patch backdoor
 (a tabular trigger of the last features without an image) screened by spectral
 signatures and by the trigger screen (a row either flags is held); each time a clone
-is retrained on the rows not flagged.
+is retrained on the rows not flagged. The label-flip accuracies (clean, poisoned,
+screened) are means over ``flip_seeds`` training seeds, three by default.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def evaluate_immunity(
     adv_epochs: int = 20,
     adv_loss: Literal["madry", "trades"] = "trades",
     adv_width: int | None = None,
+    flip_seeds: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the immunity benchmark; returns the JSON-ready report (see the module).
@@ -116,8 +118,15 @@ def evaluate_immunity(
     and ``adv_width`` its CNN's width (``None``: the clone's). With ``adv_training=False`` the
     ``adv_trained_adaptive`` entries and ``clean_acc_adv_trained`` are ``None``; with
     ``poisoning=False`` so is ``poisoning``.
+
+    The label-flip accuracies (clean, poisoned, screened) are means over ``flip_seeds``
+    training seeds (``seed``, ``seed + 1``, ...), each seed's in ``poisoning_by_seed``:
+    on 4,000 MNIST digits one seed moves screened accuracy by up to 2.7 points (0.918 to
+    0.945), more than the 1-point target it is held to.
     """
     say = progress or (lambda _: None)
+    if flip_seeds < 1:
+        raise TwinkitError(f"flip_seeds must be at least 1, got {flip_seeds}")
     budgets = [float(e) for e in eps]
     if not budgets or min(budgets) < 0:
         raise TwinkitError(f"need at least one budget eps >= 0, got {list(eps)}")
@@ -202,11 +211,13 @@ def evaluate_immunity(
         "clean_acc": clean_acc,
         "attacks": results,
         "clean_acc_vaccinated": robust_accuracy(vaccinated, xte, yte),
+        "clean_acc_retrained": robust_accuracy(retrained, xte, yte),
         "clean_acc_adv_trained": (
             robust_accuracy(adv_model, xte, yte) if adv_model is not None else None
         ),
         "vaccine_samples": len(xv),
         "poisoning": None,
+        "poisoning_by_seed": None,
         "threat_model": {
             "norm": "linf",
             "eps": budgets,
@@ -244,8 +255,19 @@ def evaluate_immunity(
     }
     if poisoning:
         say("poisoning: label flips and a backdoor")
-        report["poisoning"] = _poisoning(
-            xtr, ytr, xte, yte, classes, shape, clean_acc, new_model, epochs, seed
+        report["poisoning"], report["poisoning_by_seed"] = _poisoning(
+            xtr,
+            ytr,
+            xte,
+            yte,
+            classes,
+            shape,
+            # the clean clone and the retrained control: clean training at seeds seed, seed + 1
+            {seed: clean_acc, seed + 1: report["clean_acc_retrained"]},
+            new_model,
+            epochs,
+            seed,
+            flip_seeds,
         )
     return report
 
@@ -257,13 +279,14 @@ def _poisoning(
     yte: list[str],
     classes: list[str],
     shape: tuple[int, int] | None,
-    clean_acc: float,
-    new_model: Callable[[], CloneModel],
+    clean_known: dict[int, float],
+    new_model: Callable[[int], CloneModel],
     epochs: int | None,
     seed: int,
-) -> dict[str, dict[str, float]]:
-    def train(x: np.ndarray, y: Sequence[str]) -> CloneModel:
-        return new_model().fit(x, list(y), epochs=epochs)
+    flip_seeds: int,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[Any]]]]:
+    def train(x: np.ndarray, y: Sequence[str], at: int = seed) -> CloneModel:
+        return new_model(at).fit(x, list(y), epochs=epochs)
 
     n = len(xtr)
     flipped, rows = flip_labels(ytr, FLIP_RATE, classes, seed=seed)
@@ -273,12 +296,22 @@ def _poisoning(
         xtr, flipped, classes, method="loss", seed=seed, image_shape=shape, epochs=epochs
     ).flagged
     keep = np.flatnonzero(~flags)
+    seeds = [seed + k for k in range(flip_seeds)]
+    by_seed: dict[str, list[float]] = {"acc_clean": [], "acc_poisoned": [], "acc_screened": []}
+    for at in seeds:
+        # The same split, flips and screen; only the networks' training seed changes.
+        known = clean_known.get(at)
+        by_seed["acc_clean"].append(
+            known if known is not None else robust_accuracy(train(xtr, ytr, at), xte, yte)
+        )
+        by_seed["acc_poisoned"].append(robust_accuracy(train(xtr, flipped, at), xte, yte))
+        by_seed["acc_screened"].append(
+            robust_accuracy(train(xtr[keep], [flipped[i] for i in keep], at), xte, yte)
+        )
     flip_report = {
         "recall": _share(flags[poisoned]),
         "false_quarantine": _share(flags[~poisoned]),
-        "acc_clean": clean_acc,
-        "acc_poisoned": robust_accuracy(train(xtr, flipped), xte, yte),
-        "acc_screened": robust_accuracy(train(xtr[keep], [flipped[i] for i in keep]), xte, yte),
+        **{key: float(np.mean(values)) for key, values in by_seed.items()},
     }
 
     if shape is not None:
@@ -321,7 +354,11 @@ def _poisoning(
             for name, result in screening.results.items()
         },
     }
-    return {f"label_flip_{FLIP_RATE}": flip_report, "backdoor": backdoor_report}
+    flip = f"label_flip_{FLIP_RATE}"
+    return (
+        {flip: flip_report, "backdoor": backdoor_report},
+        {flip: {"training_seeds": seeds, **by_seed}},
+    )
 
 
 #: inputs wider than this (in features) screen backdoors on a hidden layer, not raw input

@@ -192,7 +192,7 @@ def _trades_loss(
         return nn.functional.cross_entropy(clean_logits, y)
     target = nn.functional.softmax(clean_logits.detach(), dim=1)
     alpha = 2.5 * eps / steps
-    point = x + 0.001 * torch.randn(x.shape, dtype=torch.float64)
+    point = x + 0.001 * torch.randn(x.shape, dtype=x.dtype)
     point = torch.minimum(torch.maximum(point, lo), hi)
     for _ in range(steps):
         point = point.detach().requires_grad_(True)
@@ -223,7 +223,7 @@ def _pgd_batch(
     if eps <= 0 or steps <= 0:
         return x
     alpha = 2.5 * eps / steps
-    point = x + (torch.rand(x.shape, dtype=torch.float64) * 2.0 - 1.0) * eps
+    point = x + (torch.rand(x.shape, dtype=x.dtype) * 2.0 - 1.0) * eps
     point = torch.minimum(torch.maximum(point, lo), hi)
     for _ in range(steps):
         point = point.detach().requires_grad_(True)

@@ -196,6 +196,10 @@ def _classifier_html(report: dict[str, Any]) -> list[str]:
         _table(["attack", "eps", *_DEFENCES.values()], rows, "accuracy under attack"),
         _accuracy_svg(attacks) if attacks else "",
         _table(["poisoning", *columns], poison_rows, "poisoning"),
+        *(
+            _kv_table(f"{kind}: by training seed", values)
+            for kind, values in (report.get("poisoning_by_seed") or {}).items()
+        ),
     ]
 
 
