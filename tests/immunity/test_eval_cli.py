@@ -81,13 +81,15 @@ def test_eval_immunity_flip_seeds(
     code, stdout, _ = run(
         capsys,
         "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
-        "--no-adv-training", "--flip-seeds", "2", "--seed", "3", "--json", str(out),
+        "--no-adv-training", "--flip-seeds", "2", "--flip-threshold", "0.05", "--seed", "3",
+        "--json", str(out),
     )  # fmt: skip
 
     assert code == 0, stdout
     report = json.loads(out.read_text())
     by_seed = report["poisoning_by_seed"]["label_flip_0.1"]
     assert by_seed["training_seeds"] == [3, 4]
+    assert "p(label) < 0.05" in report["threat_model"]["poison_screen"]["label_flip"]
     screened = report["poisoning"]["label_flip_0.1"]["acc_screened"]
     assert screened == pytest.approx(sum(by_seed["acc_screened"]) / 2)
     code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--flip-seeds", "0")

@@ -149,6 +149,7 @@ def test_evaluate_immunity_report_layout() -> None:
     }
     by_seed = report["poisoning_by_seed"]["label_flip_0.1"]
     assert by_seed["training_seeds"] == [0, 1, 2]
+    assert "p(label) < 0.2 " in report["threat_model"]["poison_screen"]["label_flip"]
     flip = report["poisoning"]["label_flip_0.1"]
     for key in ("acc_clean", "acc_poisoned", "acc_screened"):
         assert len(by_seed[key]) == 3
@@ -177,10 +178,12 @@ def test_evaluate_immunity_report_layout() -> None:
     assert report["data"]["n_train"] == 300 and report["data"]["n_test"] == 100
 
 
-def test_flip_seeds_must_be_positive() -> None:
+def test_flip_options_are_checked() -> None:
     x = np.zeros((4, 3))
     with pytest.raises(TwinkitError, match="flip_seeds must be at least 1, got 0"):
         evaluate_immunity(x, list("abab"), x, list("abab"), flip_seeds=0)
+    with pytest.raises(TwinkitError, match=r"flip_threshold must be between 0 and 1, got 1\.5"):
+        evaluate_immunity(x, list("abab"), x, list("abab"), flip_threshold=1.5)
 
 
 def test_uint8_images_are_normalised() -> None:

@@ -63,6 +63,15 @@ def eval_immunity(
         int,
         typer.Option(help="Training seeds the label-flip accuracies are averaged over.", min=1),
     ] = 3,
+    flip_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Loss screen: flag a label whose out-of-fold probability is below this "
+            "(default: the screen's, 0.2).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write an HTML robustness report here.")
@@ -115,6 +124,7 @@ def eval_immunity(
             adv_width=adv_width,
             adv_epochs=adv_epochs,
             flip_seeds=flip_seeds,
+            flip_threshold=flip_threshold,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,7 @@ def _classifier_immunity(
     adv_width: int | None,
     adv_epochs: int,
     flip_seeds: int,
+    flip_threshold: float | None,
 ) -> dict[str, Any]:
     from twinkit.eval.immunity import evaluate_immunity
 
@@ -173,6 +184,7 @@ def _classifier_immunity(
             adv_epochs=adv_epochs,
             poisoning=poisoning,
             flip_seeds=flip_seeds,
+            flip_threshold=flip_threshold,
         )
     table = Table(
         "attack",
