@@ -61,7 +61,8 @@ def test_eval_immunity_adversarial_training_options(
     code, stdout, _ = run(
         capsys,
         "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
-        "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3", "--no-poisoning",
+        "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3", "--adv-awp", "0.01",
+        "--no-poisoning",
         "--json", str(out),
     )  # fmt: skip
 
@@ -69,6 +70,7 @@ def test_eval_immunity_adversarial_training_options(
     report = json.loads(out.read_text())
     trained = report["threat_model"]["adv_training"]
     assert trained["loss"] == "madry" and trained["cnn_width"] == 4 and trained["epochs"] == 3
+    assert trained["awp"] == 0.01
     assert 0.0 <= report["attacks"]["pgd"]["0.1"]["adv_trained_adaptive"] <= 1.0
     code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--adv-loss", "mart")
     assert code == 1 and "--adv-loss must be trades or madry" in err

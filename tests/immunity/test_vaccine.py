@@ -8,13 +8,21 @@ from typing import Any, Literal
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
+from torch import nn
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
 from twinkit.eval.immunity import evaluate_immunity, normalise_images
 from twinkit.immunity import pgd, robust_accuracy
-from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
+from twinkit.immunity.vaccine import (
+    _weight_perturbation,
+    adversarial_training,
+    vaccinate,
+    vaccine_samples,
+)
+from twinkit.models.torch_threads import seeded
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
@@ -68,13 +76,20 @@ def test_vaccination_raises_replayed_attack_accuracy(digits: Digits) -> None:
     assert robust_accuracy(digits.model, tampered, digits.y_test) == undefended
 
 
-@pytest.mark.parametrize("loss", ["madry", "trades"])
+@pytest.mark.parametrize(("loss", "awp"), [("madry", 0.0), ("trades", 0.0), ("trades", 0.005)])
 def test_adversarial_training_raises_adaptive_pgd_accuracy(
-    digits: Digits, loss: Literal["madry", "trades"]
+    digits: Digits, loss: Literal["madry", "trades"], awp: float
 ) -> None:
     eps = 0.05
     robust = adversarial_training(
-        digits.model, digits.x_train, digits.y_train, eps=eps, epochs=10, seed=0, loss=loss
+        digits.model,
+        digits.x_train,
+        digits.y_train,
+        eps=eps,
+        epochs=10,
+        seed=0,
+        loss=loss,
+        awp=awp,
     )
     before = robust_accuracy(
         digits.model, pgd(digits.model, digits.x_test, digits.y_test, eps, steps=20), digits.y_test
@@ -86,6 +101,32 @@ def test_adversarial_training_raises_adaptive_pgd_accuracy(
     assert robust_accuracy(robust, digits.x_test, digits.y_test) > 0.9
 
 
+def test_weight_perturbation_moves_each_weight_by_its_share() -> None:
+    with seeded(0):
+        net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(32) % 3
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    loss = nn.functional.cross_entropy(net(x), y)
+
+    moves = _weight_perturbation(net, loss, 0.01)
+
+    assert len(moves) == 2  # the two weight matrices; biases stay
+    params = dict(net.named_parameters())
+    for name in ("0.bias", "2.bias"):
+        assert torch.equal(params[name], before[name])
+    for name in ("0.weight", "2.weight"):
+        step = params[name].detach() - before[name]
+        assert float(step.norm()) == pytest.approx(0.01 * float(before[name].norm()), rel=1e-5)
+    # a small step along the gradient raises the loss
+    assert float(nn.functional.cross_entropy(net(x), y)) > float(loss)
+    with torch.no_grad():
+        for weight, move in moves:
+            weight.sub_(move)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.detach(), before[name])
+
+
 def test_adversarial_training_refuses_an_unknown_loss(digits: Digits) -> None:
     with pytest.raises(TwinkitError, match="loss must be 'madry' or 'trades'"):
         adversarial_training(
@@ -95,6 +136,8 @@ def test_adversarial_training_refuses_an_unknown_loss(digits: Digits) -> None:
             eps=0.1,
             loss="mart",  # type: ignore[arg-type]
         )
+    with pytest.raises(TwinkitError, match=r"awp must be >= 0, got -0\.1"):
+        adversarial_training(digits.model, digits.x_train, digits.y_train, eps=0.1, awp=-0.1)
 
 
 def _leaves(tree: Any) -> list[Any]:

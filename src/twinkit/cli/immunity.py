@@ -58,6 +58,12 @@ def eval_immunity(
     adv_epochs: Annotated[
         int, typer.Option(help="Adversarial training's passes over the data.", min=1)
     ] = 20,
+    adv_awp: Annotated[
+        float,
+        typer.Option(
+            help="Adversarial weight perturbation in adversarial training (0: none).", min=0.0
+        ),
+    ] = 0.0,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
     flip_seeds: Annotated[
         int,
@@ -123,6 +129,7 @@ def eval_immunity(
             adv_loss=cast(Literal["madry", "trades"], adv_loss),
             adv_width=adv_width,
             adv_epochs=adv_epochs,
+            adv_awp=adv_awp,
             flip_seeds=flip_seeds,
             flip_threshold=flip_threshold,
         )
@@ -149,6 +156,7 @@ def _classifier_immunity(
     adv_loss: Literal["madry", "trades"],
     adv_width: int | None,
     adv_epochs: int,
+    adv_awp: float,
     flip_seeds: int,
     flip_threshold: float | None,
 ) -> dict[str, Any]:
@@ -182,6 +190,7 @@ def _classifier_immunity(
             adv_loss=adv_loss,
             adv_width=adv_width,
             adv_epochs=adv_epochs,
+            adv_awp=adv_awp,
             poisoning=poisoning,
             flip_seeds=flip_seeds,
             flip_threshold=flip_threshold,

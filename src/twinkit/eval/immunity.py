@@ -111,6 +111,7 @@ def evaluate_immunity(
     adv_epochs: int = 20,
     adv_loss: Literal["madry", "trades"] = "trades",
     adv_width: int | None = None,
+    adv_awp: float = 0.0,
     flip_seeds: int = 3,
     flip_threshold: float | None = None,
     progress: Callable[[str], None] | None = None,
@@ -121,7 +122,9 @@ def evaluate_immunity(
     ``adv_epochs`` the adversarial training's, ``adv_loss`` its loss (TRADES by default:
     on MNIST at eps 0.3 it kept 62.8% under PGD-40 where Madry's kept 50.2%, same CNN,
     in a one-off comparison; the benchmark in docs/benchmarks.md uses width 32)
-    and ``adv_width`` its CNN's width (``None``: the clone's). With ``adv_training=False`` the
+    and ``adv_width`` its CNN's width (``None``: the clone's), ``adv_awp`` its adversarial
+    weight perturbation (0: none; see
+    :func:`~twinkit.immunity.vaccine.adversarial_training`). With ``adv_training=False`` the
     ``adv_trained_adaptive`` entries and ``clean_acc_adv_trained`` are ``None``; with
     ``poisoning=False`` so is ``poisoning``.
 
@@ -176,7 +179,14 @@ def evaluate_immunity(
                 raise TwinkitError("adv_width is a CNN's width: it needs images")
             adv_base = CloneModel(classes, n_features, image_shape=shape, cnn_width=adv_width)
         adv_model = adversarial_training(
-            adv_base, xtr, ytr, eps=top, epochs=adv_epochs, seed=seed, loss=adv_loss
+            adv_base,
+            xtr,
+            ytr,
+            eps=top,
+            epochs=adv_epochs,
+            seed=seed,
+            loss=adv_loss,
+            awp=adv_awp,
         )
 
     # The best attack seen per (attack, model) at a smaller budget: it lies inside every
@@ -245,6 +255,7 @@ def evaluate_immunity(
                 "loss": adv_loss,
                 "train_pgd_steps": 7,
                 "epochs": adv_epochs,
+                "awp": adv_awp,
                 "cnn_width": adv_model.cnn_width if adv_model and shape is not None else None,
             }
             if adv_training
