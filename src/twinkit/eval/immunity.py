@@ -121,7 +121,7 @@ def evaluate_immunity(
     ``epochs`` sets the clean clone's training passes (``None``: CloneModel's default);
     ``adv_epochs`` the adversarial training's, ``adv_loss`` its loss (TRADES by default:
     on MNIST at eps 0.3 it kept 62.8% under PGD-40 where Madry's kept 50.2%, same CNN,
-    in a one-off comparison; the benchmark in docs/benchmarks.md uses width 32)
+    in a one-off comparison; the benchmark in docs/benchmarks.md uses width 64 with AWP)
     and ``adv_width`` its CNN's width (``None``: the clone's), ``adv_awp`` its adversarial
     weight perturbation (0: none; see
     :func:`~twinkit.immunity.vaccine.adversarial_training`). With ``adv_training=False`` the
