@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,20 +30,28 @@ def digits_npz(tmp_path: Path) -> Path:
     return path
 
 
+def evaluate(
+    capsys: pytest.CaptureFixture[str], npz: Path, tmp_path: Path, *options: str
+) -> tuple[int, str, dict[str, Any]]:
+    """`twinkit eval immunity NPZ --eps 0.1 OPTIONS --json OUT`: exit code, stdout and the
+    report written (empty when the command failed)."""
+    out = tmp_path / "imm.json"
+    code, stdout, _ = run(
+        capsys, "eval", "immunity", str(npz), "--eps", "0.1", *options, "--json", str(out)
+    )
+    return code, stdout, json.loads(out.read_text()) if code == 0 else {}
+
+
 def test_eval_immunity_writes_the_report(
     capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
 ) -> None:
     # Execute
-    out = tmp_path / "imm.json"
-    code, stdout, _ = run(
-        capsys,
-        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "20",
-        "--no-adv-training", "--no-poisoning", "--json", str(out),
-    )  # fmt: skip
+    code, stdout, report = evaluate(
+        capsys, digits_npz, tmp_path, "--vaccine", "20", "--no-adv-training", "--no-poisoning"
+    )
 
     # Assert: the issue's layout, accuracies in [0, 1], the switched-off parts None
     assert code == 0, stdout
-    report = json.loads(out.read_text())
     assert 0.5 < report["clean_acc"] <= 1.0
     assert report["vaccine_samples"] == 20
     for attack in ("fgsm", "pgd"):
@@ -57,17 +66,13 @@ def test_eval_immunity_writes_the_report(
 def test_eval_immunity_adversarial_training_options(
     capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "imm.json"
-    code, stdout, _ = run(
-        capsys,
-        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
-        "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3", "--adv-awp", "0.01",
-        "--no-poisoning",
-        "--json", str(out),
+    code, stdout, report = evaluate(
+        capsys, digits_npz, tmp_path,
+        "--vaccine", "12", "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3",
+        "--adv-awp", "0.01", "--no-poisoning",
     )  # fmt: skip
 
     assert code == 0, stdout
-    report = json.loads(out.read_text())
     trained = report["threat_model"]["adv_training"]
     assert trained["loss"] == "madry" and trained["cnn_width"] == 4 and trained["epochs"] == 3
     assert trained["awp"] == 0.01
@@ -79,16 +84,13 @@ def test_eval_immunity_adversarial_training_options(
 def test_eval_immunity_flip_seeds(
     capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "imm.json"
-    code, stdout, _ = run(
-        capsys,
-        "eval", "immunity", str(digits_npz), "--eps", "0.1", "--vaccine", "12",
-        "--no-adv-training", "--flip-seeds", "2", "--flip-threshold", "0.05", "--seed", "3",
-        "--json", str(out),
+    code, stdout, report = evaluate(
+        capsys, digits_npz, tmp_path,
+        "--vaccine", "12", "--no-adv-training", "--flip-seeds", "2", "--flip-threshold", "0.05",
+        "--seed", "3",
     )  # fmt: skip
 
     assert code == 0, stdout
-    report = json.loads(out.read_text())
     by_seed = report["poisoning_by_seed"]["label_flip_0.1"]
     assert by_seed["training_seeds"] == [3, 4]
     assert "p(label) < 0.05" in report["threat_model"]["poison_screen"]["label_flip"]

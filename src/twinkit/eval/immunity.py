@@ -130,8 +130,8 @@ def evaluate_immunity(
 
     The label-flip accuracies (clean, poisoned, screened) are means over ``flip_seeds``
     training seeds (``seed``, ``seed + 1``, ...), each seed's in ``poisoning_by_seed``:
-    on 4,000 MNIST digits one seed moves screened accuracy by up to 2.7 points (0.918 to
-    0.945), more than the 1-point target it is held to. ``flip_threshold`` is the loss
+    on 4,000 MNIST digits the seed alone moves screened accuracy by up to 2.9 points (0.918
+    to 0.947), more than the 1-point target it is held to. ``flip_threshold`` is the loss
     screen's threshold on a label's out-of-fold probability (``None``: the screen's
     default; see :func:`~twinkit.immunity.screening.suspicious_rows`).
     """
