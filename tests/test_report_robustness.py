@@ -181,6 +181,16 @@ def test_poisoning_by_seed_table() -> None:
     assert "by training seed" not in robustness_html(_classifier())
 
 
+def test_thresholded_adv_trained_table_by_attack() -> None:
+    checked = {"0.3": {"pgd_bpda": 0.91, "square": 0.875}, "0.1": {"pgd_bpda": 0.97}}
+    page = robustness_html(_classifier(adv_trained_by_attack=checked))
+    assert "accuracy under each attack alone</caption>" in page
+    assert _row(page, "0.3") == ["91.0%", "87.5%"]
+    assert _row(page, "0.1") == ["97.0%", "-"]
+    assert page.index("<th>0.1</th>") < page.index("<th>0.3</th>")
+    assert "each attack alone" not in robustness_html(_classifier(adv_trained_by_attack=None))
+
+
 def test_adv_trained_line_only_when_present() -> None:
     attacks = {
         "pgd": {

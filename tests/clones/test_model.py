@@ -252,3 +252,48 @@ def test_an_unknown_way_to_personalise_is_refused(blob_prior: CloneModel) -> Non
     x = np.zeros((3, 2))
     with pytest.raises(TwinkitError, match="personal must be one of"):
         blob_prior.copy().fit(x, ["a", "b", "c"], prior=blob_prior, personal="everything")
+
+
+def test_a_binarizing_clone_sees_only_the_threshold_and_round_trips(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """With ``binarize=0.5`` the clone answers the same for any two items on the same side
+    of 0.5 in every feature, learns from the thresholded features, keeps the threshold in
+    its state, and gives attacks the straight-through gradient: the gradient in ``x`` is
+    the one an unthresholded network takes at the thresholded item."""
+    import torch
+
+    from twinkit.immunity.attacks import InputLogits
+
+    # Prepare: 8x8 digits in [0, 1]
+    x, y = digits
+    x = x / max(1.0, float(x.max()))
+    model = CloneModel(DIGITS, 64, image_shape=(8, 8), binarize=0.5, seed=0)
+
+    # Execute
+    model.fit(x[:1200], list(y[:1200]))
+    hard = (x[1200:] >= 0.5).astype(np.float64)
+    # Move every feature within its side of the threshold.
+    nudged = np.where(hard == 1.0, np.maximum(0.5, x[1200:] - 0.2), np.minimum(0.49, x[1200:]))
+    restored = CloneModel.from_state(*model.get_state())
+
+    # Assert
+    accuracy = float(np.mean(np.asarray(model.predict(x[1200:])) == y[1200:]))
+    assert accuracy >= 0.8, accuracy
+    assert np.array_equal(model.predict_proba(nudged), model.predict_proba(x[1200:]))
+    assert np.array_equal(model.predict_proba(hard), model.predict_proba(x[1200:]))
+    assert restored.binarize == 0.5
+    assert np.array_equal(restored.predict_proba(x[1200:]), model.predict_proba(x[1200:]))
+
+    logits = InputLogits(model)
+    item = torch.as_tensor(x[1200:1205]).requires_grad_(True)
+    logits(item)[:, 0].sum().backward()
+    at_hard = torch.as_tensor(hard[:5]).requires_grad_(True)
+    model.binarize = None
+    InputLogits(model)(at_hard)[:, 0].sum().backward()
+    assert item.grad is not None and at_hard.grad is not None
+    assert float(item.grad.abs().sum()) > 0.0
+    torch.testing.assert_close(item.grad, at_hard.grad)
+
+    with pytest.raises(TwinkitError, match="finite threshold"):
+        CloneModel(DIGITS, 64, binarize=float("nan"))

@@ -12,7 +12,15 @@ from sklearn.datasets import load_digits
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
-from twinkit.immunity import InputLogits, false_alarm, fgsm, make_safe, pgd, robust_accuracy
+from twinkit.immunity import (
+    InputLogits,
+    false_alarm,
+    fgsm,
+    make_safe,
+    pgd,
+    robust_accuracy,
+    square,
+)
 from twinkit.immunity.attacks import Norm
 from twinkit.models.torch_threads import seeded
 
@@ -239,3 +247,50 @@ def test_pgd_at_least_as_strong_as_torchattacks(digits: Digits, eps: float) -> N
         assert np.abs(x_theirs_np - digits.x).max() <= eps + 1e-6
         theirs.append(robust_accuracy(digits.model, np.clip(x_theirs_np, 0.0, 1.0), digits.y))
     assert np.mean(ours) <= np.mean(theirs) + 0.01, (ours, theirs)
+
+
+@pytest.fixture(scope="session")
+def binarized_cnn() -> tuple[CloneModel, np.ndarray, np.ndarray]:
+    """A CNN clone of the 8x8 digits that thresholds its pixels at 0.5, and 200 held-out
+    items."""
+    data = load_digits()
+    x = np.asarray(data.data, dtype=np.float64) / 16.0
+    y = np.asarray(data.target, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1400], order[1400:1600]
+    model = CloneModel(DIGIT_CLASSES, 64, image_shape=(8, 8), binarize=0.5, seed=0)
+    model.fit(x[train], [DIGIT_CLASSES[v] for v in y[train]])
+    return model, x[test], y[test]
+
+
+def test_square_keeps_the_budget_is_seeded_and_needs_images(
+    binarized_cnn: tuple[CloneModel, np.ndarray, np.ndarray], digits: Digits
+) -> None:
+    """Square's items lie in the ball and the range exactly; a seed fixes them; a clone
+    without an image shape is refused."""
+    pytest.importorskip("torchattacks")
+    model, x, y = binarized_cnn
+    eps = 0.3
+    found = square(model, x[:50], y[:50], eps, queries=100, seed=0)
+    assert np.abs(found - x[:50]).max() <= eps + 1e-12
+    assert found.min() >= 0.0 and found.max() <= 1.0
+    np.testing.assert_array_equal(found, square(model, x[:50], y[:50], eps, queries=100, seed=0))
+    with pytest.raises(TwinkitError, match="needs an image clone"):
+        square(digits.model, digits.x, digits.y, eps)
+
+
+def test_a_thresholded_clone_is_attacked_through_its_threshold(
+    binarized_cnn: tuple[CloneModel, np.ndarray, np.ndarray],
+) -> None:
+    """The threshold has no gradient, yet PGD through its straight-through gradient (BPDA)
+    and the gradient-free Square attack both fool the binarized clone on items that only
+    cross the threshold can change."""
+    pytest.importorskip("torchattacks")
+    model, x, y = binarized_cnn
+    clean = robust_accuracy(model, x, y)
+    eps = 0.3
+    by_pgd = robust_accuracy(model, pgd(model, x, y, eps, seed=0), y)
+    by_square = robust_accuracy(model, square(model, x, y, eps, queries=300, seed=0), y)
+    assert clean > 0.8, clean
+    assert by_pgd < clean - 0.2, (clean, by_pgd)
+    assert by_square < clean - 0.1, (clean, by_square)

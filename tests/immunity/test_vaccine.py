@@ -217,8 +217,47 @@ def test_evaluate_immunity_report_layout() -> None:
     ]
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in scores), scores
     assert report["vaccine_samples"] == 40
+    assert report["adv_trained_by_attack"] is None
     assert report["model"]["kind"] == "mlp"
     assert report["data"]["n_train"] == 300 and report["data"]["n_test"] == 100
+
+
+def test_a_thresholded_adversarial_clone_is_scored_by_the_worse_of_two_attacks() -> None:
+    """With ``adv_binarize`` the adversarially trained clone thresholds its pixels; at each
+    budget its adaptive accuracy counts an item as fooled when either PGD through the
+    straight-through gradient or the gradient-free Square attack fools it, so it is at most
+    either one's; without images the option is refused."""
+    pytest.importorskip("torchattacks")
+    data = load_digits()
+    images = (data.images[:360] / 16.0).astype(np.float64)
+    y = data.target[:360]
+    report = evaluate_immunity(
+        images[:300],
+        y[:300],
+        images[300:],
+        y[300:],
+        eps=(0.2, 0.3),
+        vaccine=20,
+        pgd_steps=5,
+        attacks=("pgd",),
+        epochs=5,
+        adv_epochs=2,
+        adv_binarize=0.5,
+        square_queries=30,
+        poisoning=False,
+    )
+    adv = report["threat_model"]["adv_training"]
+    assert adv["binarize"] == 0.5 and "Square (30 queries)" in adv["attack"]
+    for budget in ("0.2", "0.3"):
+        by_attack = report["adv_trained_by_attack"][budget]
+        combined = report["attacks"]["pgd"][budget]["adv_trained_adaptive"]
+        assert combined <= min(by_attack["pgd_bpda"], by_attack["square"]), report
+    # the other clones do not threshold: no check of theirs is recorded
+    assert set(report["adv_trained_by_attack"]) == {"0.2", "0.3"}
+
+    flat = images.reshape(len(images), -1)
+    with pytest.raises(TwinkitError, match="adv_binarize needs images"):
+        evaluate_immunity(flat, y, flat, y, adv_binarize=0.5)
 
 
 def test_flip_options_are_checked() -> None:

@@ -64,6 +64,14 @@ def eval_immunity(
             help="Adversarial weight perturbation in adversarial training (0: none).", min=0.0
         ),
     ] = 0.0,
+    adv_binarize: Annotated[
+        float | None,
+        typer.Option(
+            help="Threshold the adversarially trained clone's inputs at this value "
+            "(1 at or above, 0 below) before its network; attacked through it with a "
+            "straight-through gradient (BPDA).",
+        ),
+    ] = None,
     poisoning: Annotated[bool, typer.Option(help="Also run the poisoning part.")] = True,
     flip_seeds: Annotated[
         int,
@@ -130,6 +138,7 @@ def eval_immunity(
             adv_width=adv_width,
             adv_epochs=adv_epochs,
             adv_awp=adv_awp,
+            adv_binarize=adv_binarize,
             flip_seeds=flip_seeds,
             flip_threshold=flip_threshold,
         )
@@ -157,6 +166,7 @@ def _classifier_immunity(
     adv_width: int | None,
     adv_epochs: int,
     adv_awp: float,
+    adv_binarize: float | None,
     flip_seeds: int,
     flip_threshold: float | None,
 ) -> dict[str, Any]:
@@ -191,6 +201,7 @@ def _classifier_immunity(
             adv_width=adv_width,
             adv_epochs=adv_epochs,
             adv_awp=adv_awp,
+            adv_binarize=adv_binarize,
             poisoning=poisoning,
             flip_seeds=flip_seeds,
             flip_threshold=flip_threshold,

@@ -9,6 +9,7 @@ from twinkit.immunity.attacks import (
     make_safe,
     pgd,
     robust_accuracy,
+    square,
 )
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
 
@@ -20,6 +21,7 @@ __all__ = [
     "make_safe",
     "pgd",
     "robust_accuracy",
+    "square",
     "vaccinate",
     "vaccine_samples",
 ]

@@ -12,6 +12,9 @@ done in float64 on the returned array.
 - :func:`pgd`: projected gradient descent (Madry et al. 2018), L-infinity or L2, random
   starts and restarts; per item it returns the best iterate it saw, one that succeeds if
   any did (the most confident such), otherwise the one of highest loss.
+- :func:`square`: the Square attack (Andriushchenko et al. 2020), L-infinity, from the
+  torchattacks library: random search that asks only for the answers, so a model whose
+  gradient misleads (a thresholded input, say) cannot hide from it.
 - targeted mode (``targeted=True, target=...``) minimises the cross-entropy to a target
   class instead of maximising it to the true one; :func:`make_safe` and
   :func:`false_alarm` are the two directions that matter to a screen.
@@ -57,7 +60,10 @@ class InputLogits(nn.Module):
     ``forward(x) = model.logits_of((x - mean) / scale)``, the standardisation done in
     float64 exactly as :meth:`CloneModel.standardize` does it, so the answers are the
     clone's own. The clone's network is a submodule (no copy): this is an ``nn.Module``
-    that third-party attack libraries can be handed as the model.
+    that third-party attack libraries can be handed as the model. A clone with a
+    ``binarize`` threshold thresholds ``x`` first, with the straight-through gradient of
+    :meth:`CloneModel.binarized` (BPDA): the answers are exact, the gradient an
+    approximation.
     """
 
     def __init__(self, model: CloneModel) -> None:
@@ -69,7 +75,8 @@ class InputLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (n, classes) of raw features (n, features) of any float dtype."""
-        z = ((x.to(torch.float64) - self.mean) / self.scale).to(torch.float32)
+        seen = self.model.binarized(x.to(torch.float64))
+        z = ((seen - self.mean) / self.scale).to(torch.float32)
         return self.model.logits_of(z)
 
 
@@ -444,6 +451,69 @@ def false_alarm(
     return _screen_attack(
         model, x, safe_class, dangerous_class, eps, labels, norm, steps, restarts, low, high, seed
     )
+
+
+class _ImageLogits(nn.Module):
+    """:class:`InputLogits` of images (n, 1, height, width), for torchattacks."""
+
+    def __init__(self, logits_fn: InputLogits) -> None:
+        super().__init__()
+        self.logits_fn = logits_fn
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.logits_fn(images.reshape(len(images), -1))
+        return out
+
+
+def square(
+    model: CloneModel,
+    x: np.ndarray,
+    y: Labels,
+    eps: float,
+    *,
+    queries: int = 5000,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH,
+) -> np.ndarray:
+    """The Square attack (Andriushchenko et al. 2020): gradient-free random search in the
+    L-infinity ball of ``eps`` around each item, at most ``queries`` model calls per item,
+    with the margin loss; torchattacks' implementation, run on :class:`InputLogits`.
+
+    It needs images (a clone with ``image_shape``): it perturbs squares of pixels. Pixels
+    are the range [0, 1]. The result is projected onto the ball and the range in float64,
+    as the other attacks' results are. Returns float64 (n, features).
+    """
+    try:
+        import torchattacks
+    except ImportError as err:  # pragma: no cover - the Makefile installs it
+        raise TwinkitError(
+            "the Square attack needs torchattacks: pip install --no-deps 'torchattacks==3.5.1'"
+        ) from err
+    eps = _check_eps(eps)
+    if queries < 1:
+        raise TwinkitError(f"queries must be at least 1, got {queries}")
+    if model.image_shape is None:
+        raise TwinkitError("the Square attack perturbs squares of pixels: it needs an image clone")
+    xs = _features(model, x)
+    lo, hi = _bounds(xs, 0.0, 1.0)
+    truth = _indices(model, y, len(xs), "labels")
+    height, width = model.image_shape
+    images_fn = _ImageLogits(InputLogits(model)).eval()
+
+    out = np.empty_like(xs)
+    if eps == 0 or len(xs) == 0:
+        out[:] = xs
+        return out
+    with seeded(seed):
+        attack = torchattacks.Square(
+            images_fn, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed
+        )
+        for start in range(0, len(xs), batch_size):
+            rows = slice(start, start + batch_size)
+            images = torch.as_tensor(xs[rows], dtype=torch.float32).reshape(-1, 1, height, width)
+            found = attack(images, torch.as_tensor(truth[rows])).reshape(len(images), -1)
+            out[rows] = _project(xs[rows], found.double().numpy(), eps, "linf", lo[rows], hi[rows])
+    return out
 
 
 def robust_accuracy(model: CloneModel, x_adv: np.ndarray, y: Labels) -> float:

@@ -171,6 +171,7 @@ def _fresh(model: CloneModel, seed: int) -> CloneModel:
         hidden=model.hidden,
         image_shape=model.image_shape,
         cnn_width=model.cnn_width,
+        binarize=model.binarize,
         seed=seed,
     )
 
@@ -333,8 +334,9 @@ def adversarial_training(
         raise TwinkitError(f"clean_weight must be in [0, 1], got {clean_weight}")
     out = _fresh(model, seed)
     y = torch.as_tensor(out.encode(names))
-    out.mean = xs.mean(axis=0)
-    std = xs.std(axis=0)
+    seen = out.quantize(xs)
+    out.mean = seen.mean(axis=0)
+    std = seen.std(axis=0)
     floor = 1e-12 if min_scale is None else max(float(min_scale), 1e-12)
     out.scale = np.where(std > 1e-12, np.maximum(std, floor), 1.0)
     lo_np, hi_np = _range(low, high, xs.shape[1])

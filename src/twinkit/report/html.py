@@ -172,6 +172,21 @@ def _accuracy_svg(attacks: dict[str, dict[str, dict[str, Any]]]) -> str:
     return _svg(fig)
 
 
+def _checked_table(checked: Any) -> str:
+    """A thresholded adversarially trained clone's accuracy under each attack alone."""
+    if not isinstance(checked, dict) or not checked:
+        return ""
+    rows = [
+        [str(eps), _pct(values.get("pgd_bpda")), _pct(values.get("square"))]
+        for eps, values in sorted(checked.items(), key=lambda item: float(item[0]))
+    ]
+    return _table(
+        ["eps", "PGD through the threshold (BPDA)", "Square (no gradient)"],
+        rows,
+        "adv. trained, thresholded: accuracy under each attack alone",
+    )
+
+
 def _classifier_html(report: dict[str, Any]) -> list[str]:
     attacks = report.get("attacks") or {}
     rows = [
@@ -195,6 +210,7 @@ def _classifier_html(report: dict[str, Any]) -> list[str]:
         _kv_table("clean accuracy", clean),
         _table(["attack", "eps", *_DEFENCES.values()], rows, "accuracy under attack"),
         _accuracy_svg(attacks) if attacks else "",
+        _checked_table(report.get("adv_trained_by_attack")),
         _table(["poisoning", *columns], poison_rows, "poisoning"),
         *(
             _kv_table(f"{kind}: by training seed", values)
