@@ -96,9 +96,9 @@ class CloneModel:
 
     ``binarize`` (a threshold in the features' own units) makes every feature 1 where it is
     at least the threshold and 0 elsewhere before anything else: a fixed input layer, the
-    thresholding filter that Schmidt et al. (2018) found to cut the data that robust
-    training on MNIST needs. It has no gradient; :meth:`binarized` passes the gradient
-    straight through (BPDA, Athalye et al. 2018), which is how attacks see it.
+    one-bit pixel code that Chen et al. (2019) found robust on MNIST. It has no gradient;
+    :meth:`binarized` passes the gradient straight through (BPDA, Athalye et al. 2018),
+    which is how attacks see it.
     """
 
     def __init__(
