@@ -69,14 +69,16 @@ def test_eval_immunity_adversarial_training_options(
     code, stdout, report = evaluate(
         capsys, digits_npz, tmp_path,
         "--vaccine", "12", "--adv-loss", "madry", "--adv-width", "4", "--adv-epochs", "3",
-        "--adv-awp", "0.01", "--no-poisoning",
+        "--adv-awp", "0.01", "--adv-binarize", "0.5", "--no-poisoning",
     )  # fmt: skip
 
     assert code == 0, stdout
     trained = report["threat_model"]["adv_training"]
     assert trained["loss"] == "madry" and trained["cnn_width"] == 4 and trained["epochs"] == 3
-    assert trained["awp"] == 0.01
-    assert 0.0 <= report["attacks"]["pgd"]["0.1"]["adv_trained_adaptive"] <= 1.0
+    assert trained["awp"] == 0.01 and trained["binarize"] == 0.5
+    combined = report["attacks"]["pgd"]["0.1"]["adv_trained_adaptive"]
+    alone = report["adv_trained_by_attack"]["0.1"]
+    assert 0.0 <= combined <= min(alone["pgd_bpda"], alone["square"])
     code, _, err = run(capsys, "eval", "immunity", str(digits_npz), "--adv-loss", "mart")
     assert code == 1 and "--adv-loss must be trades or madry" in err
 
