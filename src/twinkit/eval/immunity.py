@@ -9,7 +9,8 @@ per attack (FGSM, PGD; L-infinity, white box) and budget ``eps``:
   rows alone (another seed), on the same items; what replay gains from new weights alone;
 - ``vaccinated_adaptive``: its accuracy on a fresh attack crafted against it;
 - ``adv_trained_adaptive``: a PGD adversarially trained clone's accuracy on a fresh
-  attack crafted against it.
+  attack crafted against it (with a threshold input layer, the worse of PGD through it
+  and the gradient-free Square attack, per item).
 
 Budgets run from the smallest up; at each, an item that the attack at a smaller budget
 fooled and this one did not keeps the smaller budget's tampered version (it lies inside
@@ -126,7 +127,13 @@ def evaluate_immunity(
     in a one-off comparison; the benchmark in docs/benchmarks.md uses width 64 with AWP)
     and ``adv_width`` its CNN's width (``None``: the clone's), ``adv_awp`` its adversarial
     weight perturbation (0: none; see
-    :func:`~twinkit.immunity.vaccine.adversarial_training`). With ``adv_training=False`` the
+    :func:`~twinkit.immunity.vaccine.adversarial_training`). ``adv_binarize`` gives it a
+    threshold input layer (``CloneModel(binarize=...)``; images only); PGD then attacks it
+    through a straight-through gradient, and at every budget the Square attack
+    (``square_queries`` queries per item) checks it: its PGD figures count an item fooled
+    when either attack fools it, each attack's accuracy alone in ``adv_trained_by_attack``
+    (on MNIST at eps 0.3: 82.3% against 62.9% without the layer; Square 82.3%, PGD 87.8%).
+    With ``adv_training=False`` the
     ``adv_trained_adaptive`` entries and ``clean_acc_adv_trained`` are ``None``; with
     ``poisoning=False`` so is ``poisoning``.
 
