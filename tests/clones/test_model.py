@@ -274,7 +274,8 @@ def test_a_binarizing_clone_sees_only_the_threshold_and_round_trips(
     model.fit(x[:1200], list(y[:1200]))
     hard = (x[1200:] >= 0.5).astype(np.float64)
     # Move every feature within its side of the threshold.
-    nudged = np.where(hard == 1.0, np.maximum(0.5, x[1200:] - 0.2), np.minimum(0.49, x[1200:]))
+    held = x[1200:]
+    nudged = np.where(hard == 1.0, np.maximum(0.5, held - 0.2), np.minimum(0.49, held + 0.2))
     restored = CloneModel.from_state(*model.get_state())
 
     # Assert

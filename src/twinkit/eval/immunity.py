@@ -187,20 +187,16 @@ def evaluate_immunity(
     adv_model: CloneModel | None = None
     if adv_training:
         say(f"adversarial training ({adv_loss}) at eps={top}")
-        adv_base = model
-        if adv_width is not None:
-            if shape is None:
-                raise TwinkitError("adv_width is a CNN's width: it needs images")
-            adv_base = CloneModel(classes, n_features, image_shape=shape, cnn_width=adv_width)
-        if adv_binarize is not None:
-            adv_base = CloneModel(
-                classes,
-                n_features,
-                hidden=adv_base.hidden,
-                image_shape=shape,
-                cnn_width=adv_base.cnn_width,
-                binarize=adv_binarize,
-            )
+        if adv_width is not None and shape is None:
+            raise TwinkitError("adv_width is a CNN's width: it needs images")
+        adv_base = CloneModel(
+            classes,
+            n_features,
+            hidden=model.hidden,
+            image_shape=shape,
+            cnn_width=model.cnn_width if adv_width is None else adv_width,
+            binarize=adv_binarize,
+        )
         adv_model = adversarial_training(
             adv_base,
             xtr,

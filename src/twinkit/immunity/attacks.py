@@ -497,13 +497,11 @@ def square(
     xs = _features(model, x)
     lo, hi = _bounds(xs, 0.0, 1.0)
     truth = _indices(model, y, len(xs), "labels")
+    if eps == 0 or len(xs) == 0:
+        return xs.copy()
     height, width = model.image_shape
     images_fn = _ImageLogits(InputLogits(model)).eval()
-
     out = np.empty_like(xs)
-    if eps == 0 or len(xs) == 0:
-        out[:] = xs
-        return out
     with seeded(seed):
         attack = torchattacks.Square(
             images_fn, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed
