@@ -266,3 +266,39 @@ def test_population_fit_candidates_and_export(
     assert fitted["selection"]["chosen"] == "population"
     assert code == 0, err
     assert (tmp_path / "s1.onnx").stat().st_size > 0
+
+
+def test_retract_takes_rows_out_and_the_ledger_verifies(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    run(capsys, "twin", "create", "p1", "--channel", "glucose:mg/dL:20:600", "--db", db)
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "twin_id,time,channel,value\n"
+        "p1,2026-01-01T00:00:00Z,glucose,100\n"
+        "p1,2026-01-01T00:05:00Z,glucose,110\n"
+        "p1,2026-01-01T00:10:00Z,glucose,120\n"
+    )
+    run(capsys, "ingest", str(path), "--db", db)
+
+    code, out, _ = run(
+        capsys,
+        "retract",
+        "p1",
+        "--reason",
+        "sensor warm-up",
+        "--end",
+        "2026-01-01T00:05",
+        "--db",
+        db,
+    )
+    no_rows = run(capsys, "retract", "p1", "--reason", "x", "--db", db)
+
+    assert code == 0, out
+    assert "retracted 2 row(s) (batch 1: 2)" in out
+    assert no_rows[0] == 1
+    assert "name the rows" in no_rows[2]
+    assert (
+        json.loads(run(capsys, "twin", "show", "p1", "--json", "--db", db)[1])["observations"] == 1
+    )
+    assert run(capsys, "ledger", "verify", "--db", db)[0] == 0

@@ -36,7 +36,7 @@ def test_lifecycle_on_each_backend(engine: TwinEngine, backend: str) -> None:
     engine.promote(twin_ids[0], refused.version)
     assert engine.rollback(twin_ids[0]) == 1
 
-    late = pd.Timestamp("2030-01-01", tz="UTC")
+    late = pd.Timestamp("2026-06-01", tz="UTC")
     bad = pd.DataFrame(
         {
             "twin_id": [twin_ids[1]] * 2,

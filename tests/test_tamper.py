@@ -243,7 +243,7 @@ def test_serving_status_swapped_behind_the_ledger_is_detected(store: Tamperable)
 
 def test_edited_quarantined_row_is_detected(store: Tamperable) -> None:
     # Prepare: hold one absurd value, then edit what the quarantine says was sent
-    start = pd.Timestamp("2030-01-01", tz="UTC")
+    start = pd.Timestamp("2026-06-01", tz="UTC")
     absurd = pd.DataFrame(
         {"twin_id": [TWIN], "time": [start], "channel": ["glucose"], "value": [5e6]}
     )

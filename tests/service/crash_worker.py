@@ -21,3 +21,12 @@ def sleep_long(
 ) -> None:
     """A fit that never ends (until it is stopped)."""
     time.sleep(600)
+
+
+def done_soon(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """A fit that answers after a moment, having written nothing."""
+    time.sleep(0.2)
+    answer.send({"status": "done", "result": {"twin_id": twin_id}})
+    answer.close()

@@ -133,8 +133,9 @@ def test_log_in_see_the_chart_and_label_three_questions(
             page.wait_for_url(f"{server}/twins")
             cookies = {c["name"]: c for c in page.context.cookies()}
 
-            # Assert: the session cookie is out of scripts' reach
+            # Assert: the session cookie is out of scripts' reach, and not the token
             session = cookies["twinkit_session"]
+            assert session["value"] != alice_token
             assert session["httpOnly"] and session["secure"]
             assert session["sameSite"] == "Strict"
             assert page.evaluate("document.cookie") == ""

@@ -112,7 +112,12 @@ def test_json_rows_with_a_bad_time_give_the_pipelines_error(
     answer = client.post("/v1/twins/p1/observations", json={"rows": rows}, headers=alice)
     assert answer.status_code == 422
     assert answer.json()["error"]["problems"] == [
-        {"message": "not an ISO-8601 time: 'not a time'", "row": 2, "column": "time", "field": None}
+        {
+            "message": "a word, not an ISO-8601 time: 'not a time'",
+            "row": 2,
+            "column": "time",
+            "field": None,
+        }
     ]
 
 

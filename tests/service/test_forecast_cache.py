@@ -270,7 +270,15 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
     engine = TwinEngine(url)
     engine.create_twin("old", "state", channels=["glucose"])
     with engine.store.write() as conn:
-        conn.exec_driver_sql("ALTER TABLE twins DROP COLUMN data_batch")
+        for later in (  # what versions 5 and 6 added
+            "DROP INDEX ux_twins_uid",
+            "DROP INDEX ix_jobs_twin_uid",
+            "ALTER TABLE twins DROP COLUMN uid",
+            "ALTER TABLE jobs DROP COLUMN twin_uid",
+            "DROP TABLE sessions",
+            "ALTER TABLE twins DROP COLUMN data_batch",
+        ):
+            conn.exec_driver_sql(later)
         conn.execute(
             tables.meta.update().where(tables.meta.c.key == "schema_version").values(value="4")
         )
@@ -285,8 +293,9 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "5"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "6"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
+    assert len(row.uid) == 32
     reopened.dispose()
 
 

@@ -23,7 +23,7 @@ def _finished_job(client: TestClient, url: str, headers: Headers) -> dict[str, A
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(url, headers=headers).json()
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "cancelled"):
             return job
         time.sleep(0.25)
     raise AssertionError(f"job {url} did not finish in time: {job}")
@@ -237,3 +237,46 @@ def test_with_every_version_broken_the_population_model_answers_or_nothing_does(
         if e["event"] == "serving_failover"
     ]
     assert served_by == [None, {"source": "population", "version": 1}]
+
+
+def test_deleting_a_twin_cancels_its_running_fit_and_the_new_twin_does_not_inherit_it(
+    make_client: Callable[..., TestClient],
+    admin: Headers,
+    app_state: Callable[[TestClient], ServiceState],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: alice's fit runs (a child that would sleep for ten minutes)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    slow = importlib.import_module("crash_worker")
+    client = make_client(fit_worker=slow.sleep_long)
+    state = app_state(client)
+    owners = {}
+    for name in ("alice", "bob"):
+        token = client.post("/v1/owners", json={"name": name}, headers=admin).json()["token"]
+        owners[name] = {"Authorization": f"Bearer {token}"}
+    client.post("/v1/twins", json={"id": "race-1", "kind": "state"}, headers=owners["alice"])
+    job_id = client.post("/v1/twins/race-1/fit", json={}, headers=owners["alice"]).json()["id"]
+    deadline = time.monotonic() + 60
+    while state.engine.jobs.get(job_id).status.value == "queued":
+        assert time.monotonic() < deadline, "the fit never started"
+        time.sleep(0.1)
+
+    # Execute
+    deleted = client.delete("/v1/twins/race-1", headers=owners["alice"])
+    client.post("/v1/twins", json={"id": "race-1", "kind": "state"}, headers=owners["bob"])
+    bobs_jobs = client.get("/v1/twins/race-1/jobs", headers=owners["bob"])
+    alices_job = client.get(f"/v1/twins/race-1/jobs/{job_id}", headers=owners["bob"])
+
+    # Assert: cancelled at once, its child stopped (the runner forgets it), nothing of it
+    # shows on bob's twin
+    assert deleted.status_code == 204
+    job = state.engine.jobs.get(job_id)
+    assert job.status.value == "cancelled"
+    assert job.error == "the twin 'race-1' was deleted"
+    deadline = time.monotonic() + 30
+    while state.runner._running:
+        assert time.monotonic() < deadline, "the cancelled fit's child was not stopped"
+        time.sleep(0.1)
+    assert state.engine.jobs.get(job_id).status.value == "cancelled"
+    assert bobs_jobs.json() == []
+    assert alices_job.status_code == 404

@@ -80,7 +80,13 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
 
     def launch(self) -> None:
-        env = {**os.environ, "TWINKIT_ADMIN_TOKEN": ADMIN_TOKEN}
+        # The batch is larger than the default upload limit (100,000 rows) on purpose: the
+        # longer its write, the surer the kill lands inside it.
+        env = {
+            **os.environ,
+            "TWINKIT_ADMIN_TOKEN": ADMIN_TOKEN,
+            "TWINKIT_MAX_UPLOAD_ROWS": "1000000",
+        }
         command = [sys.executable, "-m", "twinkit", "serve", "--db", self.db_url]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

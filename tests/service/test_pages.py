@@ -226,7 +226,7 @@ def test_pages_without_a_session_lead_to_the_login_form(
 
 
 def test_a_stale_cookie_is_cleared(web: TestClient, state_with_forecast: Headers) -> None:
-    stale = {"cookie": "twinkit_session=twk_" + "B" * 43}  # an owner deleted since, say
+    stale = {"cookie": "twinkit_session=" + "B" * 43}  # a session the store forgot, say
     answer = web.get("/twins", headers=stale, follow_redirects=False)
     assert answer.headers["location"] == "/login"
     assert any(

@@ -1,4 +1,4 @@
-"""Commands on the store: init, twins, ingest, quarantine, ledger."""
+"""Commands on the store: init, twins, ingest, quarantine, retract, ledger."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -188,6 +189,56 @@ def quarantine_release(
     """Store quarantined rows after all (recorded in the ledger)."""
     n = engine_for(db).release(ids)
     console.print(f"released {n} row(s)")
+
+
+def _utc_option(text: str | None, option: str) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        moment = pd.Timestamp(text)
+    except ValueError:
+        raise TwinkitError(f"{option} {text!r}: not an ISO-8601 time") from None
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+@app.command()
+def retract(
+    twin_id: Annotated[str, typer.Argument(help="The twin whose rows are wrong.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
+    batch: Annotated[int | None, typer.Option(help="Rows of this batch.")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Signals at or after this ISO-8601 time (UTC if naive).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Signals at or before this time.")] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Only this channel (repeatable).")
+    ] = None,
+    item: Annotated[list[str] | None, typer.Option(help="This decision item (repeatable).")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Take wrong rows out of a twin's data without deleting the twin: every condition given
+    must hold. Recorded in the ledger; the next fit does not see them."""
+    result = engine_for(db).retract(
+        twin_id,
+        reason,
+        batch_id=batch,
+        start=_utc_option(start, "--start"),
+        end=_utc_option(end, "--end"),
+        channels=channel,
+        items=item,
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    if not result.n_retracted:
+        console.print(f"{twin_id}: no stored row matches; nothing retracted")
+        return
+    per_batch = ", ".join(f"batch {b}: {n}" for b, n in result.batches.items())
+    console.print(
+        f"{twin_id}: retracted {result.n_retracted} row(s) ({per_batch}); "
+        f"ledger entry {result.ledger_seq}"
+    )
 
 
 # -- ledger -----------------------------------------------------------------------------------

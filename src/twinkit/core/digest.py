@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -96,15 +97,33 @@ def quarantine_rows_digest(rows: list[list[Any]]) -> str:
 
 
 def features_json(names: list[str], values: np.ndarray) -> list[str]:
-    """One canonical JSON object per row of ``values`` (rows x len(names))."""
+    """One canonical JSON object per row of ``values`` (rows x len(names)).
+
+    The same text as :func:`canonical_json` of ``{name: value}`` (a non-finite value as
+    null), written without building and sorting a dict per row: the keys are sorted and
+    encoded once, so the cost stays linear in the cells however wide the rows.
+
+    >>> features_json(["b", "a"], np.array([[1.5, float("nan")]]))
+    ['{"a":null,"b":1.5}']
+    """
+    if values.shape[1] != len(names):
+        raise ValueError(f"{values.shape[1]} value columns for {len(names)} feature names")
+    last = {name: j for j, name in enumerate(names)}  # as in a dict, a repeated name's last
+    keys = sorted(last)
+    prefixes = [canonical_json(key) + ":" for key in keys]
+    ordered = values[:, [last[key] for key in keys]]
+    finite = np.isfinite(ordered).all(axis=1)
     out = []
-    for row in values.tolist():
-        out.append(
-            canonical_json(
-                {n: (None if not math.isfinite(v) else v) for n, v in zip(names, row, strict=True)}
-            )
-        )
+    # repr is what json writes for a float (and an int); only rows with a NaN or an
+    # infinity need a look at each value.
+    for row, all_finite in zip(ordered.tolist(), finite.tolist(), strict=True):
+        cells = map(repr, row) if all_finite else map(_json_number, row)
+        out.append("{" + ",".join(map(operator.add, prefixes, cells)) + "}")
     return out
+
+
+def _json_number(value: float) -> str:
+    return repr(value) if math.isfinite(value) else "null"
 
 
 def file_sha256(data: bytes) -> str:

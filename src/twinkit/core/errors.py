@@ -58,6 +58,29 @@ class ValidationError(TwinkitError):
         )
 
 
+class TooLargeError(TwinkitError):
+    """A batch with more rows, columns or cells than allowed; refused whole, before decoding.
+
+    ``what`` is ``"rows"``, ``"columns"`` or ``"cells"``; ``setting`` names the limit where
+    the caller can say how it is set (the service's ``TWINKIT_MAX_UPLOAD_ROWS``, say).
+    """
+
+    def __init__(self, source: str, what: str, limit: int, setting: str | None = None) -> None:
+        self.source = source
+        self.what = what
+        self.limit = limit
+        self.setting = setting
+        named = f"the limit, {setting}" if setting else "the limit"
+        super().__init__(
+            f"{source}: the upload has more than {limit} {what} ({named}); nothing was stored: "
+            f"split it into smaller batches"
+        )
+
+    def naming(self, setting: str) -> TooLargeError:
+        """The same error, its message naming the setting that sets the limit."""
+        return TooLargeError(self.source, self.what, self.limit, setting)
+
+
 class ForecastInputError(TwinkitError):
     """Data handed to a forecaster that it cannot use (missing target, too short, NaN...)."""
 
@@ -76,3 +99,15 @@ class SchemaVersionError(TwinkitError):
 
 class PromotionError(TwinkitError):
     """A promote or rollback that cannot be done (no such version, nothing to roll back to)."""
+
+
+class TwinGoneError(NotFoundError):
+    """The twin that work was started for was deleted (and maybe created again) meanwhile:
+    nothing was written; a job of it ends as cancelled."""
+
+
+class QuotaExceededError(TwinkitError):
+    """An owner asked for more work than its quota allows at once; ask again later."""
+
+    #: seconds after which asking again may succeed (a hint for Retry-After)
+    retry_after_s = 30

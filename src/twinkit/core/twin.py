@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from twinkit.core.errors import InvalidTwinError
 
-TWIN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_ID_CHAR = r"[A-Za-z0-9_.:\-]"
+_NOT_DOT = r"[A-Za-z0-9_:\-]"
+#: 1-128 of the characters, but not "." nor "..": they name a folder, not a twin, in a
+#: path. Spelled without look-ahead so that every regex engine that reads it (Python's,
+#: Arrow's RE2, pydantic's, a client's from the OpenAPI document) reads the same rule.
+TWIN_ID_PATTERN = re.compile(
+    "^(?:"
+    rf"{_NOT_DOT}{_ID_CHAR}{{0,127}}"  # no dot first
+    rf"|\.{_NOT_DOT}{_ID_CHAR}{{0,126}}"  # one dot, then another character
+    rf"|\.\.{_ID_CHAR}{{1,126}}"  # two dots, then at least one more character
+    ")$"
+)
 CHANNEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class MetadataLimits:
+    """How large a twin's metadata may be: bytes of its JSON (UTF-8), keys of all its
+    objects (nested ones included), levels of nested objects and arrays (the metadata
+    itself is one)."""
+
+    max_bytes: int = 64 * 1024
+    max_keys: int = 1000
+    max_depth: int = 16
 
 
 class TwinKind(StrEnum):
@@ -29,9 +53,124 @@ def validate_twin_id(twin_id: str) -> str:
     """
     if not isinstance(twin_id, str) or not TWIN_ID_PATTERN.match(twin_id):
         raise InvalidTwinError(
-            f"invalid twin id {twin_id!r}: use 1-128 letters, digits or the characters - _ . :"
+            f"invalid twin id {twin_id!r}: use 1-128 letters, digits or the characters "
+            "- _ . : (but not '.' or '..')"
         )
     return twin_id
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    """A value's place in the metadata: ``metadata.a[0]["odd key"]`` (ASCII, so that a
+    message naming a key with a lone surrogate can still be sent)."""
+    parts = ["metadata"]
+    for step in path:
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif _PLAIN_KEY.fullmatch(step):
+            parts.append(f".{step}")
+        else:
+            shown = step if len(step) <= 64 else step[:64] + "..."
+            parts.append(f"[{json.dumps(shown)}]")
+    return "".join(parts)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate (``"\\ud800"`` in JSON): no encoding holds it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_metadata(
+    metadata: Any, limits: MetadataLimits | None = MetadataLimits()
+) -> dict[str, Any]:
+    """Return ``metadata`` if it is a JSON object within ``limits``, else raise
+    :class:`InvalidTwinError` naming the field at fault.
+
+    JSON here is the standard's: no NaN or infinity, text that is valid Unicode, keys that
+    are text. ``limits=None`` checks only that, whatever the size.
+
+    >>> validate_metadata({"site": "a", "image": [28, 28]})
+    {'site': 'a', 'image': [28, 28]}
+    >>> validate_metadata({"a": {"b": float("nan")}})
+    Traceback (most recent call last):
+    ...
+    twinkit.core.errors.InvalidTwinError: metadata.a.b: NaN is not JSON; use null or a number
+    """
+    if not isinstance(metadata, dict):
+        raise InvalidTwinError(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    bounds = limits or MetadataLimits(sys.maxsize, sys.maxsize, sys.maxsize)
+    max_bytes, max_keys, max_depth = bounds.max_bytes, bounds.max_keys, bounds.max_depth
+    too_large = InvalidTwinError(
+        f"metadata is larger than {max_bytes} bytes as JSON; keep large documents "
+        "elsewhere and put a reference in the metadata"
+    )
+    # Every value takes at least one byte and one separator: more values than that cannot
+    # fit, and counting them stops the walk of a huge array before it starts.
+    max_values = max_bytes // 2 + 1
+    keys = 0
+    values = 1
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(metadata, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if len(path) >= max_depth:
+                raise InvalidTwinError(
+                    f"{_where(path)}: nested deeper than {max_depth} levels; flatten the metadata"
+                )
+            keys += len(value) if isinstance(value, dict) else 0
+            if keys > max_keys:
+                raise InvalidTwinError(
+                    f"metadata has more than {max_keys} keys (nested objects' keys included); "
+                    "keep large documents elsewhere and put a reference in the metadata"
+                )
+            values += len(value)
+            if values > max_values:
+                raise too_large
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidTwinError(
+                        f"{_where(path)}: a key of type {type(key).__name__} is not JSON; "
+                        "JSON keys are text"
+                    )
+                if not _is_unicode(key):
+                    raise InvalidTwinError(
+                        f"{_where((*path, key))}: the key has a lone surrogate, "
+                        "which is not valid Unicode"
+                    )
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            shown = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            raise InvalidTwinError(f"{_where(path)}: {shown} is not JSON; use null or a number")
+        elif isinstance(value, str):
+            if not _is_unicode(value):
+                raise InvalidTwinError(
+                    f"{_where(path)}: the text has a lone surrogate, which is not valid Unicode"
+                )
+        elif value is not None and not isinstance(value, bool | int | float):
+            raise InvalidTwinError(
+                f"{_where(path)}: a {type(value).__name__} is not JSON; use text, a number, "
+                "true, false, null, an array or an object"
+            )
+    if limits is None:
+        return metadata
+    try:
+        text = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:  # an integer with more digits than Python writes out
+        raise InvalidTwinError(
+            "metadata holds a number with too many digits to write as JSON; write it as text"
+        ) from None
+    if len(text.encode("utf-8")) > max_bytes:
+        raise too_large
+    return metadata
 
 
 @dataclass(frozen=True)
@@ -119,6 +258,9 @@ class Twin:
     metadata: dict[str, Any] = field(default_factory=dict)
     channels: tuple[Channel, ...] = ()
     created_at: str = ""
+    #: the twin's internal identity: new each time a twin is created, never reused, so a
+    #: job started for a twin cannot land on a later twin of the same id
+    uid: str = ""
 
     def __post_init__(self) -> None:
         validate_twin_id(self.id)
@@ -139,4 +281,5 @@ class Twin:
             "metadata": self.metadata,
             "channels": [c.to_dict() for c in self.channels],
             "created_at": self.created_at,
+            "uid": self.uid,
         }

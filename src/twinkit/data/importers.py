@@ -6,7 +6,9 @@ error names the row, the column and the problem.
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +21,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from twinkit.core.digest import canonical_order
-from twinkit.core.errors import Problem, ValidationError
+from twinkit.core.errors import Problem, TooLargeError, ValidationError
+from twinkit.core.timewindow import TimeWindow, micros_iso
 from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN
 
 SIGNAL_COLUMNS = ("twin_id", "time", "channel", "value")
@@ -33,8 +36,14 @@ _FORMATS = {
     ".ndjson": "jsonl",
     ".json": "jsonl",
 }
+#: pyarrow's default CSV block: a file is parsed in blocks of at least this size
+_CSV_BLOCK_BYTES = 1 << 20
 # An explicit UTC offset after a clock time: "...T08:30:00Z", "... 08:30+02:00".
 _TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+#: what an unparsed time (NaT) holds as int64
+_NAT = np.iinfo(np.int64).min
 
 
 class BatchKind(StrEnum):
@@ -83,45 +92,184 @@ def _format(name: str, source: str) -> str:
     return fmt
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a CSV, Parquet or JSON-lines file into a frame, without interpreting types."""
+def read_table(
+    path: Path | str,
+    *,
+    max_rows: int | None = None,
+    max_columns: int | None = None,
+    max_cells: int | None = None,
+) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON-lines file into a frame, without interpreting types.
+
+    The limits are those of :func:`read_table_bytes`.
+    """
     path = Path(path)
     _format(path.name, str(path))
     if not path.is_file():
         raise ValidationError(str(path), [Problem("no such file")])
-    return read_table_bytes(path.read_bytes(), path.name, str(path))
+    return read_table_bytes(
+        path.read_bytes(),
+        path.name,
+        str(path),
+        max_rows=max_rows,
+        max_columns=max_columns,
+        max_cells=max_cells,
+    )
 
 
-def read_table_bytes(raw: bytes, name: str, source: str | None = None) -> pd.DataFrame:
-    """Read a file's content (an upload, say); ``name``'s suffix says its format."""
+@dataclass(frozen=True)
+class _Limits:
+    """The largest table a read may decode; None is no limit."""
+
+    rows: int | None = None
+    columns: int | None = None
+    cells: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rows is None and self.columns is None and self.cells is None
+
+    def exceeded(self, rows: int, columns: int) -> tuple[str, int] | None:
+        """The first limit a table of this shape is over, as (what, limit), or None."""
+        for what, limit, size in (
+            ("columns", self.columns, columns),
+            ("rows", self.rows, rows),
+            ("cells", self.cells, rows * columns),
+        ):
+            if limit is not None and size > limit:
+                return what, limit
+        return None
+
+    def check(self, source: str, rows: int, columns: int) -> None:
+        """Raise :class:`TooLargeError` if a table of this shape is over a limit."""
+        over = self.exceeded(rows, columns)
+        if over is not None:
+            raise TooLargeError(source, *over)
+
+
+def read_table_bytes(
+    raw: bytes,
+    name: str,
+    source: str | None = None,
+    *,
+    max_rows: int | None = None,
+    max_columns: int | None = None,
+    max_cells: int | None = None,
+) -> pd.DataFrame:
+    """Read a file's content (an upload, say); ``name``'s suffix says its format.
+
+    A file with more data rows than ``max_rows``, more columns than ``max_columns`` or more
+    cells (rows x columns) than ``max_cells`` raises :class:`TooLargeError` before it is
+    decoded: Parquet's sizes are read from its footer, CSV and JSON lines are counted as
+    they are scanned, stopping at the first row over a limit. None is no limit.
+    """
     source = source or name
     fmt = _format(name, source)
+    limits = _Limits(max_rows, max_columns, max_cells)
     if not raw.strip():
         raise ValidationError(source, [Problem("the file is empty")])
     try:
         if fmt == "parquet":
-            if raw[:4] != b"PAR1":
-                raise ValidationError(
-                    source, [Problem("not a Parquet file (its first bytes are not 'PAR1')")]
-                )
-            frame: pd.DataFrame = pq.read_table(io.BytesIO(raw)).to_pandas(
-                types_mapper=_arrow_dtype
-            )
-            return frame
+            return _read_parquet(raw, source, limits)
         if fmt == "jsonl":
+            if not limits.unlimited:
+                _scan_jsonl(raw, source, limits)
             return pd.read_json(io.BytesIO(raw), lines=True, dtype=False)
-        return _read_csv(raw)
+        return _read_csv(raw, source, limits)
     except ValidationError:
         raise
     except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(source, [Problem(f"cannot be read as {fmt}: {exc}")]) from None
 
 
-def _read_csv(raw: bytes) -> pd.DataFrame:
+def _read_parquet(raw: bytes, source: str, limits: _Limits) -> pd.DataFrame:
+    if raw[:4] != b"PAR1":
+        raise ValidationError(
+            source, [Problem("not a Parquet file (its first bytes are not 'PAR1')")]
+        )
+    parquet = pq.ParquetFile(io.BytesIO(raw))
+    meta = parquet.metadata
+    # A few hundred KiB of Parquet can hold millions of rows: the footer says how many
+    # before any page is decompressed. The reader decodes what each row group declares.
+    declared = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    limits.check(source, max(meta.num_rows, declared), meta.num_columns)
+    frame: pd.DataFrame = parquet.read().to_pandas(types_mapper=_arrow_dtype)
+    return frame
+
+
+def _scan_jsonl(raw: bytes, source: str, limits: _Limits) -> None:
+    """Count the rows (non-blank lines) and distinct keys, stopping at the first over a limit."""
+    keys: set[str] = set()
+    count_keys = limits.columns is not None or limits.cells is not None
+    rows = 0
+    for line in io.BytesIO(raw):
+        if not line.strip():
+            continue  # pandas skips blank lines
+        rows += 1
+        if count_keys:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # pandas names what is wrong with the line when it reads it
+            if isinstance(record, dict):
+                keys.update(record)
+        limits.check(source, rows, len(keys))
+
+
+def _csv_columns(raw: bytes, source: str) -> int:
+    """The number of fields of a CSV file's header, counted without Arrow.
+
+    Arrow's schema of a header costs more than linear time in its columns (15 s for
+    400,000 one-letter names), so a header is counted by Python's csv module first.
+    """
+    text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        for record in csv.reader(text):
+            if record:  # Arrow skips empty lines too
+                return len(record)
+    except csv.Error as exc:
+        raise ValidationError(source, [Problem(f"cannot be read as csv: {exc}")]) from None
+    return 0
+
+
+def _scan_csv(raw: bytes, source: str, limits: _Limits) -> None:
+    """Count the columns, then the rows if need be, stopping at the first over a limit."""
+    n_columns = _csv_columns(raw, source)
+    limits.check(source, 0, n_columns)
+    if n_columns == 0:
+        return  # no header: Arrow says what is wrong with the file
+    # Every row ends at a line break, so counting those bounds the rows at memchr's speed:
+    # most files are well within the limits and need no closer look.
+    if limits.exceeded(raw.count(b"\n") + raw.count(b"\r") + 1, n_columns) is None:
+        return
+    # Only the first column is converted (as text, so no type can fail): rows are counted
+    # as the parser meets them, in bounded memory.
+    names = [f"c{i}" for i in range(n_columns)]
+    reader = pa_csv.open_csv(
+        io.BytesIO(raw),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=names[:1], column_types={names[0]: pa.string()}
+        ),
+    )
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+        limits.check(source, rows, n_columns)
+
+
+def _read_csv(raw: bytes, source: str, limits: _Limits) -> pd.DataFrame:
+    if not limits.unlimited:
+        _scan_csv(raw, source, limits)
     header = raw.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
     names = [n.strip() for n in header.strip().split(",")]
     table = pa_csv.read_csv(
         io.BytesIO(raw),
+        # Arrow converts each block column by column and keeps every (block, column) chunk;
+        # with its default 1 MiB blocks a file twice as wide has twice the blocks of twice
+        # the columns. Blocks of at least 8 KiB per column keep the chunks' count (and
+        # their fixed cost) proportional to the cells.
+        read_options=pa_csv.ReadOptions(block_size=max(_CSV_BLOCK_BYTES, 8192 * len(names))),
         convert_options=pa_csv.ConvertOptions(
             column_types={c: pa.string() for c in _TEXT_COLUMNS if c in names},
             null_values=[""],
@@ -138,23 +286,32 @@ def _arrow_dtype(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
     return None if pa.types.is_timestamp(arrow_type) else pd.ArrowDtype(arrow_type)
 
 
-def parse_batch(frame: pd.DataFrame, source: str, twin: str | None = None) -> Batch:
+def parse_batch(
+    frame: pd.DataFrame,
+    source: str,
+    twin: str | None = None,
+    earliest_us: int = TimeWindow().earliest_us,
+) -> Batch:
     """Validate a raw frame as a signal or decision batch; raise :class:`ValidationError`.
 
-    ``twin`` fills a missing ``twin_id`` column, or must match it where present.
+    ``twin`` fills a missing ``twin_id`` column, or must match it where present. A time
+    before ``earliest_us`` (microseconds since 1970; the default is 1970 itself) is an
+    error; times in the future are the screens' business (they quarantine them).
     """
     frame = frame.rename(columns=lambda c: str(c).strip())
     if len(frame) == 0:
         raise ValidationError(source, [Problem("the file has a header but no data rows")])
     columns = set(frame.columns)
-    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    # Index.duplicated hashes each name once: counting each name in the list of all
+    # names costs columns squared, minutes for a decisions file of 20,000 features.
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
     if duplicated:
         raise ValidationError(source, [Problem(f"duplicated column(s) {duplicated}")])
     rows = np.arange(1, len(frame) + 1, dtype=np.int64)
     problems: list[Problem] = []
     twin_ids = _twin_ids(frame, twin, problems)
     if {"time", "channel", "value"} <= columns:
-        batch: Batch = _signals(frame, twin_ids, rows, source, problems)
+        batch: Batch = _signals(frame, twin_ids, rows, source, problems, earliest_us)
     elif {"item_id", "label"} <= columns:
         batch = _decisions(frame, twin_ids, rows, source, problems)
     else:
@@ -266,12 +423,16 @@ def _times(values: pd.Series, rows: np.ndarray, problems: list[Problem]) -> np.n
     missing = values.isna().to_numpy()
     _report(problems, missing, rows, "time", values, "missing time")
     text = values.astype(str).str.strip()
+    # pandas reads the words "now" and "today" as the clock's time: a reading that is
+    # stored as whenever it arrived, different at every retry, so words are refused.
+    words = ~_matches(text, r"^[0-9]") & ~missing
+    _report(problems, words, rows, "time", values, "a word, not an ISO-8601 time")
     parsed = pd.DatetimeIndex(
-        pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+        pd.to_datetime(text.where(~missing & ~words), format="ISO8601", utc=True, errors="coerce")
     )
-    bad = np.asarray(parsed.isna()) & ~missing
+    bad = np.asarray(parsed.isna()) & ~missing & ~words
     _report(problems, bad, rows, "time", values, "not an ISO-8601 time")
-    valid = ~missing & ~bad
+    valid = ~missing & ~bad & ~words
     zoned = _matches(text, _TZ_SUFFIX) & valid
     n_zoned, n_valid = int(zoned.sum()), int(valid.sum())
     if 0 < n_zoned < n_valid:
@@ -320,6 +481,7 @@ def _signals(
     rows: np.ndarray,
     source: str,
     problems: list[Problem],
+    earliest_us: int,
 ) -> SignalBatch:
     extra = [c for c in frame.columns if c not in SIGNAL_COLUMNS]
     if extra:
@@ -332,6 +494,16 @@ def _signals(
     _report(problems, bad_channel, rows, "channel", channel, "invalid channel name")
     value = _numeric(frame["value"], "value", rows, problems)
     t = _times(frame["time"], rows, problems)
+    if len(t) == len(frame):
+        early = (t < earliest_us) & (t != _NAT)  # unparsed times are reported already
+        _report(
+            problems,
+            early,
+            rows,
+            "time",
+            frame["time"],
+            f"time before {micros_iso(earliest_us)}, the earliest plausible time",
+        )
     if problems:
         return SignalBatch(pd.DataFrame(), source)
     twin_cat, twin_codes = _categorical(twin_ids)
@@ -373,6 +545,8 @@ def _decisions(
     return DecisionBatch(out, features, names, source)
 
 
-def load_batch(path: Path | str, twin: str | None = None) -> Batch:
+def load_batch(
+    path: Path | str, twin: str | None = None, earliest_us: int = TimeWindow().earliest_us
+) -> Batch:
     """Read and validate a file; the error names the file, row and column."""
-    return parse_batch(read_table(path), str(path), twin)
+    return parse_batch(read_table(path), str(path), twin, earliest_us)

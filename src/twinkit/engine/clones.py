@@ -24,11 +24,11 @@ import pandas as pd
 from sqlalchemy import select, update
 
 from twinkit.core.digest import features_json
-from twinkit.core.errors import Problem, TwinkitError, ValidationError
+from twinkit.core.errors import Problem, TwinGoneError, TwinkitError, ValidationError
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
 from twinkit.engine.ingest import IngestResult, ingest_batch
-from twinkit.store import ledger, observations, tables
+from twinkit.store import ledger, observations, tables, twins
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
@@ -122,14 +122,22 @@ def ask(
     """Choose ``k`` items to ask the donor about, record them, return them."""
     if k < 1:
         raise TwinkitError(f"-k must be at least 1, got {k}")
-    return _ask_with(engine, twin_id, clone_models(engine, twin_id, seed), k, strategy_name, seed)
+    uid = _decision_twin(engine, twin_id).uid
+    models = clone_models(engine, twin_id, seed)
+    return _ask_with(engine, twin_id, models, k, strategy_name, seed, uid)
 
 
 Models = tuple["CloneModel", "CloneModel", pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
 
 
 def _ask_with(
-    engine: TwinEngine, twin_id: str, models: Models, k: int, strategy_name: str, seed: int
+    engine: TwinEngine,
+    twin_id: str,
+    models: Models,
+    k: int,
+    strategy_name: str,
+    seed: int,
+    twin_uid: str,
 ) -> list[dict[str, Any]]:
     from twinkit.clone.confusion import combined_proba, confusion_labels
     from twinkit.clone.query import Pool, QueryContext, strategy
@@ -161,6 +169,8 @@ def _ask_with(
     ]
     q = tables.clone_queries.c
     with engine.store.write() as conn:
+        if twins.twin_uid(conn, twin_id) != twin_uid:
+            raise TwinGoneError(f"twin {twin_id!r} was deleted; its questions were not recorded")
         # Another process may have asked about some of them meanwhile (two updates at once).
         recorded = {str(r[0]) for r in conn.execute(select(q.item_id).where(q.twin_id == twin_id))}
         fresh = [(r, f) for r, f in zip(out, feats, strict=True) if r["item_id"] not in recorded]
@@ -294,17 +304,26 @@ def _ingest_answers(
 
 
 def refresh(
-    engine: TwinEngine, twin_id: str, k: int = 5, strategy_name: str = "confusion", seed: int = 0
+    engine: TwinEngine,
+    twin_id: str,
+    k: int = 5,
+    strategy_name: str = "confusion",
+    seed: int = 0,
+    twin_uid: str | None = None,
 ) -> dict[str, Any]:
     """Retrain the clone on the donor's labels so far, ask new questions until ``k`` wait,
     and give the clone's guess on every waiting question: ``clone_says``, ``confidence``
-    (its probability) and ``proba`` per class. What a service runs after the donor answers."""
+    (its probability) and ``proba`` per class. What a service runs after the donor answers.
+    With ``twin_uid``, only for that twin (a job's): one deleted meanwhile is left alone."""
     if k < 1:
         raise TwinkitError(f"k must be at least 1, got {k}")
+    uid = _decision_twin(engine, twin_id).uid
+    if twin_uid is not None and uid != twin_uid:
+        raise TwinGoneError(f"twin {twin_id!r} was deleted; this update was for that twin")
     models = clone_models(engine, twin_id, seed)
     population, clone, mine, _, _, features = models
     short = k - len(waiting(engine, twin_id))
-    asked = _ask_with(engine, twin_id, models, short, strategy_name, seed) if short > 0 else []
+    asked = _ask_with(engine, twin_id, models, short, strategy_name, seed, uid) if short > 0 else []
     # Questions asked over other features (before the data changed) get no guess.
     pending = [q for q in waiting(engine, twin_id) if set(q["features"]) == set(features)]
     guesses: dict[str, dict[str, Any]] = {}

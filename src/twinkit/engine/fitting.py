@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from twinkit.core.digest import signals_digest
-from twinkit.core.errors import ForecastInputError, PromotionError, TwinkitError
+from twinkit.core.errors import ForecastInputError, PromotionError, TwinGoneError, TwinkitError
 from twinkit.core.twin import TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
-from twinkit.store import ledger, observations, registry
+from twinkit.store import ledger, observations, registry, twins
 from twinkit.store.registry import ModelVersion, Status
 from twinkit.store.timeutil import utc_now_iso
 
@@ -59,9 +59,14 @@ def fit(
     horizons: Sequence[int] = (30, 60),
     params: dict[str, Any] | None = None,
     candidates: Sequence[str] | None = None,
+    twin_uid: str | None = None,
 ) -> FitResult:
     """Fit a new version on the twin's earlier data, score it on its recent data, and
     promote it only if it is not worse there than the serving version.
+
+    The version is written only if the twin is still the one that was read (its uid, or
+    ``twin_uid`` when a job names the twin it was asked for): a twin deleted, and maybe
+    created again under its id, while it was fitted raises :class:`TwinGoneError`.
 
     ``model`` "auto" (the default) chooses among ``candidates`` (default
     :data:`~twinkit.personalize.select.DEFAULT_CANDIDATES`, the population prior
@@ -69,11 +74,14 @@ def fit(
     data; the choice and every candidate's score go into the registry's metrics.
     """
     twin = engine.get_twin(twin_id)
+    if twin_uid is not None and twin.uid != twin_uid:
+        raise TwinGoneError(f"twin {twin_id!r} was deleted; this fit was for that twin")
     if twin.kind is not TwinKind.STATE:
         raise TwinkitError(f"twin {twin_id!r} is a decision twin; forecasters need a state twin")
     with engine.store.read() as conn:
         long = observations.read_signals(conn, twin_id)
         current = registry.serving(conn, twin_id)
+    engine.time_window.check_stored(twin_id, long["t"].to_numpy())
     frame = long_to_wide(long)
     target = target or engine.default_target(twin, frame)
     split = holdout_split(frame, target, holdout_frac) if target in frame else None
@@ -118,6 +126,10 @@ def fit(
     sha = engine.artifacts.save(tensors, config)
     data_hash = signals_digest(long.assign(twin_id=twin_id))
     with engine.store.write() as conn:
+        if twins.twin_uid(conn, twin_id) != twin.uid:
+            raise TwinGoneError(
+                f"twin {twin_id!r} was deleted while it was fitted; nothing was registered"
+            )
         version = registry.next_version(conn, twin_id)
         entry = ModelVersion(
             twin_id=twin_id,

@@ -20,6 +20,7 @@ from twinkit.core.digest import (
     signals_digest,
 )
 from twinkit.core.errors import NotFoundError, Problem, TwinkitError, ValidationError
+from twinkit.core.timewindow import micros_iso
 from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind
 from twinkit.data.importers import Batch, SignalBatch
 from twinkit.screen import Screen, ScreenContext, run_screens
@@ -281,8 +282,14 @@ def quarantine_rows(
     return [[r["row"], r["record"], r["reason"]] for r in rows]
 
 
-def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
-    """Store quarantined rows after all (a release batch); a stored value is replaced."""
+def release_rows(
+    conn: Connection, quarantine_ids: Sequence[int], latest_us: int | None = None
+) -> int:
+    """Store quarantined rows after all (a release batch); a stored value is replaced.
+
+    A signal row timed after ``latest_us`` (the time window's now plus tolerance) stays
+    held: a reading from the future is never stored.
+    """
     ids = sorted(set(int(i) for i in quarantine_ids))
     held = {q["id"]: q for q in observations.list_quarantine(conn, include_released=True)}
     missing = [i for i in ids if i not in held]
@@ -291,6 +298,18 @@ def release_rows(conn: Connection, quarantine_ids: Sequence[int]) -> int:
     released = [i for i in ids if held[i]["released_at"] is not None]
     if released:
         raise TwinkitError(f"quarantined row(s) {released} were already released")
+    if latest_us is not None:
+        future = [
+            i
+            for i in ids
+            if held[i]["kind"] == "signals" and int(held[i]["record"]["t"]) > latest_us
+        ]
+        if future:
+            when = micros_iso(int(held[future[0]]["record"]["t"]))
+            raise TwinkitError(
+                f"quarantined row(s) {future} are still in the future ({when}, the first): "
+                "they can be released once their time has come"
+            )
     now = utc_now_iso()
     twin_ids = sorted({held[i]["twin_id"] for i in ids})
     batch_id = observations.insert_batch(

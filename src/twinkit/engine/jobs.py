@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twinkit.core.errors import NotFoundError
+from twinkit.core.errors import NotFoundError, QuotaExceededError
 from twinkit.store import jobs
 from twinkit.store.db import Store
 from twinkit.store.jobs import Job, JobStatus
@@ -30,10 +30,31 @@ class Jobs:
         self.store = store
 
     def create(
-        self, twin_id: str, owner: str, kind: str, params: dict[str, Any], runner: str
+        self,
+        twin_id: str,
+        owner: str,
+        kind: str,
+        params: dict[str, Any],
+        runner: str,
+        twin_uid: str | None = None,
+        max_unfinished: int | None = None,
     ) -> Job:
+        """Record a queued job for the twin whose uid is ``twin_uid`` (see
+        :attr:`twinkit.core.twin.Twin.uid`). With ``max_unfinished``, an owner who has that
+        many jobs queued or running already gets :class:`QuotaExceededError` instead (the
+        count and the insert are one transaction, so concurrent requests cannot overrun it).
+        """
         with self.store.write() as conn:
-            job_id = jobs.insert_job(conn, twin_id, owner, kind, params, runner, utc_now_iso())
+            if max_unfinished is not None:
+                unfinished = jobs.count_unfinished(conn, owner)
+                if unfinished >= max_unfinished:
+                    raise QuotaExceededError(
+                        f"owner {owner!r} has {unfinished} job(s) queued or running, the most "
+                        f"allowed ({max_unfinished}): ask again when one has ended"
+                    )
+            job_id = jobs.insert_job(
+                conn, twin_id, owner, kind, params, runner, utc_now_iso(), twin_uid
+            )
         return self.get(job_id)
 
     def get(self, job_id: int) -> Job:
@@ -43,15 +64,23 @@ class Jobs:
             raise NotFoundError(f"no job {job_id}")
         return job
 
-    def of_twin(self, twin_id: str) -> list[Job]:
+    def of_twin(self, twin_id: str, twin_uid: str | None = None) -> list[Job]:
+        """The jobs of the twin ``twin_id``; with ``twin_uid``, not those of an earlier,
+        deleted twin of the same id."""
         with self.store.read() as conn:
-            return jobs.jobs_of_twin(conn, twin_id)
+            return jobs.jobs_of_twin(conn, twin_id, twin_uid)
 
-    def latest(self, twin_id: str, kind: str, status: JobStatus | None = None) -> Job | None:
+    def latest(
+        self,
+        twin_id: str,
+        kind: str,
+        status: JobStatus | None = None,
+        twin_uid: str | None = None,
+    ) -> Job | None:
         """The twin's newest job of ``kind`` (and ``status``, if given), or None."""
         found = [
             j
-            for j in self.of_twin(twin_id)
+            for j in self.of_twin(twin_id, twin_uid)
             if j.kind == kind and (status is None or j.status is status)
         ]
         return found[-1] if found else None
@@ -74,3 +103,8 @@ class Jobs:
         """Record why a job failed; nothing happens to a job that ended already or is gone."""
         with self.store.write() as conn:
             jobs.mark_finished(conn, job_id, JobStatus.FAILED, utc_now_iso(), error=error)
+
+    def cancel(self, job_id: int, reason: str) -> None:
+        """Record that a job was cancelled (its twin is gone); an ended job keeps its end."""
+        with self.store.write() as conn:
+            jobs.mark_finished(conn, job_id, JobStatus.CANCELLED, utc_now_iso(), error=reason)

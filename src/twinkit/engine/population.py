@@ -12,6 +12,7 @@ import pandas as pd
 
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
+from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.models.base import Forecaster, forecaster_class
@@ -50,6 +51,7 @@ def fit_population(
     holdout_frac: float = 0.2,
     params: dict[str, Any] | None = None,
     meta: bool = False,
+    window: TimeWindow | None = None,
 ) -> PopulationResult:
     """Train ``model`` on the state twins' data and register it as the next population.
 
@@ -59,6 +61,7 @@ def fit_population(
     start for twins with about a day of data.
     """
     started = time.perf_counter()
+    window = window or TimeWindow()
     with store.read() as conn:
         chosen = (
             list(twin_ids)
@@ -71,6 +74,13 @@ def fit_population(
     skipped: dict[str, str] = {}
     digests = []
     for twin_id, long in longs.items():
+        try:
+            # One twin's bad data (times outside the window, written before it was
+            # enforced) must not stop everyone's prior: that twin is skipped, with why.
+            window.check_stored(twin_id, long["t"].to_numpy())
+        except ForecastInputError as exc:
+            skipped[twin_id] = str(exc)
+            continue
         frame = long_to_wide(long)
         if target not in frame.columns or frame[target].notna().sum() < 50:
             skipped[twin_id] = f"fewer than 50 readings of {target!r}"

@@ -159,6 +159,7 @@ def serve_forecast(
         engine.get_twin(twin_id)  # NotFoundError: no such twin
         engine.version(twin_id)  # NotFoundError: no serving version
         raise NotFoundError(f"twin {twin_id!r} got its first serving version just now: ask again")
+    engine.time_window.check_stored(twin_id, long["t"].to_numpy())
     frame = long_to_wide(long)
     if columns is not None:
         frame = frame.reindex(columns=columns)

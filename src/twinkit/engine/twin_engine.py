@@ -16,7 +16,15 @@ from twinkit.core.errors import (
     TwinkitError,
 )
 from twinkit.core.forecast import Forecast
-from twinkit.core.twin import Channel, Twin, TwinKind, validate_twin_id
+from twinkit.core.timewindow import TimeWindow
+from twinkit.core.twin import (
+    Channel,
+    MetadataLimits,
+    Twin,
+    TwinKind,
+    validate_metadata,
+    validate_twin_id,
+)
 from twinkit.data.frames import long_to_wide
 from twinkit.data.importers import load_batch, parse_batch
 from twinkit.engine import fitting
@@ -32,16 +40,20 @@ from twinkit.engine.population import (
     fit_population,
     load_population,
 )
+from twinkit.engine.retraction import RetractResult, retract_rows, retraction_of
 from twinkit.engine.serving import ServedForecast, serve_forecast
+from twinkit.engine.sessions import Sessions
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.screen import (
     DEFAULT_DECISION_SCREENS,
     DEFAULT_SIGNAL_SCREENS,
+    FutureTime,
     Screen,
 )
+from twinkit.store import jobs as store_jobs
 from twinkit.store import ledger, observations, registry, twins
 from twinkit.store.artifacts import ArtifactStore
-from twinkit.store.db import Store
+from twinkit.store.db import Store, new_uid
 from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
 from twinkit.store.registry import ModelVersion, PopulationVersion
@@ -65,12 +77,21 @@ class TwinEngine:
         store: Store | str | None = None,
         signal_screens: Sequence[Screen] = DEFAULT_SIGNAL_SCREENS,
         decision_screens: Sequence[Screen] = DEFAULT_DECISION_SCREENS,
+        time_window: TimeWindow | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.artifacts = ArtifactStore(self.store.artifacts_dir)
-        self.signal_screens = tuple(signal_screens)
+        #: when a reading may have been taken: earlier rejects a batch, later is held
+        self.time_window = time_window or TimeWindow()
+        # Readings from the future are held whatever other screens a caller chose: stored,
+        # they would become the twin's "latest" data for good.
+        future = [s for s in signal_screens if isinstance(s, FutureTime)]
+        self.signal_screens = (
+            tuple(signal_screens) if future else (FutureTime(self.time_window), *signal_screens)
+        )
         self.decision_screens = tuple(decision_screens)
         self.owners = Owners(self.store)  # who may use the service, by token
+        self.sessions = Sessions(self.store)  # the web pages' logins
         self.jobs = Jobs(self.store)  # background work the service runs
         self.serving_models = ModelCache(self.artifacts)  # what forecast() predicts with
 
@@ -83,7 +104,10 @@ class TwinEngine:
         owner: str = "local",
         metadata: dict[str, Any] | None = None,
         channels: Sequence[Channel | str] = (),
+        metadata_limits: MetadataLimits = MetadataLimits(),
     ) -> Twin:
+        """A new twin of ``owner``. Its id must differ from every other twin's in more than
+        the case of its letters; its metadata must be JSON within ``metadata_limits``."""
         try:
             kind = TwinKind(kind)
         except ValueError:
@@ -92,13 +116,23 @@ class TwinEngine:
             id=validate_twin_id(twin_id),
             kind=kind,
             owner=owner,
-            metadata=dict(metadata or {}),
+            metadata=dict(validate_metadata({} if metadata is None else metadata, metadata_limits)),
             channels=tuple(c if isinstance(c, Channel) else Channel.parse(c) for c in channels),
             created_at=utc_now_iso(),
+            uid=new_uid(),
         )
         with self.store.write() as conn:
             if twins.get_twin(conn, twin.id) is not None:
                 raise AlreadyExistsError(f"twin {twin.id!r} already exists")
+            similar = twins.find_twin_casefold(conn, twin.id)
+            if similar is not None:
+                # Only the owner's own ids are named: another owner's stay unknown, as in
+                # the 404 of a twin that is not yours.
+                named = f"your twin {similar.id!r}" if similar.owner == owner else "a twin"
+                raise AlreadyExistsError(
+                    f"twin id {twin.id!r} differs only in case from {named}; twin ids are "
+                    "unique whatever their case: choose another id"
+                )
             twins.insert_twin(conn, twin)
             ledger.append(conn, "twin_created", twin.id, twin.to_dict())
         return twin
@@ -109,6 +143,11 @@ class TwinEngine:
         if twin is None:
             raise NotFoundError(f"no twin {twin_id!r} (create it with: twinkit twin create)")
         return twin
+
+    def is_twin(self, twin_id: str, uid: str) -> bool:
+        """Whether the twin that has ``twin_id`` now is the one whose uid is ``uid``."""
+        with self.store.read() as conn:
+            return twins.twin_uid(conn, twin_id) == uid
 
     def list_twins(self, owner: str | None = None) -> list[Twin]:
         with self.store.read() as conn:
@@ -125,10 +164,17 @@ class TwinEngine:
             "serving_version": serving.version if serving else None,
         }
 
-    def delete_twin(self, twin_id: str) -> None:
+    def delete_twin(self, twin_id: str) -> list[int]:
+        """Delete a twin and its data (the ledger keeps its history). Its queued and running
+        jobs end as cancelled; their ids are returned, so that a job runner can stop them
+        (a job that goes on anyway finds the twin gone and writes nothing)."""
         with self.store.write() as conn:
-            if twins.get_twin(conn, twin_id) is None:
+            gone = twins.get_twin(conn, twin_id)
+            if gone is None:
                 raise NotFoundError(f"no twin {twin_id!r}")
+            cancelled = store_jobs.cancel_twin_jobs(
+                conn, twin_id, f"the twin {twin_id!r} was deleted", utc_now_iso()
+            )
             touched = sorted(
                 set(observations.batch_ids_of_twin(conn, twin_id))
                 | set(observations.batches_naming(conn, twin_id))
@@ -144,8 +190,11 @@ class TwinEngine:
                     "batch_hashes": _str_keys(observations.batch_digests(conn, touched)),
                     "quarantine_hashes": _str_keys(observations.quarantine_digests(conn, touched)),
                     "retired_batches": retired,
+                    "uid": gone.uid,
+                    "cancelled_jobs": cancelled,
                 },
             )
+        return cancelled
 
     # -- ingest -------------------------------------------------------------------------
 
@@ -159,10 +208,11 @@ class TwinEngine:
 
         A batch with any invalid row raises :class:`ValidationError` and stores nothing.
         """
+        earliest = self.time_window.earliest_us
         if isinstance(data, pd.DataFrame):
-            batch = parse_batch(data, source or "<DataFrame>", twin)
+            batch = parse_batch(data, source or "<DataFrame>", twin, earliest)
         else:
-            batch = load_batch(data, twin)
+            batch = load_batch(data, twin, earliest)
         with self.store.write() as conn:
             return ingest_batch(conn, batch, self.signal_screens, self.decision_screens)
 
@@ -175,9 +225,31 @@ class TwinEngine:
             return observations.list_quarantine(conn, twin_id, include_released)
 
     def release(self, quarantine_ids: Sequence[int]) -> int:
-        """Store quarantined rows after all (a release batch); a stored value is replaced."""
+        """Store quarantined rows after all (a release batch); a stored value is replaced.
+        Rows timed in the future stay held until their time has come."""
         with self.store.write() as conn:
-            return release_rows(conn, quarantine_ids)
+            return release_rows(conn, quarantine_ids, self.time_window.latest_us())
+
+    def retract(
+        self,
+        twin_id: str,
+        reason: str,
+        batch_id: int | None = None,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+        channels: Sequence[str] | None = None,
+        items: Sequence[str] | None = None,
+    ) -> RetractResult:
+        """Take rows out of a twin's data, recorded in the ledger as a retraction with the
+        ``reason`` (see :mod:`twinkit.engine.retraction`). Every condition given must hold:
+        a batch, a time range (inclusive; signals, optionally of some ``channels``) or
+        decision ``items``. The next fit does not see the rows."""
+        bounds = [
+            None if b is None else int(to_micros(pd.DatetimeIndex([b]))[0]) for b in (start, end)
+        ]
+        what = retraction_of(batch_id, bounds[0], bounds[1], channels, items)
+        with self.store.write() as conn:
+            return retract_rows(conn, twin_id, what, reason)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -185,7 +257,9 @@ class TwinEngine:
         """A twin's stored signals as a wide UTC-indexed frame, a column per channel."""
         self.get_twin(twin_id)
         with self.store.read() as conn:
-            return long_to_wide(observations.read_signals(conn, twin_id, channels))
+            long = observations.read_signals(conn, twin_id, channels)
+        self.time_window.check_stored(twin_id, long["t"].to_numpy())
+        return long_to_wide(long)
 
     def signals_between(
         self,
@@ -243,12 +317,14 @@ class TwinEngine:
         horizons: Sequence[int] = (30, 60),
         params: dict[str, Any] | None = None,
         candidates: Sequence[str] | None = None,
+        twin_uid: str | None = None,
     ) -> FitResult:
         """Fit a new version on the twin's earlier data, score it on its recent data, and
         promote it only if it is not worse there than the serving version (see
-        :func:`twinkit.engine.fitting.fit`; ``model`` "auto" picks among ``candidates``)."""
+        :func:`twinkit.engine.fitting.fit`; ``model`` "auto" picks among ``candidates``;
+        ``twin_uid``: only if the twin is still that one)."""
         return fitting.fit(
-            self, twin_id, model, target, seed, holdout_frac, horizons, params, candidates
+            self, twin_id, model, target, seed, holdout_frac, horizons, params, candidates, twin_uid
         )
 
     def fit_population(
@@ -262,7 +338,15 @@ class TwinEngine:
     ) -> PopulationResult:
         """Train a population prior on the state twins (their training parts only)."""
         return fit_population(
-            self.store, self.artifacts, model, twin_ids, target, seed, params=params, meta=meta
+            self.store,
+            self.artifacts,
+            model,
+            twin_ids,
+            target,
+            seed,
+            params=params,
+            meta=meta,
+            window=self.time_window,
         )
 
     def population(self, version: int | None = None) -> tuple[PopulationVersion, Forecaster] | None:

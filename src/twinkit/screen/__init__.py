@@ -8,6 +8,7 @@ from twinkit.screen.rules import (
     DEFAULT_SIGNAL_SCREENS,
     ConflictingLabel,
     ConflictingValue,
+    FutureTime,
     NonFinite,
     OutOfRange,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_SIGNAL_SCREENS",
     "ConflictingLabel",
     "ConflictingValue",
+    "FutureTime",
     "NonFinite",
     "OutOfRange",
     "Screen",

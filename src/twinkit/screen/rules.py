@@ -1,17 +1,53 @@
-"""The built-in screens: non-finite values, implausible values, conflicting duplicates."""
+"""The built-in screens: future times, non-finite values, implausible values, conflicting
+duplicates."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
 from twinkit.core.digest import canonical_order
+from twinkit.core.timewindow import TimeWindow, micros_iso
 from twinkit.data.importers import Batch, DecisionBatch, SignalBatch
 from twinkit.screen.base import DUPLICATE, Screen, ScreenContext
 
 
 def _none(n: int) -> np.ndarray:
     return np.full(n, None, dtype=object)
+
+
+class FutureTime:
+    """Signal rows timed after now plus the window's tolerance: a device clock that is wrong,
+    not a reading. Held, never stored; release them once their time has come.
+
+    ``now`` is the clock (a function, so that tests can set it).
+    """
+
+    name = "future_time"
+
+    def __init__(
+        self,
+        window: TimeWindow | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.window = window or TimeWindow()
+        self.now = now
+
+    def flag(self, batch: Batch, candidates: np.ndarray, context: ScreenContext) -> np.ndarray:
+        out = _none(len(batch))
+        if not isinstance(batch, SignalBatch):
+            return out
+        latest = self.window.latest_us(self.now())
+        t = batch.frame["t"].to_numpy()
+        for i in np.flatnonzero(candidates & (t > latest)):
+            out[i] = (
+                f"time {micros_iso(int(t[i]))} is in the future (after "
+                f"{micros_iso(latest)}, now plus the tolerance for clock skew)"
+            )
+        return out
 
 
 class NonFinite:

@@ -14,11 +14,13 @@ from pydantic import ValidationError as SettingsError
 from twinkit import __version__
 from twinkit.core.errors import TwinkitError
 from twinkit.engine import TwinEngine
+from twinkit.service.docs import install_docs
 from twinkit.service.errors import install_error_handlers
 from twinkit.service.jobs import FitWorker, JobRunner
 from twinkit.service.logs import configure_logging
 from twinkit.service.metrics import ServiceMetrics
 from twinkit.service.middleware import (
+    AllowMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
     RouteTemplates,
@@ -87,7 +89,12 @@ def create_app(
         metrics=metrics,
         limiter=RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
         runner=JobRunner(
-            engine, metrics, settings.fit_workers, settings.fit_timeout_s, worker=fit_worker
+            engine,
+            metrics,
+            settings.fit_workers,
+            settings.fit_timeout_s,
+            worker=fit_worker,
+            max_jobs_per_owner=settings.max_jobs_per_owner,
         ),
     )
 
@@ -102,6 +109,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves them without a CDN
+        redoc_url=None,
     )
     app.state.twinkit = state
     install_error_handlers(app)
@@ -109,8 +118,10 @@ def create_app(
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     install_pages(app)
+    install_docs(app)
     # The last added is the outermost: request ids and metrics see every answer, 413 too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AllowMiddleware, routes=app.router.routes)
     templates = RouteTemplates([*(spec.path for spec in route_specs()), *PAGE_PATHS])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=templates)
     return app

@@ -1,6 +1,6 @@
 """Bearer tokens: who is calling, whether they may, and how fast.
 
-Missing or malformed ``Authorization`` and unknown tokens answer 401 with
+Missing, malformed or repeated ``Authorization`` and unknown tokens answer 401 with
 ``WWW-Authenticate: Bearer``; the admin token on an owner's route, or an owner's token on
 an admin route, answers 403; a token over its rate answers 429 with ``Retry-After``.
 
@@ -92,9 +92,15 @@ def _unauthorized(message: str, error: str | None) -> ApiError:
 
 def bearer_token(request: Request) -> str:
     """The token of the ``Authorization: Bearer <token>`` header, or 401."""
-    header = request.headers.get("authorization")
-    if header is None:
+    headers = request.headers.getlist("authorization")
+    if not headers:
         raise _unauthorized("missing token: send 'Authorization: Bearer <token>'", None)
+    if len(headers) > 1:
+        # Which one counts would depend on who reads them (a proxy may read the other).
+        raise _unauthorized(
+            f"{len(headers)} Authorization headers: send exactly one", "invalid_request"
+        )
+    header = headers[0]
     found = _BEARER.match(header)
     if found is None:
         raise _unauthorized(

@@ -21,6 +21,8 @@ from twinkit.core.errors import (
     InvalidTwinError,
     NotFoundError,
     PromotionError,
+    QuotaExceededError,
+    TooLargeError,
     TwinkitError,
     ValidationError,
 )
@@ -32,9 +34,11 @@ _STATUS: tuple[tuple[type[TwinkitError], int], ...] = (
     (NotFoundError, 404),
     (AlreadyExistsError, 409),
     (PromotionError, 409),
+    (TooLargeError, 413),
     (ValidationError, 422),
     (InvalidTwinError, 422),
     (ForecastInputError, 422),
+    (QuotaExceededError, 429),
 )
 _HTTP_TYPES = {
     400: "BadRequest",
@@ -97,7 +101,12 @@ def _twinkit_error(request: Request, exc: Exception) -> JSONResponse:
         ]
         message = f"{exc.source}: batch rejected, nothing was stored ({len(problems)} problem(s))"
         return JSONResponse(error_body("ValidationError", message, problems), status_code=422)
-    return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
+    headers = (
+        {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QuotaExceededError) else None
+    )
+    return JSONResponse(
+        error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers
+    )
 
 
 def _request_error(request: Request, exc: Exception) -> JSONResponse:

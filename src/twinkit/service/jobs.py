@@ -1,11 +1,12 @@
 """Running jobs (fits, robustness reports): a thread per job waits on a child process
 that does the work.
 
-Requests never wait on training: ``submit`` records a queued job and returns. A pool of
-``fit_workers`` threads takes jobs of every kind in turn; each starts a child process
-("spawn") running the kind's entry point (:data:`JOB_WORKERS`), waits for its answer on a
-pipe, and records the outcome in the jobs table. A child that crashes, is killed or runs
-past the timeout fails its job; the server goes on serving.
+Requests never wait on training: ``submit`` records a queued job and returns (or refuses
+it, past the owner's quota of unfinished jobs). ``fit_workers`` threads take jobs of every
+kind, owners in turn (:class:`~twinkit.service.fairqueue.FairQueue`); each starts a child
+process ("spawn") running the kind's entry point (:data:`JOB_WORKERS`), waits for its
+answer on a pipe, and records the outcome in the jobs table. A child that crashes, is
+killed or runs past the timeout fails its job; the server goes on serving.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from twinkit.engine import TwinEngine
+from twinkit.service.fairqueue import FairQueue
 from twinkit.service.logs import LOGGER_NAME
 from twinkit.service.metrics import ServiceMetrics
-from twinkit.service.worker import run_clone, run_fit, run_robustness
+from twinkit.service.worker import TWIN_UID, run_clone, run_fit, run_robustness
 from twinkit.store.jobs import Job
 
 log = logging.getLogger(LOGGER_NAME)
@@ -67,6 +69,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """A job handed to the worker threads."""
+
+    job_id: int
+    kind: str
+    twin_id: str
+    params: dict[str, Any]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,37 +108,69 @@ class JobRunner:
         workers: int = 1,
         timeout_s: float = 3600.0,
         worker: FitWorker = run_fit,
+        max_jobs_per_owner: int | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.timeout_s = timeout_s
+        #: an owner's queued and running jobs at most (all server processes of the store)
+        self.max_jobs_per_owner = max_jobs_per_owner
         #: the child's entry point of each job kind
         self.entry_points = {**JOB_WORKERS, "fit": worker}
         # host:pid:instance; the instance tells apart two apps of one process (tests).
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._context = multiprocessing.get_context("spawn")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twinkit-job")
+        # Owners take turns: one owner's flood of fits waits behind itself, not others.
+        self._queue: FairQueue[_Queued] = FairQueue()
         self._lock = threading.Lock()
-        self._queued: set[int] = set()
         self._running: dict[int, BaseProcess] = {}
         self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"twinkit-job-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # -- the server's side ----------------------------------------------------------------
 
-    def submit(self, kind: str, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
-        """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) and hand it to
-        the pool; return at once."""
+    def submit(
+        self,
+        kind: str,
+        twin_id: str,
+        owner: str,
+        params: dict[str, Any],
+        twin_uid: str | None = None,
+    ) -> Job:
+        """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) for the twin whose
+        uid is ``twin_uid`` and hand it to the pool; return at once. The child is told the
+        uid (``params["twin_uid"]``): work for a twin deleted meanwhile writes nothing."""
         if kind not in self.entry_points:
             raise ValueError(f"no job kind {kind!r}; known: {sorted(self.entry_points)}")
-        job = self.engine.jobs.create(twin_id, owner, kind, params, self.runner_id)
-        with self._lock:
-            self._queued.add(job.id)
-        self._pool.submit(self._run, job.id, kind, twin_id, params)
+        job = self.engine.jobs.create(
+            twin_id, owner, kind, params, self.runner_id, twin_uid, self.max_jobs_per_owner
+        )
+        child_params = params if twin_uid is None else {**params, TWIN_UID: twin_uid}
+        try:
+            self._queue.put(owner, _Queued(job.id, kind, twin_id, child_params))
+        except RuntimeError:  # closed meanwhile: the server is stopping
+            self.engine.jobs.fail(job.id, STOPPED_BEFORE)
         return job
 
-    def submit_fit(self, twin_id: str, owner: str, params: dict[str, Any]) -> Job:
+    def submit_fit(
+        self, twin_id: str, owner: str, params: dict[str, Any], twin_uid: str | None = None
+    ) -> Job:
         """Record a queued fit job and hand it to the pool; return at once."""
-        return self.submit("fit", twin_id, owner, params)
+        return self.submit("fit", twin_id, owner, params, twin_uid)
+
+    def cancel(self, job_ids: list[int]) -> None:
+        """Stop the children of these jobs if this process runs them (their records were
+        ended as cancelled already, by the twin's deletion); queued ones will not start."""
+        with self._lock:
+            for job_id in job_ids:
+                process = self._running.get(job_id)
+                if process is not None:
+                    process.terminate()
 
     def recover_orphans(self) -> list[int]:
         """Fail the unfinished jobs of server processes on this host that are gone.
@@ -152,22 +196,25 @@ class JobRunner:
             self._stopping.set()
             for process in self._running.values():
                 process.terminate()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            never_ran, self._queued = sorted(self._queued), set()
-        for job_id in never_ran:
-            self.engine.jobs.fail(job_id, STOPPED_BEFORE)
+        never_ran = self._queue.close()
+        for thread in self._threads:
+            thread.join()
+        for queued in never_ran:
+            self.engine.jobs.fail(queued.job_id, STOPPED_BEFORE)
 
-    # -- one job, in a pool thread --------------------------------------------------------
+    # -- one job, in a worker thread ------------------------------------------------------
+
+    def _serve(self) -> None:
+        """A worker thread: take jobs in the owners' turn until the queue closes."""
+        while (queued := self._queue.get()) is not None:
+            self._run(queued.job_id, queued.kind, queued.twin_id, queued.params)
 
     def _run(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
-        with self._lock:
-            self._queued.discard(job_id)
         try:
             self._run_job(job_id, kind, twin_id, params)
         except Exception:
-            # A pool thread's exception would vanish into its future: log it at least
-            # (the store was unreachable, say, when the outcome was to be recorded).
+            # The thread must go on serving: log the error at least (the store was
+            # unreachable, say, when the outcome was to be recorded).
             log.exception("job runner error", extra={"job_id": job_id, "kind": kind})
 
     def _run_job(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
@@ -175,7 +222,7 @@ class JobRunner:
             self.engine.jobs.fail(job_id, STOPPED_BEFORE)
             return
         if not self.engine.jobs.start(job_id):
-            return  # deleted with its twin while it waited
+            return  # cancelled with its twin while it waited
         if kind == "fit":
             self.metrics.fits_started.inc()
         started = time.perf_counter()
@@ -245,6 +292,10 @@ class JobRunner:
         return answer
 
     def _record(self, job_id: int, kind: str, answer: dict[str, Any], seconds: float) -> None:
+        if answer.get("status") == "cancelled":
+            self.engine.jobs.cancel(job_id, str(answer.get("error") or "the twin is gone"))
+            log.info(f"{kind} job cancelled", extra={"job_id": job_id})
+            return
         outcome = "done" if answer.get("status") == "done" else "failed"
         result = jsonable(answer.get("result") or {}) if outcome == "done" else {}
         if kind == "fit":

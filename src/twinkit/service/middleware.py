@@ -1,14 +1,15 @@
-"""ASGI middleware: request ids, access logs, metrics and the last-resort 500; body limits."""
+"""ASGI middleware: request ids, access logs, metrics and the last-resort 500; body limits;
+the ``Allow`` header of OPTIONS and 405 answers."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastapi.responses import JSONResponse
-from starlette.routing import compile_path
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinkit.service.errors import ApiError, error_body, internal_error_body
@@ -173,3 +174,61 @@ class BodyLimitMiddleware:
                 raise
             body = error_body("PayloadTooLarge", str(too_large.detail))
             await JSONResponse(body, status_code=413)(scope, receive, send)
+
+
+#: the methods a route may serve, in the order ``Allow`` names them
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """The methods that some route (a mount aside) serves at the path of ``scope``."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            not isinstance(route, Mount)
+            and route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in routes
+        )
+    ]
+
+
+class AllowMiddleware:
+    """Answers OPTIONS with ``Allow``, the methods the path serves, and gives every 405
+    the same ``Allow``: the router names only the methods of the first route it tried,
+    when a path has a route per method (RFC 9110 asks for all of them).
+
+    ``routes`` is the app's list of routes (``app.router.routes``), read at each request
+    that needs it, so that routes added after the middleware count too.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def _allow(self, scope: Scope) -> str | None:
+        methods = allowed_methods(self.routes, scope)
+        return ", ".join([*methods, "OPTIONS"]) if methods else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            allow = self._allow(scope)
+            if allow is not None:
+                await Response(status_code=200, headers={"Allow": allow})(scope, receive, send)
+                return
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = self._allow(scope)
+                if allow is not None:
+                    headers = [
+                        (k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"
+                    ]
+                    headers.append((b"allow", allow.encode("latin-1")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)

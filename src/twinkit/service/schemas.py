@@ -2,23 +2,94 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    field_validator,
+)
 
 import twinkit.models  # noqa: F401  (importing it registers every forecaster)
-from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN
+from twinkit.core.errors import InvalidTwinError
+from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN, validate_metadata
 from twinkit.engine.owners import OWNER_NAME_PATTERN
 from twinkit.models.base import registered_forecasters
 
 MAX_ROWS_PER_REQUEST = 100_000
 MAX_HORIZON_MIN = 7 * 24 * 60
+#: the largest id (of a job, a batch) a store holds: a signed 64-bit integer
+MAX_ID = 2**63 - 1
 
 
 class _In(BaseModel):
-    """Request bodies refuse unknown fields: a typo (or an ``owner``) is an error, not ignored."""
+    """Request bodies refuse unknown fields: a typo (or an ``owner``) is an error, not ignored.
+
+    Their numbers are what JSON Schema says (``JsonInt``, ``StrictFloat``): ``false`` or
+    ``"3"`` is not a number, though pydantic would read them as 0 and 3.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+
+# -- shared types ---------------------------------------------------------------------------
+
+_ISO_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
+)
+
+
+def iso_date_time(value: Any) -> datetime:
+    """``value`` if it is a datetime, else the time its ISO-8601 text says (a date and a
+    time, to the minute at least; no offset: a naive datetime); anything else, a number
+    (which pydantic would read as a Unix time) among them, is refused.
+
+    >>> iso_date_time("2026-01-05T06:00:00Z").isoformat()
+    '2026-01-05T06:00:00+00:00'
+    >>> iso_date_time("0.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an ISO-8601 date and time: write e.g. 2026-01-05T06:00:00Z
+    """
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE_TIME.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
+        except ValueError as exc:
+            raise ValueError(f"not a valid date and time: {exc}") from None
+    raise ValueError("not an ISO-8601 date and time: write e.g. 2026-01-05T06:00:00Z")
+
+
+def json_integer(value: Any) -> Any:
+    """``value`` if it is a JSON number (pydantic then takes 3 and 3.0, not 3.5); a bool
+    or text is refused: JSON Schema's ``"type": "integer"`` holds neither.
+
+    >>> json_integer(3.0)
+    3.0
+    >>> json_integer(False)
+    Traceback (most recent call last):
+    ...
+    ValueError: Input should be an integer, not a bool
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"Input should be an integer, not a {type(value).__name__}")
+    return value
+
+
+#: An integer in a JSON body: ``3`` or ``3.0``, not ``true``, ``false`` or ``"3"``.
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+
+#: A time given as ISO-8601 text (a query parameter, a body field): strict, so that
+#: ``start=0.5`` is refused rather than read as half a second after 1970. Its OpenAPI
+#: schema stays ``{"type": "string", "format": "date-time"}``.
+IsoDateTime = Annotated[datetime, BeforeValidator(iso_date_time)]
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -64,8 +135,10 @@ class OwnerCreated(OwnerPublic):
 class ChannelIn(_In):
     name: str = Field(pattern=CHANNEL_PATTERN.pattern, examples=["glucose"])
     unit: str | None = Field(None, max_length=32, description="default: the known unit, if any")
-    low: float | None = Field(None, description="lowest plausible value (default: known range)")
-    high: float | None = Field(None, description="highest plausible value")
+    low: StrictFloat | None = Field(
+        None, description="lowest plausible value (default: known range)"
+    )
+    high: StrictFloat | None = Field(None, description="highest plausible value")
 
 
 class ChannelPublic(BaseModel):
@@ -81,7 +154,22 @@ class TwinCreate(_In):
     channels: list[ChannelIn] = Field(
         [], max_length=256, description="state twins only; none means any channel is accepted"
     )
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(
+        {},
+        description="free-form JSON; its size is bounded (TWINKIT_MAX_METADATA_BYTES, "
+        "_KEYS, _DEPTH)",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _json(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        # Python's JSON reader takes NaN, Infinity and lone surrogates ("\ud800"), which
+        # are not JSON: they would fail the ledger's encoding. The size is checked by
+        # the engine, against the service's settings.
+        try:
+            return validate_metadata(metadata, limits=None)
+        except InvalidTwinError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class TwinPublic(BaseModel):
@@ -101,9 +189,15 @@ class TwinPublic(BaseModel):
 
 
 class SignalRow(_In):
-    time: str = Field(description="ISO-8601; with a UTC offset, or taken as UTC")
-    channel: str
-    value: float
+    # The pipeline checks times and channel names, and says which row is wrong; the
+    # bounds here make pydantic read the text as Unicode (a lone surrogate is refused).
+    time: str = Field(
+        max_length=64,
+        description="ISO-8601; with a UTC offset, or taken as UTC",
+        json_schema_extra={"format": "date-time"},
+    )
+    channel: str = Field(max_length=256)
+    value: StrictFloat
 
 
 class ObservationBatch(_In):
@@ -158,7 +252,7 @@ class QuarantinePublic(BaseModel):
 
 
 class ReleaseRequest(_In):
-    ids: list[int] = Field(min_length=1, max_length=10_000)
+    ids: list[JsonInt] = Field(min_length=1, max_length=10_000)
 
 
 class ReleasePublic(BaseModel):
@@ -169,12 +263,23 @@ class ReleasePublic(BaseModel):
 
 
 Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON_MIN)]
+#: a horizon in a JSON body, where ``true`` or ``"30"`` is not an integer
+JsonHorizon = Annotated[Horizon, BeforeValidator(json_integer)]
+
+
+def _forecaster_names(schema: dict[str, Any]) -> None:
+    # Read when the OpenAPI document is made, so that every registered forecaster is named.
+    schema["enum"] = ["auto", *registered_forecasters()]
 
 
 class FitRequest(_In):
-    model: str = Field("auto", description="a forecaster name, or auto: the twin's best candidate")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    horizons: list[Horizon] = Field([30, 60], min_length=1, max_length=32)
+    model: str = Field(
+        "auto",
+        description="a forecaster name, or auto: the twin's best candidate",
+        json_schema_extra=_forecaster_names,
+    )
+    seed: JsonInt = Field(0, ge=0, le=2**31 - 1)
+    horizons: list[JsonHorizon] = Field([30, 60], min_length=1, max_length=32)
 
     @field_validator("model")
     @classmethod
@@ -190,7 +295,7 @@ class JobPublic(BaseModel):
     twin_id: str
     kind: str
     params: dict[str, Any]
-    status: Literal["queued", "running", "done", "failed"]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -258,12 +363,14 @@ STRATEGY_NAMES = Literal["confusion", "uncertainty", "random", "tgan"]
 
 
 class CloneAsk(_In):
-    k: int = Field(default=5, ge=1, le=50, description="questions to keep waiting for the donor")
+    k: JsonInt = Field(
+        default=5, ge=1, le=50, description="questions to keep waiting for the donor"
+    )
     strategy: STRATEGY_NAMES = Field(
         default="confusion",
         description="how new questions are chosen (tgan: near the Turing GAN's)",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class CloneAnswer(_In):
@@ -314,4 +421,33 @@ class CloneQueriesPublic(BaseModel):
 
 class CloneAnswersPublic(BaseModel):
     ingest: IngestPublic
-    job: JobPublic = Field(description="the clone update that learns from the answers")
+    job: JobPublic | None = Field(
+        description="the clone update that learns from the answers; null when the owner's "
+        "job quota is full (the answers are stored: ask for an update later)"
+    )
+
+
+# -- retractions ----------------------------------------------------------------------------
+
+
+class RetractionRequest(_In):
+    """Which rows to take out of the twin's data; every condition given must hold."""
+
+    reason: str = Field(min_length=1, max_length=1000, description="recorded in the ledger")
+    batch_id: JsonInt | None = Field(None, ge=1, le=MAX_ID, description="rows of this batch")
+    start: IsoDateTime | None = Field(None, description="inclusive; ISO-8601 (UTC if no offset)")
+    end: IsoDateTime | None = Field(None, description="inclusive; ISO-8601 (UTC if no offset)")
+    channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN.pattern)]] | None = Field(
+        None, max_length=1000, description="signals: only these channels"
+    )
+    items: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=MAX_ROWS_PER_REQUEST, description="decisions: these items"
+    )
+
+
+class RetractionPublic(BaseModel):
+    twin_id: str
+    n_retracted: int
+    batches: dict[str, int] = Field(description="batch id -> rows it lost")
+    retraction_batch: int | None = Field(None, description="the retraction's own batch id")
+    ledger_seq: int | None = Field(None, description="the ledger entry that records it")

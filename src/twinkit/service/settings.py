@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twinkit.core.twin import MetadataLimits
+
 #: an admin token shorter than this is refused: it would be guessable
 MIN_ADMIN_TOKEN_CHARS = 32
 MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -25,6 +27,26 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it)."
     )
+    max_upload_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Most data rows one batch may hold, an uploaded file (.csv, .parquet, "
+        ".jsonl) or the JSON rows of POST .../observations (413 above it; counted before a "
+        "file is decoded). The JSON rows' schema caps them at 100,000 whatever this says.",
+    )
+    max_upload_columns: int = Field(
+        2_000,
+        ge=4,
+        description="Most columns an uploaded file may have (413 above it): twin_id, item_id "
+        "and label with the features of a decisions file; a signals file has four.",
+    )
+    max_upload_cells: int = Field(
+        5_000_000,
+        ge=4,
+        description="Most cells (rows x columns) an uploaded file may have (413 above it): a "
+        "few hundred KiB of Parquet can hold a table of gigabytes within the rows' and the "
+        "columns' limits.",
+    )
     rate_limit_per_minute: float = Field(
         600.0, gt=0, description="Requests a token may make per minute, on average."
     )
@@ -37,6 +59,13 @@ class ServiceSettings(BaseSettings):
     fit_timeout_s: float = Field(
         3600.0, gt=0, description="A fit still running after this long is stopped and failed."
     )
+    max_jobs_per_owner: int = Field(
+        8,
+        ge=1,
+        description="Jobs (fits, clone updates, robustness reports) one owner may have queued "
+        "or running at once, over every server process of the store; past it a new one is "
+        "refused with 429 and Retry-After. Owners' queued jobs are started in turn.",
+    )
     switch_interval_ms: float = Field(
         1.0,
         gt=0,
@@ -44,6 +73,21 @@ class ServiceSettings(BaseSettings):
         description="The GIL switch interval of a served worker, in milliseconds (Python's "
         "default is 5): how long the event loop, answering cached forecasts, may wait for "
         "the GIL while a thread-pool thread ingests or computes a forecast.",
+    )
+    max_metadata_bytes: int = Field(
+        MetadataLimits.max_bytes,
+        ge=2,
+        description="Largest metadata of a twin, in bytes of its JSON (422 above it).",
+    )
+    max_metadata_keys: int = Field(
+        MetadataLimits.max_keys,
+        ge=0,
+        description="Most keys in a twin's metadata, the keys of nested objects included.",
+    )
+    max_metadata_depth: int = Field(
+        MetadataLimits.max_depth,
+        ge=1,
+        description="Most levels of nested objects and arrays in a twin's metadata.",
     )
     cookie_secure: bool = Field(
         default=True,

@@ -13,11 +13,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from twinkit.core.errors import TwinkitError
+from twinkit.core.errors import TwinGoneError, TwinkitError
 from twinkit.engine import TwinEngine
 from twinkit.store.db import Store
 
 UNEXPECTED = "the {kind} raised an unexpected error; the server log has its traceback"
+#: the key of a child's params that holds the uid of the twin the job was asked for
+TWIN_UID = "twin_uid"
 
 
 def _answer(
@@ -26,12 +28,19 @@ def _answer(
     artifacts_dir: str,
     answer: Connection,
     work: Callable[[TwinEngine], dict[str, Any]],
+    twin: tuple[str, str | None] | None = None,
 ) -> None:
-    """Run ``work`` on a fresh engine and send ``{"status": "done", "result": ...}`` or
-    ``{"status": "failed", "error": ...}`` on the pipe."""
+    """Run ``work`` on a fresh engine and send ``{"status": "done", "result": ...}``,
+    ``{"status": "failed", "error": ...}`` or, when ``twin`` (id, uid) is not the twin
+    that has the id now, ``{"status": "cancelled", "error": ...}`` on the pipe."""
     try:
         engine = TwinEngine(Store(store_url, artifacts=Path(artifacts_dir)))
+        twin_id, uid = twin if twin is not None else ("", None)
+        if uid is not None and not engine.is_twin(twin_id, uid):
+            raise TwinGoneError(f"twin {twin_id!r} was deleted before the {kind} ran")
         result = work(engine)
+    except TwinGoneError as exc:
+        answer.send({"status": "cancelled", "error": str(exc)})
     except TwinkitError as exc:
         answer.send({"status": "failed", "error": str(exc)})
     except Exception:
@@ -55,6 +64,7 @@ def run_fit(
         artifacts_dir,
         answer,
         lambda engine: engine.fit(twin_id, **params).to_dict(),
+        (twin_id, params.get(TWIN_UID)),
     )
 
 
@@ -65,12 +75,14 @@ def run_robustness(
     :func:`twinkit.engine.robustness.clone_robustness`) and send it."""
     from twinkit.engine.robustness import clone_robustness
 
+    uid = params.pop(TWIN_UID, None)
     _answer(
         "robustness report",
         store_url,
         artifacts_dir,
         answer,
         lambda engine: clone_robustness(engine, twin_id, **params),
+        (twin_id, uid),
     )
 
 
@@ -87,4 +99,5 @@ def run_clone(
         artifacts_dir,
         answer,
         lambda engine: refresh(engine, twin_id, **params),
+        (twin_id, params.get(TWIN_UID)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,11 +64,26 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def _add_columns(conn: Connection, stored_version: int) -> None:
-    """Add the columns of versions after ``stored_version`` (nullable, so no backfill)."""
+    """Add the columns of versions after ``stored_version`` (nullable) with their indexes,
+    and fill in what must not stay empty (every twin's uid)."""
     for version, table, column in tables.ADDED_COLUMNS:
         if version > stored_version:
             kind = column.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+    if stored_version < 6:
+        t = tables.twins.c
+        for (twin_id,) in conn.execute(select(t.id).where(t.uid.is_(None))).all():
+            conn.execute(update(tables.twins).where(t.id == twin_id).values(uid=new_uid()))
+    for version, table, column in tables.ADDED_COLUMNS:
+        if version > stored_version:
+            for index in table.indexes:
+                if column.name in index.columns:
+                    index.create(conn, checkfirst=True)
+
+
+def new_uid() -> str:
+    """A twin's internal identity: 128 random bits in hex, never reused."""
+    return uuid.uuid4().hex
 
 
 class Store:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from twinkit.store import tables
 
@@ -17,6 +17,11 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # its twin was deleted before the job could write
+
+
+#: a job that has not ended
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Job:
     finished_at: str | None
     result: dict[str, Any] | None
     error: str | None
+    twin_uid: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "status": self.status.value}
@@ -52,6 +58,7 @@ def _job(row: Any) -> Job:
         finished_at=row.finished_at,
         result=None if row.result is None else json.loads(row.result),
         error=row.error,
+        twin_uid=row.twin_uid,
     )
 
 
@@ -63,10 +70,12 @@ def insert_job(
     params: dict[str, Any],
     runner: str,
     created_at: str,
+    twin_uid: str | None = None,
 ) -> int:
     result = conn.execute(
         tables.jobs.insert().values(
             twin_id=twin_id,
+            twin_uid=twin_uid,
             owner=owner,
             kind=kind,
             params=json.dumps(params, sort_keys=True),
@@ -85,19 +94,43 @@ def get_job(conn: Connection, job_id: int) -> Job | None:
     return None if row is None else _job(row)
 
 
-def jobs_of_twin(conn: Connection, twin_id: str) -> list[Job]:
+def jobs_of_twin(conn: Connection, twin_id: str, twin_uid: str | None = None) -> list[Job]:
+    """The jobs of ``twin_id``; with ``twin_uid``, only those asked for that twin (and the
+    jobs older stores kept without a uid), not those of an earlier twin of the same id."""
     j = tables.jobs.c
-    rows = conn.execute(select(tables.jobs).where(j.twin_id == twin_id).order_by(j.id))
-    return [_job(r) for r in rows]
+    query = select(tables.jobs).where(j.twin_id == twin_id).order_by(j.id)
+    if twin_uid is not None:
+        query = query.where(or_(j.twin_uid == twin_uid, j.twin_uid.is_(None)))
+    return [_job(r) for r in conn.execute(query)]
+
+
+def count_unfinished(conn: Connection, owner: str) -> int:
+    """How many jobs of ``owner`` are queued or running."""
+    j = tables.jobs.c
+    return int(
+        conn.execute(
+            select(func.count()).where(j.owner == owner, j.status.in_(UNFINISHED))
+        ).scalar_one()
+    )
+
+
+def cancel_twin_jobs(conn: Connection, twin_id: str, reason: str, when: str) -> list[int]:
+    """End every unfinished job of ``twin_id`` as cancelled; return their ids."""
+    j = tables.jobs.c
+    where = (j.twin_id == twin_id, j.status.in_(UNFINISHED))
+    ids = [int(r.id) for r in conn.execute(select(j.id).where(*where))]
+    if ids:
+        conn.execute(
+            update(tables.jobs)
+            .where(j.id.in_(ids))
+            .values(status=JobStatus.CANCELLED.value, finished_at=when, error=reason)
+        )
+    return ids
 
 
 def unfinished_jobs(conn: Connection) -> list[Job]:
     j = tables.jobs.c
-    rows = conn.execute(
-        select(tables.jobs)
-        .where(j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-        .order_by(j.id)
-    )
+    rows = conn.execute(select(tables.jobs).where(j.status.in_(UNFINISHED)).order_by(j.id))
     return [_job(r) for r in rows]
 
 
@@ -124,7 +157,7 @@ def mark_finished(
     j = tables.jobs.c
     conn.execute(
         update(tables.jobs)
-        .where(j.id == job_id, j.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .where(j.id == job_id, j.status.in_(UNFINISHED))
         .values(
             status=status.value,
             finished_at=when,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
 
 from twinkit.core.digest import (
     canonical_order,
@@ -342,3 +342,64 @@ def delete_decision(conn: Connection, twin_id: str, item_id: str) -> set[int]:
         return set()
     conn.execute(delete(tables.decisions).where(d.twin_id == twin_id, d.item_id == item_id))
     return {int(old[0])}
+
+
+def retract_signals(
+    conn: Connection,
+    twin_id: str,
+    batch_id: int | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    channels: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Delete a twin's stored signals that match every given condition; return them
+    (``twin_id, channel, t, value, batch_id, channel_id``)."""
+    o, c = tables.observations.c, tables.channels.c
+    mine = select(c.id).where(c.twin_id == twin_id)
+    if channels:
+        mine = mine.where(c.name.in_(list(channels)))
+    where: list[ColumnElement[bool]] = [o.channel_id.in_(mine)]
+    if batch_id is not None:
+        where.append(o.batch_id == batch_id)
+    if start is not None:
+        where.append(o.t >= start)
+    if end is not None:
+        where.append(o.t <= end)
+    rows = conn.execute(
+        select(o.channel_id, c.name, o.t, o.value, o.batch_id)
+        .select_from(tables.observations.join(tables.channels, o.channel_id == c.id))
+        .where(*where)
+    ).all()
+    conn.execute(delete(tables.observations).where(*where))
+    channel_id, name, t, value, batch = zip(*rows, strict=True) if rows else ((), (), (), (), ())
+    return pd.DataFrame(
+        {
+            "twin_id": pd.Series([twin_id] * len(rows), dtype=object),
+            "channel": pd.Series(list(name), dtype=object),
+            "t": np.asarray(t, dtype=np.int64),
+            "value": np.asarray(value, dtype=np.float64),
+            "batch_id": np.asarray(batch, dtype=np.int64),
+            "channel_id": np.asarray(channel_id, dtype=np.int64),
+        }
+    )
+
+
+def retract_decisions(
+    conn: Connection,
+    twin_id: str,
+    batch_id: int | None = None,
+    items: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Delete a decision twin's stored decisions that match every given condition; return
+    them (``twin_id, item_id, features, label, batch_id``)."""
+    d = tables.decisions.c
+    where: list[ColumnElement[bool]] = [d.twin_id == twin_id]
+    if batch_id is not None:
+        where.append(d.batch_id == batch_id)
+    if items is not None:
+        where.append(d.item_id.in_(list(items)))
+    rows = conn.execute(
+        select(d.twin_id, d.item_id, d.features, d.label, d.batch_id).where(*where)
+    ).all()
+    conn.execute(delete(tables.decisions).where(*where))
+    return pd.DataFrame(rows, columns=["twin_id", "item_id", "features", "label", "batch_id"])

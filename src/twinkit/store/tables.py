@@ -17,10 +17,10 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
-# Version 5: twins.data_batch.
+# Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
 # A store at an older version gains the new tables on open, and the new columns
 # (``ADDED_COLUMNS``).
 
@@ -45,7 +45,12 @@ twins = Table(
     # watermark of its signals, which changes whenever they do (batch ids are never reused).
     # NULL for a twin without data since version 5. The service caches forecasts by it.
     Column("data_batch", Integer, nullable=True),
+    # The twin's internal identity (a random hex), new at every creation: a job or a fit
+    # checks it in the transaction that writes, so work started for a deleted twin never
+    # lands on a later twin of the same id. Filled in for older twins when the store opens.
+    Column("uid", String(32), nullable=True),
 )
+Index("ux_twins_uid", twins.c.uid, unique=True)
 
 # One row per (twin, signal): declared at creation or first seen at ingest. Observations
 # point at the integer id, which keeps the big table narrow.
@@ -162,10 +167,6 @@ population_models = Table(
 )
 
 
-#: columns added after their table was created: (schema version, table, column)
-ADDED_COLUMNS = ((5, twins, twins.c.data_batch),)
-
-
 # Questions a decision twin's clone asked its donor; answered when the answer is ingested.
 clone_queries = Table(
     "clone_queries",
@@ -196,14 +197,38 @@ jobs = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("twin_id", String(128), nullable=False, index=True),
+    # The twin's uid when the job was asked for; NULL for jobs of schema versions before 6.
+    Column("twin_uid", String(32), nullable=True),
     Column("owner", String(128), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("params", Text, nullable=False),  # JSON object
-    Column("status", String(16), nullable=False),  # queued, running, done, failed
+    Column("status", String(16), nullable=False),  # queued, running, done, failed, cancelled
     Column("runner", String(300), nullable=True),  # host:pid:instance of the server running it
     Column("created_at", String(40), nullable=False),
     Column("started_at", String(40), nullable=True),
     Column("finished_at", String(40), nullable=True),
     Column("result", Text, nullable=True),  # JSON object, when done
     Column("error", Text, nullable=True),  # what went wrong, when failed
+)
+
+# Logins of the web pages: the browser's cookie holds a random session id, the store only
+# its sha256. Revoked at logout; deleting an owner deletes its sessions (the cascade).
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("owner", String(128), ForeignKey("owners.name", ondelete="CASCADE"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False, index=True),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+Index("ix_jobs_twin_uid", jobs.c.twin_uid)
+
+#: columns added after their table was created: (schema version, table, column). Their
+#: indexes are made with them, and a store opened at an older version gets both.
+ADDED_COLUMNS = (
+    (5, twins, twins.c.data_batch),
+    (6, twins, twins.c.uid),
+    (6, jobs, jobs.c.twin_uid),
 )

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from twinkit.core.twin import Channel, Twin, TwinKind
 from twinkit.store import tables
@@ -33,6 +33,7 @@ def insert_twin(conn: Connection, twin: Twin) -> None:
             owner=twin.owner,
             metadata=json.dumps(twin.metadata, sort_keys=True),
             created_at=twin.created_at,
+            uid=twin.uid,
         )
     )
     if twin.channels:
@@ -66,6 +67,7 @@ def get_twin(conn: Connection, twin_id: str) -> Twin | None:
         metadata=json.loads(row.metadata),
         channels=tuple(_channel(c) for c in declared),
         created_at=row.created_at,
+        uid=row.uid or "",
     )
 
 
@@ -121,6 +123,12 @@ def mark_data_changed(conn: Connection, channel_ids: Iterable[int], batch_id: in
     )
 
 
+def twin_uid(conn: Connection, twin_id: str) -> str | None:
+    """The uid of the twin that has ``twin_id`` now, or None if there is none."""
+    row = conn.execute(select(tables.twins.c.uid).where(tables.twins.c.id == twin_id)).first()
+    return None if row is None else str(row.uid)
+
+
 def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     """Remove a twin and everything stored for it (the ledger keeps its history)."""
     channel_ids = select(tables.channels.c.id).where(tables.channels.c.twin_id == twin_id)
@@ -132,5 +140,16 @@ def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     conn.execute(delete(tables.quarantine).where(tables.quarantine.c.twin_id == twin_id))
     conn.execute(delete(tables.model_versions).where(tables.model_versions.c.twin_id == twin_id))
     conn.execute(delete(tables.clone_queries).where(tables.clone_queries.c.twin_id == twin_id))
-    conn.execute(delete(tables.jobs).where(tables.jobs.c.twin_id == twin_id))
     conn.execute(delete(tables.twins).where(tables.twins.c.id == twin_id))
+
+
+def find_twin_casefold(conn: Connection, twin_id: str) -> Twin | None:
+    """A twin whose id equals ``twin_id`` but for the case of its letters (the id itself
+    included), or None. Twin ids are ASCII, so lower() is the same in every database."""
+    row = conn.execute(
+        select(tables.twins.c.id)
+        .where(func.lower(tables.twins.c.id) == twin_id.lower())
+        .order_by(tables.twins.c.id)
+        .limit(1)
+    ).first()
+    return None if row is None else get_twin(conn, row.id)

@@ -1,16 +1,20 @@
-"""Who is looking at a page: the owner's token in an HttpOnly cookie, and CSRF tokens.
+"""Who is looking at a page: a server-side login session named by an HttpOnly cookie, and
+CSRF tokens.
 
-Logging in puts the owner's own token in the ``twinkit_session`` cookie (HttpOnly, so
+Logging in with an owner's token starts a session in the store (``engine.sessions``) and
+puts its random id, never the token, in the ``twinkit_session`` cookie (HttpOnly, so
 scripts cannot read it; SameSite=Strict, so other sites' requests do not carry it; Secure
-unless ``cookie_secure`` is off). Every page checks it exactly as the API checks a bearer
-token: the same rate limit, the same owner lookup; no cookie, or a stale one, leads to
-the login page. The admin token cannot log in: pages show twins, and twins are owners'.
+unless ``cookie_secure`` is off; Max-Age the session's lifetime). Every page looks the id
+up in the store, rate-limited as the API's tokens are, so a session ended in one worker
+process (logout, expiry, its owner deleted) is ended in all of them at the next request;
+no cookie, or a dead one, leads to the login page. The admin token cannot log in: pages
+show twins, and twins are owners'.
 
 Every form that changes something carries a CSRF token in a hidden field, checked on
-POST (403 when missing or wrong). For a logged-in owner it is an HMAC of their token
-under a key derived from the admin token, so it needs no server-side state and every
-worker process checks it alike. The login form, before there is a session, uses a
-double-submit cookie (a random value in a cookie and in the form, which must match).
+POST (403 when missing or wrong). For a logged-in owner it is an HMAC of the session id's
+hash under a key derived from the admin token, so every worker process computes it alike.
+The login form, before there is a session, uses a double-submit cookie (a random value in
+a cookie and in the form, which must match).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/login"
 # The characters of a bearer token (RFC 6750's b64token); anything else is no token.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9\-._~+/]{1,512}=*$")
+# What ``new_session_id`` makes (43 URL-safe characters); anything else is no session.
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{43}$")
 
 
 class LoginRequired(Exception):
@@ -79,20 +85,36 @@ def _csrf_key(state: ServiceState) -> bytes:
     return hmac.new(secret, b"twinkit pages csrf v1", hashlib.sha256).digest()
 
 
-def csrf_for(state: ServiceState, token: str) -> str:
-    """The CSRF token of the session that holds ``token``."""
-    return hmac.new(_csrf_key(state), token_sha256(token).encode(), hashlib.sha256).hexdigest()
+def csrf_for(state: ServiceState, session_id: str) -> str:
+    """The CSRF token of the session ``session_id``."""
+    digest = token_sha256(session_id).encode()
+    return hmac.new(_csrf_key(state), digest, hashlib.sha256).hexdigest()
 
 
-def set_cookie(state: ServiceState, response: Response, name: str, value: str, path: str) -> None:
+def set_cookie(
+    state: ServiceState,
+    response: Response,
+    name: str,
+    value: str,
+    path: str,
+    max_age: int | None = None,
+) -> None:
     response.set_cookie(
         name,
         value,
+        max_age=max_age,
         path=path,
         httponly=True,
         secure=state.settings.cookie_secure,
         samesite="strict",
     )
+
+
+def start_session(state: ServiceState, response: Response, owner: str) -> None:
+    """Log ``owner`` in: a new session in the store, its id in the response's cookie."""
+    session_id = state.engine.sessions.start(owner)
+    lifetime_s = int(state.engine.sessions.lifetime.total_seconds())
+    set_cookie(state, response, SESSION_COOKIE, session_id, "/", max_age=lifetime_s)
 
 
 def clear_cookie(state: ServiceState, response: Response, name: str, path: str) -> None:
@@ -105,16 +127,21 @@ def new_login_csrf() -> str:
     return secrets.token_urlsafe(32)
 
 
-def owner_of(state: ServiceState, token: str) -> Caller | None:
-    """The owner whose token this is (rate-limited as the API is), or None."""
-    wait_s = state.limiter.take(token_sha256(token))
+def _take_request(state: ServiceState, key: str, what: str) -> None:
+    """Spend one request of ``key`` (the sha256 of a token or session id), or 429."""
+    wait_s = state.limiter.take(key)
     if wait_s > 0:
         state.metrics.rate_limited.inc()
         raise PageError(
             429,
-            "too many requests with this token; wait and try again",
+            f"too many requests with this {what}; wait and try again",
             {"Retry-After": retry_after(wait_s)},
         )
+
+
+def owner_of(state: ServiceState, token: str) -> Caller | None:
+    """The owner whose token this is (rate-limited as the API is), or None."""
+    _take_request(state, token_sha256(token), "token")
     if state.is_admin_token(token):
         return None
     owner = state.engine.owners.authenticate(token)
@@ -122,14 +149,16 @@ def owner_of(state: ServiceState, token: str) -> Caller | None:
 
 
 def page_session(request: Request, state: StateDep) -> PageSession:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token or TOKEN_PATTERN.match(token) is None:
-        raise LoginRequired(clear_cookie=token is not None)
-    caller = owner_of(state, token)
-    if caller is None:  # an owner deleted, or a cookie made by hand
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id or SESSION_ID_PATTERN.match(session_id) is None:
+        raise LoginRequired(clear_cookie=session_id is not None)
+    _take_request(state, token_sha256(session_id), "session")
+    # No cache: the store is the one place a logout or an expiry is known to every worker.
+    owner = state.engine.sessions.owner_of(session_id)
+    if owner is None:  # logged out, expired, its owner deleted, or a cookie made by hand
         raise LoginRequired(clear_cookie=True)
-    request.scope[CALLER_SCOPE_KEY] = caller.name
-    return PageSession(caller, csrf_for(state, token))
+    request.scope[CALLER_SCOPE_KEY] = owner
+    return PageSession(Caller(owner), csrf_for(state, session_id))
 
 
 SessionDep = Annotated[PageSession, Depends(page_session)]

@@ -17,7 +17,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
-from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError, ValidationError
+from twinkit.core.errors import (
+    ForecastInputError,
+    NotFoundError,
+    QuotaExceededError,
+    TwinkitError,
+    ValidationError,
+)
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.service.deps import StateDep
 from twinkit.service.errors import status_of
@@ -27,6 +33,7 @@ from twinkit.service.pages.session import (
     LOGIN_CSRF_COOKIE,
     LOGIN_PATH,
     SESSION_COOKIE,
+    SESSION_ID_PATTERN,
     TOKEN_PATTERN,
     FormDep,
     PageError,
@@ -40,12 +47,14 @@ from twinkit.service.pages.session import (
     owner_of,
     page_twin,
     set_cookie,
+    start_session,
 )
 from twinkit.service.routes.clones import (
     clone_queries_public,
     ingest_answers,
     latest_clone_job,
     start_update,
+    start_update_if_room,
 )
 from twinkit.service.routes.ledger import history
 from twinkit.service.schemas import CloneAsk
@@ -126,19 +135,24 @@ def login(request: Request, state: StateDep, form: FormDep) -> Response:
         return _login_form(
             request, state, "the admin token does not open twins: use an owner's token", 401
         )
-    if owner_of(state, token) is None:
+    caller = owner_of(state, token)
+    if caller is None:
         return _login_form(request, state, "unknown token", 401)
     response = _see_other("/twins")
-    set_cookie(state, response, SESSION_COOKIE, token, "/")
+    start_session(state, response, caller.name)
     clear_cookie(state, response, LOGIN_CSRF_COOKIE, LOGIN_PATH)
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, state: StateDep, form: FormDep) -> Response:
-    """Forget the session in this browser (the owner's token itself stays valid)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    check_csrf(form, csrf_for(state, token) if token else None)
+    """End the session in the store, so that its cookie opens nothing anywhere any more
+    (the owner's token itself stays valid)."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    session_id = cookie if SESSION_ID_PATTERN.match(cookie) else None
+    check_csrf(form, csrf_for(state, session_id) if session_id else None)
+    if session_id:
+        state.engine.sessions.end(session_id)
     response = _see_other(LOGIN_PATH)
     clear_cookie(state, response, SESSION_COOKIE, "/")
     return response
@@ -283,7 +297,7 @@ def post_labels(
         return _label_page(request, state, session, twin, problems, 422)
     except TwinkitError as exc:
         raise PageError(status_of(exc), str(exc)) from None
-    start_update(state, twin, session.caller.name, CloneAsk())
+    start_update_if_room(state, twin, session.caller.name, CloneAsk())
     return _see_other(f"/twins/{twin.id}/label")
 
 
@@ -291,7 +305,10 @@ def post_labels(
 def ask_questions(twin_id: str, session: SessionDep, state: StateDep, form: FormDep) -> Response:
     """Start a clone update that asks the clone's next questions."""
     twin = _posted_twin(twin_id, session, state, form)
-    start_update(state, twin, session.caller.name, CloneAsk())
+    try:
+        start_update(state, twin, session.caller.name, CloneAsk())
+    except QuotaExceededError as exc:
+        raise PageError(429, str(exc)) from None
     return _see_other(f"/twins/{twin.id}/label")
 
 

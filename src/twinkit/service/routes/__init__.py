@@ -14,6 +14,7 @@ from twinkit.service.routes import (
     ledger,
     models,
     owners,
+    retractions,
     robustness,
     twins,
 )
@@ -24,6 +25,7 @@ V1_ROUTERS: tuple[APIRouter, ...] = (
     owners.router,
     twins.router,
     data.router,
+    retractions.router,
     models.router,
     ledger.router,
     robustness.router,

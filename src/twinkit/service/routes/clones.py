@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter
 
-from twinkit.core.errors import TwinkitError
+from twinkit.core.errors import QuotaExceededError, TwinkitError
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.engine import clones
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
@@ -123,7 +123,7 @@ def item_image(shape: tuple[int, int] | None, features: dict[str, Any]) -> Clone
 
 
 def latest_clone_job(state: ServiceState, twin: Twin, owner: str) -> Job | None:
-    job = state.engine.jobs.latest(twin.id, KIND)
+    job = state.engine.jobs.latest(twin.id, KIND, twin_uid=twin.uid)
     return job if job is not None and job.owner == owner else None
 
 
@@ -132,7 +132,7 @@ def clone_queries_public(state: ServiceState, twin: Twin, owner: str) -> CloneQu
     _decision(twin)
     waiting = clones.waiting(state.engine, twin.id)
     newest = latest_clone_job(state, twin, owner)
-    done = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE)
+    done = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE, twin.uid)
     result = done.result if done is not None and done.owner == owner and done.result else None
     guesses: dict[str, dict[str, Any]] = dict(result.get("guesses", {})) if result else {}
     if result and result.get("classes"):
@@ -169,7 +169,16 @@ def start_update(state: ServiceState, twin: Twin, owner: str, ask: CloneAsk) -> 
     if newest is not None and newest.status is JobStatus.QUEUED:
         return newest
     params = {"k": ask.k, "strategy_name": ask.strategy, "seed": ask.seed}
-    return state.runner.submit(KIND, twin.id, owner, params)
+    return state.runner.submit(KIND, twin.id, owner, params, twin.uid)
+
+
+def start_update_if_room(state: ServiceState, twin: Twin, owner: str, ask: CloneAsk) -> Job | None:
+    """:func:`start_update`, or None when the owner's job quota is full: answers already
+    stored are not refused for it (the next update learns from them)."""
+    try:
+        return start_update(state, twin, owner, ask)
+    except QuotaExceededError:
+        return None
 
 
 def ingest_answers(
@@ -223,6 +232,5 @@ def post_answers(
     pairs = [(a.item_id, a.label) for a in body.answers]
     ingest = ingest_answers(state, twin, caller.name, pairs, "api")
     ask = CloneAsk(k=body.k, strategy=body.strategy, seed=body.seed)
-    return CloneAnswersPublic(
-        ingest=ingest, job=job_public(start_update(state, twin, caller.name, ask))
-    )
+    job = start_update_if_room(state, twin, caller.name, ask)
+    return CloneAnswersPublic(ingest=ingest, job=None if job is None else job_public(job))

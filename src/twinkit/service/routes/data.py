@@ -15,7 +15,7 @@ from typing import Annotated
 import pandas as pd
 from fastapi import APIRouter, File, Query, UploadFile
 
-from twinkit.core.errors import NotFoundError
+from twinkit.core.errors import NotFoundError, TooLargeError
 from twinkit.core.twin import TwinKind
 from twinkit.data.importers import read_table_bytes
 from twinkit.engine.ingest import IngestResult
@@ -30,7 +30,9 @@ from twinkit.service.routes.responses import (
 from twinkit.service.schemas import (
     DecisionPage,
     DecisionPublic,
+    ErrorPublic,
     IngestPublic,
+    IsoDateTime,
     ObservationBatch,
     QuarantinePublic,
     ReleasePublic,
@@ -38,12 +40,33 @@ from twinkit.service.schemas import (
     SignalPage,
     SignalPublic,
 )
+from twinkit.service.settings import ServiceSettings
 from twinkit.service.state import ServiceState
 
 router = APIRouter(
     prefix="/twins/{twin_id}", tags=["data"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+
+
+def _limit_setting(what: str) -> str:
+    """The environment variable of a ``TooLargeError``'s limit: rows, columns or cells."""
+    return f"TWINKIT_MAX_UPLOAD_{what.upper()}"
+
+
+def read_upload(raw: bytes, name: str, source: str, settings: ServiceSettings) -> pd.DataFrame:
+    """An uploaded file as a frame; over a limit of the settings, 413 before it is decoded."""
+    try:
+        return read_table_bytes(
+            raw,
+            name,
+            source,
+            max_rows=settings.max_upload_rows,
+            max_columns=settings.max_upload_columns,
+            max_cells=settings.max_upload_cells,
+        )
+    except TooLargeError as exc:
+        raise exc.naming(_limit_setting(exc.what)) from None
 
 
 def _counted(state: ServiceState, result: IngestResult, kind: str) -> IngestPublic:
@@ -74,6 +97,10 @@ def upload_name(filename: str | None) -> str:
 def post_observations(
     body: ObservationBatch, twin: TwinDep, caller: OwnerDep, state: StateDep
 ) -> IngestPublic:
+    source = f"api:{caller.name}:rows"
+    limit = state.settings.max_upload_rows
+    if len(body.rows) > limit:
+        raise TooLargeError(source, "rows", limit, _limit_setting("rows"))
     frame = pd.DataFrame(
         {
             "time": [r.time for r in body.rows],
@@ -81,7 +108,7 @@ def post_observations(
             "value": [r.value for r in body.rows],
         }
     )
-    result = state.engine.ingest(frame, twin=twin.id, source=f"api:{caller.name}:rows")
+    result = state.engine.ingest(frame, twin=twin.id, source=source)
     return _counted(state, result, "signals")
 
 
@@ -89,7 +116,14 @@ def post_observations(
     "/observations/upload",
     response_model=IngestPublic,
     summary="Ingest a file (.csv, .parquet, .jsonl): signals or decisions, as `twinkit ingest`",
-    responses=BODY_RESPONSES,
+    responses={
+        **BODY_RESPONSES,
+        413: {
+            "model": ErrorPublic,
+            "description": "the body is larger than the server takes, or the file has more "
+            "rows, columns or cells than its limits (TWINKIT_MAX_UPLOAD_ROWS, _COLUMNS, _CELLS)",
+        },
+    },
 )
 def upload_observations(
     file: Annotated[UploadFile, File(description="the batch; twin_id may be left out")],
@@ -99,12 +133,12 @@ def upload_observations(
 ) -> IngestPublic:
     name = upload_name(file.filename)
     source = f"api:{caller.name}:{name}"
-    frame = read_table_bytes(file.file.read(), name, source)
+    frame = read_upload(file.file.read(), name, source, state.settings)
     result = state.engine.ingest(frame, twin=twin.id, source=source)
     return _counted(state, result, "signals" if twin.kind is TwinKind.STATE else "decisions")
 
 
-def _utc(moment: datetime | None) -> pd.Timestamp | None:
+def utc_timestamp(moment: datetime | None) -> pd.Timestamp | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
@@ -120,12 +154,12 @@ def _utc(moment: datetime | None) -> pd.Timestamp | None:
 def get_data(
     twin: TwinDep,
     state: StateDep,
-    start: Annotated[datetime | None, Query(description="inclusive; ISO-8601")] = None,
-    end: Annotated[datetime | None, Query(description="inclusive; ISO-8601")] = None,
+    start: Annotated[IsoDateTime | None, Query(description="inclusive; ISO-8601")] = None,
+    end: Annotated[IsoDateTime | None, Query(description="inclusive; ISO-8601")] = None,
     channel: Annotated[list[str] | None, Query(description="only these (repeatable)")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> SignalPage:
-    rows = state.engine.signals_between(twin.id, _utc(start), _utc(end), channel)
+    rows = state.engine.signals_between(twin.id, utc_timestamp(start), utc_timestamp(end), channel)
     truncated = len(rows) > limit
     next_start = None
     if truncated:

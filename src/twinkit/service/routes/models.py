@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from twinkit.core.errors import NotFoundError, TwinkitError
@@ -28,6 +28,7 @@ from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
 from twinkit.service.routes.responses import AUTH_RESPONSES, CONFLICT_RESPONSES, TWIN_RESPONSES
 from twinkit.service.schemas import (
+    MAX_ID,
     ErrorPublic,
     FitRequest,
     ForecastPublic,
@@ -63,21 +64,28 @@ def start_fit(body: FitRequest, twin: TwinDep, caller: OwnerDep, state: StateDep
     if twin.kind is not TwinKind.STATE:
         raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
     params = {"model": body.model, "seed": body.seed, "horizons": list(body.horizons)}
-    return job_public(state.runner.submit_fit(twin.id, caller.name, params))
+    return job_public(state.runner.submit_fit(twin.id, caller.name, params, twin.uid))
 
 
 @router.get("/jobs", response_model=list[JobPublic], summary="The twin's jobs, oldest first")
 def list_jobs(twin: TwinDep, state: StateDep) -> list[JobPublic]:
-    return [job_public(j) for j in state.engine.jobs.of_twin(twin.id)]
+    return [job_public(j) for j in state.engine.jobs.of_twin(twin.id, twin.uid)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, summary="One job's status and result")
-def get_job(job_id: int, twin: TwinDep, caller: OwnerDep, state: StateDep) -> JobPublic:
+def get_job(
+    job_id: Annotated[int, Path(ge=1, le=MAX_ID)], twin: TwinDep, caller: OwnerDep, state: StateDep
+) -> JobPublic:
     try:
         job: Job | None = state.engine.jobs.get(job_id)
     except NotFoundError:
         job = None
-    if job is None or job.twin_id != twin.id or job.owner != caller.name:
+    if (
+        job is None
+        or job.twin_id != twin.id
+        or job.owner != caller.name
+        or job.twin_uid not in (None, twin.uid)
+    ):
         raise not_found(f"job {job_id} of twin {twin.id!r}")
     return job_public(job)
 

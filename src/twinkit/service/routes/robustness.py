@@ -19,7 +19,7 @@ from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
 from twinkit.service.routes.models import job_public
 from twinkit.service.routes.responses import AUTH_RESPONSES, TWIN_RESPONSES, Responses
-from twinkit.service.schemas import ErrorPublic, JobPublic
+from twinkit.service.schemas import ErrorPublic, JobPublic, JsonInt
 from twinkit.store.jobs import JobStatus
 
 KIND = "robustness"
@@ -28,10 +28,11 @@ router = APIRouter(
     prefix="/twins/{twin_id}", tags=["robustness"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
 )
 
-Budget = Annotated[float, Field(gt=0.0, le=1.0)]
+Budget = Annotated[float, Field(gt=0.0, le=1.0, strict=True)]
 
 
 class RobustnessRequest(BaseModel):
+    # Its numbers are JSON's, as in every request body (see schemas._In): not true or "3".
     model_config = ConfigDict(extra="forbid")
 
     eps: list[Budget] = Field(
@@ -44,12 +45,14 @@ class RobustnessRequest(BaseModel):
     attacks: list[Literal["fgsm", "pgd"]] = Field(
         default=["fgsm", "pgd"], min_length=1, max_length=2
     )
-    vaccine: int = Field(default=100, ge=2, le=2000, description="vaccine samples to retrain on")
-    pgd_steps: int = Field(default=20, ge=1, le=200)
-    adv_training: bool = Field(
-        default=False, description="also train a PGD-adversarial clone (slower)"
+    vaccine: JsonInt = Field(
+        default=100, ge=2, le=2000, description="vaccine samples to retrain on"
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    pgd_steps: JsonInt = Field(default=20, ge=1, le=200)
+    adv_training: bool = Field(
+        default=False, strict=True, description="also train a PGD-adversarial clone (slower)"
+    )
+    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class AttackScores(BaseModel):
@@ -110,7 +113,7 @@ def start_robustness(
     params = body.model_dump()
     params["eps"] = sorted(set(params["eps"]))
     params["attacks"] = sorted(set(params["attacks"]))
-    return job_public(state.runner.submit(KIND, twin.id, caller.name, params))
+    return job_public(state.runner.submit(KIND, twin.id, caller.name, params, twin.uid))
 
 
 @router.get(
@@ -120,9 +123,9 @@ def start_robustness(
     responses=_NOT_YET,
 )
 def get_robustness(twin: TwinDep, caller: OwnerDep, state: StateDep) -> RobustnessPublic:
-    job = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE)
+    job = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE, twin.uid)
     if job is None or job.owner != caller.name or job.result is None:
-        newest = state.engine.jobs.latest(twin.id, KIND)
+        newest = state.engine.jobs.latest(twin.id, KIND, twin_uid=twin.uid)
         if newest is not None and newest.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             hint = f"job {newest.id} is making one"
         elif newest is not None and newest.status is JobStatus.FAILED:

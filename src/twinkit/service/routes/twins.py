@@ -6,7 +6,7 @@ import math
 
 from fastapi import APIRouter, Response
 
-from twinkit.core.twin import Channel
+from twinkit.core.twin import Channel, MetadataLimits
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.routes.responses import AUTH_RESPONSES, CONFLICT_RESPONSES, TWIN_RESPONSES
 from twinkit.service.schemas import ChannelIn, TwinCreate, TwinPublic
@@ -42,7 +42,13 @@ def twin_public(state: StateDep, twin_id: str) -> TwinPublic:
 )
 def create_twin(body: TwinCreate, caller: OwnerDep, state: StateDep) -> TwinPublic:
     channels = [to_channel(c) for c in body.channels]
-    twin = state.engine.create_twin(body.id, body.kind, caller.name, body.metadata, channels)
+    settings = state.settings
+    limits = MetadataLimits(
+        settings.max_metadata_bytes, settings.max_metadata_keys, settings.max_metadata_depth
+    )
+    twin = state.engine.create_twin(
+        body.id, body.kind, caller.name, body.metadata, channels, metadata_limits=limits
+    )
     return twin_public(state, twin.id)
 
 
@@ -69,5 +75,6 @@ def get_twin(twin: TwinDep, state: StateDep) -> TwinPublic:
     responses=TWIN_RESPONSES,
 )
 def delete_twin(twin: TwinDep, state: StateDep) -> Response:
-    state.engine.delete_twin(twin.id)
+    # Its jobs end as cancelled in the store; this process stops the children it runs.
+    state.runner.cancel(state.engine.delete_twin(twin.id))
     return Response(status_code=204)
