@@ -124,6 +124,7 @@ class JobRunner:
         self._queue: FairQueue[_Queued] = FairQueue()
         self._lock = threading.Lock()
         self._running: dict[int, BaseProcess] = {}
+        self._cancelled: set[int] = set()
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._serve, name=f"twinkit-job-{i}", daemon=True)
@@ -168,6 +169,7 @@ class JobRunner:
         ended as cancelled already, by the twin's deletion); queued ones will not start."""
         with self._lock:
             for job_id in job_ids:
+                self._cancelled.add(job_id)  # a child started after this is stopped too
                 process = self._running.get(job_id)
                 if process is not None:
                     process.terminate()
@@ -252,7 +254,8 @@ class JobRunner:
         writer.close()  # the child holds the only write end: its exit means end of file
         with self._lock:
             self._running[job_id] = process
-            if self._stopping.is_set():  # close() came between the check and the start
+            if self._stopping.is_set() or job_id in self._cancelled:
+                # close() or a cancel came between the check and the start
                 process.terminate()
         try:
             return self._wait(kind, process, reader)

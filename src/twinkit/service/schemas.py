@@ -434,7 +434,7 @@ class RetractionRequest(_In):
     """Which rows to take out of the twin's data; every condition given must hold."""
 
     reason: str = Field(min_length=1, max_length=1000, description="recorded in the ledger")
-    batch_id: JsonInt | None = Field(None, ge=1, le=MAX_ID, description="rows of this batch")
+    batch_id: JsonInt | None = Field(None, description="rows of this batch (ids start at 1)")
     start: IsoDateTime | None = Field(None, description="inclusive; ISO-8601 (UTC if no offset)")
     end: IsoDateTime | None = Field(None, description="inclusive; ISO-8601 (UTC if no offset)")
     channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN.pattern)]] | None = Field(
