@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twinkit.core.errors import TwinkitError, ValidationError
-from twinkit.core.timewindow import ImplausibleDataError, TimeWindow
+from twinkit.core.errors import ImplausibleDataError, TwinkitError, ValidationError
+from twinkit.core.timewindow import TimeWindow
 from twinkit.engine import TwinEngine
 from twinkit.screen import DEFAULT_SIGNAL_SCREENS, FutureTime
 from twinkit.store import observations, tables, twins
@@ -271,6 +271,8 @@ def test_a_retraction_must_name_its_rows_and_reason(engine: TwinEngine) -> None:
         engine.retract("p1", "items", items=["x"])
     with pytest.raises(TwinkitError, match="no twin"):
         engine.retract("nobody", "x", batch_id=1)
+    with pytest.raises(TwinkitError, match="no batch"):
+        engine.retract("p1", "no store holds this id", batch_id=10**30)
     nothing = engine.retract("p1", "no such rows", start=pd.Timestamp("2030-01-01T00:00Z"))
     assert nothing.n_retracted == 0
     assert not [e for e in engine.history("p1") if e.event == "rows_retracted"]

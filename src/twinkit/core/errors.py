@@ -85,6 +85,11 @@ class ForecastInputError(TwinkitError):
     """Data handed to a forecaster that it cannot use (missing target, too short, NaN...)."""
 
 
+class ImplausibleDataError(ForecastInputError):
+    """A twin's stored data hold times that no reading can have (written before the time
+    window was enforced): that twin cannot be fitted or forecast until they are retracted."""
+
+
 class IntegrityError(TwinkitError):
     """The ledger, the stored data or an artifact does not match what was recorded."""
 

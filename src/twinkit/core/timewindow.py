@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.core.errors import ImplausibleDataError, TwinkitError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -84,8 +84,3 @@ class TimeWindow:
             f"{self.future_tolerance}] (e.g. at {micros_iso(first)}): retract them "
             f"(twinkit retract {twin_id} --start/--end ...) and fit again"
         )
-
-
-class ImplausibleDataError(ForecastInputError):
-    """A twin's stored data hold times that no reading can have (written before the time
-    window was enforced): that twin cannot be fitted or forecast until they are retracted."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,9 @@ from twinkit.core.timewindow import micros_iso
 from twinkit.core.twin import TwinKind
 from twinkit.store import ledger, observations, twins
 from twinkit.store.timeutil import utc_now_iso
+
+#: the largest batch id a store can hold (a signed 64-bit integer)
+MAX_BATCH_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,15 @@ def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) 
         raise NotFoundError(f"no twin {twin_id!r}")
     if not reason.strip():
         raise TwinkitError("say why the rows are retracted (a reason is recorded in the ledger)")
-    if not what.describe() or what.describe().keys() <= {"channels"}:
+    asked = what.describe()
+    if asked.keys() <= {"channels"}:
         raise TwinkitError(
             "name the rows to retract: a batch, a time range (start and/or end) or items; "
             "to remove all of a twin's data, delete the twin"
         )
+    if what.batch_id is not None and not 1 <= what.batch_id <= MAX_BATCH_ID:
+        # No store holds such an id (a database would overflow on it): nothing to retract.
+        raise NotFoundError(f"no batch {what.batch_id} (batch ids run from 1)")
     if (what.start is not None and what.end is not None) and what.start > what.end:
         raise TwinkitError("the retraction's start is after its end")
     if twin.kind is TwinKind.STATE:
@@ -99,7 +105,6 @@ def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) 
     batch_ids, counts = np.unique(removed["batch_id"].to_numpy(dtype=np.int64), return_counts=True)
     result.batches = {str(int(b)): int(n) for b, n in zip(batch_ids, counts, strict=True)}
     now = utc_now_iso()
-    asked = what.describe()
     retraction_batch = observations.insert_batch(
         conn,
         content_hash=hashlib.sha256(
@@ -138,14 +143,3 @@ def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) 
         },
     ).seq
     return result
-
-
-def retraction_of(
-    batch_id: int | None = None,
-    start: int | None = None,
-    end: int | None = None,
-    channels: Sequence[str] | None = None,
-    items: Sequence[str] | None = None,
-) -> Retraction:
-    """A :class:`Retraction` from optional arguments (the CLI's and the API's shape)."""
-    return Retraction(batch_id, start, end, tuple(channels or ()), tuple(items or ()))

@@ -40,7 +40,7 @@ from twinkit.engine.population import (
     fit_population,
     load_population,
 )
-from twinkit.engine.retraction import RetractResult, retract_rows, retraction_of
+from twinkit.engine.retraction import Retraction, RetractResult, retract_rows
 from twinkit.engine.serving import ServedForecast, serve_forecast
 from twinkit.engine.sessions import Sessions
 from twinkit.models.base import Forecaster, forecaster_class
@@ -58,6 +58,11 @@ from twinkit.store.integrity import VerifyReport, verify_store
 from twinkit.store.ledger import LedgerEntry
 from twinkit.store.registry import ModelVersion, PopulationVersion
 from twinkit.store.timeutil import from_micros, to_micros, utc_now_iso
+
+
+def _micros(moment: pd.Timestamp | None) -> int | None:
+    """A tz-aware time as int64 microseconds since the epoch, the store's unit."""
+    return None if moment is None else int(to_micros(pd.DatetimeIndex([moment]))[0])
 
 
 def _str_keys(mapping: dict[int, str]) -> dict[str, str]:
@@ -244,10 +249,9 @@ class TwinEngine:
         ``reason`` (see :mod:`twinkit.engine.retraction`). Every condition given must hold:
         a batch, a time range (inclusive; signals, optionally of some ``channels``) or
         decision ``items``. The next fit does not see the rows."""
-        bounds = [
-            None if b is None else int(to_micros(pd.DatetimeIndex([b]))[0]) for b in (start, end)
-        ]
-        what = retraction_of(batch_id, bounds[0], bounds[1], channels, items)
+        what = Retraction(
+            batch_id, _micros(start), _micros(end), tuple(channels or ()), tuple(items or ())
+        )
         with self.store.write() as conn:
             return retract_rows(conn, twin_id, what, reason)
 
@@ -271,9 +275,7 @@ class TwinEngine:
         """A twin's stored signals with ``start <= time <= end`` in long form (``time``,
         ``channel``, ``value``), ordered by time then channel."""
         self.get_twin(twin_id)
-        bounds = [
-            None if b is None else int(to_micros(pd.DatetimeIndex([b]))[0]) for b in (start, end)
-        ]
+        bounds = [_micros(start), _micros(end)]
         with self.store.read() as conn:
             long = observations.read_signals(conn, twin_id, channels, *bounds)
         long = long.sort_values(["t", "channel"], kind="stable", ignore_index=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ class FairQueue(Generic[T]):
     """
 
     def __init__(self) -> None:
-        self._waiting: OrderedDict[str, deque[T]] = OrderedDict()  # by first arrival
+        self._waiting: dict[str, deque[T]] = {}  # by first arrival
         self._served: dict[str, int] = {}  # owner -> when it was last served (a tick)
         self._tick = 0
         self._ready = threading.Condition()
@@ -39,11 +39,10 @@ class FairQueue(Generic[T]):
             self._waiting.setdefault(owner, deque()).append(item)
             self._ready.notify()
 
-    def get(self, timeout: float | None = None) -> T | None:
-        """The next item in turn; None once the queue is closed (or after ``timeout``)."""
+    def get(self) -> T | None:
+        """The next item in turn, waiting for one; None once the queue is closed."""
         with self._ready:
-            if not self._ready.wait_for(lambda: self._waiting or self._closed, timeout):
-                return None
+            self._ready.wait_for(lambda: self._waiting or self._closed)
             if self._closed:
                 return None
             owner = min(self._waiting, key=lambda o: self._served.get(o, -1))

@@ -224,6 +224,8 @@ class JobRunner:
             self.engine.jobs.fail(job_id, STOPPED_BEFORE)
             return
         if not self.engine.jobs.start(job_id):
+            with self._lock:
+                self._cancelled.discard(job_id)
             return  # cancelled with its twin while it waited
         if kind == "fit":
             self.metrics.fits_started.inc()
@@ -262,6 +264,7 @@ class JobRunner:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
+                self._cancelled.discard(job_id)
             reader.close()
 
     def _wait(self, kind: str, process: BaseProcess, reader: Connection) -> dict[str, Any]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from twinkit.core.errors import NotFoundError
 from twinkit.service.deps import StateDep, TwinDep
 from twinkit.service.routes.data import utc_timestamp
 from twinkit.service.routes.responses import AUTH_RESPONSES, TWIN_RESPONSES
-from twinkit.service.schemas import MAX_ID, RetractionPublic, RetractionRequest
+from twinkit.service.schemas import RetractionPublic, RetractionRequest
 
 router = APIRouter(
     prefix="/twins/{twin_id}",
@@ -23,8 +22,6 @@ router = APIRouter(
     summary="Retract rows of the twin's data (a batch, a time range, items), with a reason",
 )
 def retract(body: RetractionRequest, twin: TwinDep, state: StateDep) -> RetractionPublic:
-    if body.batch_id is not None and not 1 <= body.batch_id <= MAX_ID:
-        raise NotFoundError(f"no batch {body.batch_id} (batch ids run from 1)")
     result = state.engine.retract(
         twin.id,
         body.reason,
