@@ -6,9 +6,10 @@ always on a SQLite file, and also on PostgreSQL when ``TWINKIT_TEST_PG_URL`` nam
 of its own, named in the URL's ``search_path``, so concurrent tests and the processes a test
 starts (fit jobs, ``twinkit serve`` workers) all see that store and no other.
 
-The helpers are served as fixtures (``snapshot``, ``write_frame``) because tests run with
-``--import-mode=importlib``, where a test module cannot import ``conftest``. Annotate them
-with ``SnapshotFn`` / ``WriteFrameFn`` spelled out (see below) in the test's signature.
+The helpers are served as fixtures (``snapshot``, ``write_frame``, ``readings``) because
+tests run with ``--import-mode=importlib``, where a test module cannot import ``conftest``.
+Annotate them with ``SnapshotFn`` / ``WriteFrameFn`` / ``ReadingsFn`` spelled out (see
+below) in the test's signature.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
@@ -36,6 +38,7 @@ from twinkit.store import tables
 Snapshot = dict[str, list[tuple[Any, ...]]]
 SnapshotFn = Callable[[TwinEngine], Snapshot]
 WriteFrameFn = Callable[[pd.DataFrame, Path], Path]
+ReadingsFn = Callable[[int, float], pd.DataFrame]
 MakeDbUrlFn = Callable[[str], str]
 
 #: the PostgreSQL database the tests may use (each test in a fresh schema of it)
@@ -214,6 +217,25 @@ def cohort(cohort_frame: pd.DataFrame) -> pd.DataFrame:
 def snapshot() -> SnapshotFn:
     """``snapshot(engine)``: every table of the store, all rows sorted; compare with ``==``."""
     return store_snapshot
+
+
+def glucose_readings(n: int, level: float) -> pd.DataFrame:
+    """``n`` 5-minute glucose readings from 2026-01-01 UTC, a slow wave around ``level``
+    (a file without a ``twin_id`` column: ingest it with ``twin=``)."""
+    times = pd.date_range("2026-01-01", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {
+            "time": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "channel": "glucose",
+            "value": level + 20.0 * np.sin(np.arange(n) / 24.0),
+        }
+    )
+
+
+@pytest.fixture
+def readings() -> ReadingsFn:
+    """``readings(n, level)``: see :func:`glucose_readings`."""
+    return glucose_readings
 
 
 @pytest.fixture

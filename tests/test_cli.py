@@ -57,14 +57,20 @@ def test_twin_lifecycle_and_json(capsys: pytest.CaptureFixture[str], db: str) ->
     assert listed[0]["metadata"] == {"site": "lab", "age": 41}
     assert listed[0]["channels"][0]["name"] == "glucose"
 
-    code, out, err = run(capsys, "twin", "create", "p-1", "--db", db)
+    code, out, err = run(capsys, "twin", "create", "ana/p-1", "--db", db)
     assert code == 1
     assert "already exists" in err
+    # Ids are unique per owner: the local owner may have a p-1 too, named then as owner/id
+    code, out, err = run(capsys, "twin", "create", "p-1", "--db", db)
+    assert code == 0, err
+    code, out, err = run(capsys, "twin", "show", "p-1", "--db", db)
+    assert code == 1 and "several owners" in err
 
     code, _, err = run(capsys, "twin", "create", "bad id!", "--db", db)
     assert code == 1
     assert "invalid twin id" in err
 
+    assert run(capsys, "twin", "delete", "ana/p-1", "--yes", "--db", db)[0] == 0
     assert run(capsys, "twin", "delete", "p-1", "--yes", "--db", db)[0] == 0
     assert json.loads(run(capsys, "twin", "list", "--json", "--db", db)[1]) == []
 
@@ -259,7 +265,8 @@ def test_population_fit_candidates_and_export(
 
     # Assert
     assert population["version"] == 1
-    assert population["twins"] == ["synth-001", "synth-002"]
+    assert population["twins"] == ["local/synth-001", "local/synth-002"]
+    assert population["owners"] == ["local"]
     assert (
         json.loads(run(capsys, "population", "list", "--json", "--db", db)[1])[0]["model"] == "gru"
     )

@@ -109,7 +109,9 @@ def recorded(engine: TwinEngine, twin: str = DONOR) -> dict[str, int | None]:
     """The twin's recorded questions: item id -> answering batch (None: still waiting)."""
     q = tables.clone_queries.c
     with engine.store.read() as conn:
-        rows = conn.execute(select(q.item_id, q.answered_batch).where(q.twin_id == twin)).all()
+        rows = conn.execute(
+            select(q.item_id, q.answered_batch).where(q.twin_id == engine.get_twin(twin).key)
+        ).all()
     return {str(item): batch for item, batch in rows}
 
 
@@ -198,7 +200,7 @@ def test_answering_the_asked_items_stores_them_and_marks_them_answered(
     assert recorded(store) == dict.fromkeys([q["item_id"] for q in asked], result.batch_id)
     assert store.history(DONOR)[-1].event == "batch_ingested"
     stored = decisions(store)
-    mine = stored[stored["twin_id"] == DONOR].set_index("item_id")["label"]
+    mine = stored[stored["twin_id"] == store.get_twin(DONOR).key].set_index("item_id")["label"]
     assert {r["item_id"]: mine[r["item_id"]] for r in rows} == {
         r["item_id"]: r["label"] for r in rows
     }

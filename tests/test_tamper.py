@@ -20,6 +20,7 @@ from twinkit.core.errors import IntegrityError
 from twinkit.engine import TwinEngine
 
 TWIN = "synth-001"
+KEY = f"local/{TWIN}"  # its row in the store: ids are unique per owner
 
 
 @dataclass
@@ -181,14 +182,14 @@ def test_swapped_ledger_payloads_are_detected_and_entry_named(store: Tamperable)
 
 def test_registry_sha_swapped_is_detected(store: Tamperable) -> None:
     # Prepare
-    store.sql("UPDATE model_versions SET sha256 = ? WHERE twin_id = ?", "0" * 64, TWIN)
+    store.sql("UPDATE model_versions SET sha256 = ? WHERE twin_id = ?", "0" * 64, KEY)
 
     # Execute
     report = store.engine.verify()
 
     # Assert
     assert not report.ok
-    assert any(f"model {TWIN} v1" in p for p in report.problems), report.problems
+    assert any(f"model {KEY} v1" in p for p in report.problems), report.problems
 
 
 def test_flipped_artifact_byte_is_detected_and_predict_refuses(store: Tamperable) -> None:
@@ -204,7 +205,7 @@ def test_flipped_artifact_byte_is_detected_and_predict_refuses(store: Tamperable
 
     # Assert
     assert not report.ok
-    assert any(f"model {TWIN} v1" in p and "modified" in p for p in report.problems)
+    assert any(f"model {KEY} v1" in p and "modified" in p for p in report.problems)
     with pytest.raises(IntegrityError, match="modified"):
         store.engine.predict(TWIN)
 
@@ -218,7 +219,7 @@ def test_deleted_artifact_is_detected_and_predict_refuses(store: Tamperable) -> 
     report = store.engine.verify()
 
     # Assert
-    assert any(f"model {TWIN} v1" in p and "missing" in p for p in report.problems)
+    assert any(f"model {KEY} v1" in p and "missing" in p for p in report.problems)
     with pytest.raises(IntegrityError, match="missing"):
         store.engine.predict(TWIN)
 
@@ -230,7 +231,7 @@ def test_serving_status_swapped_behind_the_ledger_is_detected(store: Tamperable)
     store.sql(
         "UPDATE model_versions SET status = CASE status WHEN 'serving' THEN 'retired' "
         "ELSE 'serving' END WHERE twin_id = ?",
-        TWIN,
+        KEY,
     )
 
     # Execute

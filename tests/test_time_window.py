@@ -47,7 +47,8 @@ def store_raw_reading(engine: TwinEngine, twin_id: str, micros: int, value: floa
     """A row written before the window was enforced: straight into the store, with a
     ledger-less batch of its own (``ledger verify`` is not the point of these tests)."""
     with engine.store.write() as conn:
-        channel_id = int(twins.channels_of(conn, [twin_id])["id"].iloc[0])
+        key = engine.get_twin(twin_id).key
+        channel_id = int(twins.channels_of(conn, [key])["id"].iloc[0])
         batch_id = observations.insert_batch(
             conn,
             content_hash=f"legacy-{micros}",
@@ -183,8 +184,8 @@ def test_one_bad_twin_does_not_stop_the_population_prior(engine: TwinEngine) -> 
 
     result = engine.fit_population("gru", params=TINY_GRU)
 
-    assert result.twins == ["good-1", "good-2"]
-    assert "outside the plausible time window" in result.skipped["bad"]
+    assert result.twins == ["local/good-1", "local/good-2"]  # by owner/id
+    assert "outside the plausible time window" in result.skipped["local/bad"]
 
 
 def test_retracting_a_time_range_hides_the_rows_from_the_next_fit(engine: TwinEngine) -> None:

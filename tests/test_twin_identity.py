@@ -4,10 +4,10 @@ new twin of that id, which was then served a model of the first owner's data).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from multiprocessing import Pipe
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,19 +17,10 @@ from twinkit.models import evaluate
 from twinkit.service.worker import TWIN_UID, run_fit
 from twinkit.store.jobs import JobStatus
 
-
-def readings(n: int, level: float) -> pd.DataFrame:
-    times = pd.date_range("2026-01-01", periods=n, freq="5min", tz="UTC")
-    return pd.DataFrame(
-        {
-            "time": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "channel": "glucose",
-            "value": level + 20.0 * np.sin(np.arange(n) / 24.0),
-        }
-    )
+ReadingsFn = Callable[[int, float], pd.DataFrame]
 
 
-def recreate_as_bob(engine: TwinEngine) -> None:
+def recreate_as_bob(engine: TwinEngine, readings: ReadingsFn) -> None:
     engine.delete_twin("race-1")
     engine.create_twin("race-1", "state", owner="bob", channels=["glucose"])
     engine.ingest(readings(288, 150.0), twin="race-1")
@@ -48,7 +39,7 @@ def test_each_creation_gets_a_new_uid(engine: TwinEngine) -> None:
 
 
 def test_a_fit_whose_twin_is_replaced_meanwhile_registers_nothing(
-    engine: TwinEngine, monkeypatch: pytest.MonkeyPatch
+    engine: TwinEngine, monkeypatch: pytest.MonkeyPatch, readings: ReadingsFn
 ) -> None:
     # Prepare: alice's twin with three days; while its fit scores, the twin is deleted and
     # bob creates a twin of the same id with one day
@@ -59,7 +50,7 @@ def test_a_fit_whose_twin_is_replaced_meanwhile_registers_nothing(
 
     def scores_then_replace(*args: Any, **kwargs: Any) -> dict[str, float]:
         if not replaced:
-            recreate_as_bob(engine)
+            recreate_as_bob(engine, readings)
             replaced.append(True)
         return scores(*args, **kwargs)
 
@@ -75,19 +66,21 @@ def test_a_fit_whose_twin_is_replaced_meanwhile_registers_nothing(
     assert engine.verify().ok
 
 
-def test_a_fit_job_for_a_deleted_twin_is_cancelled_before_it_reads(engine: TwinEngine) -> None:
+def test_a_fit_job_for_a_deleted_twin_is_cancelled_before_it_reads(
+    engine: TwinEngine, readings: ReadingsFn
+) -> None:
     # Prepare: the job was asked for alice's twin; bob's twin of the same id replaced it
     alice = engine.create_twin("race-1", "state", owner="alice", channels=["glucose"])
     engine.ingest(readings(864, 110.0), twin="race-1")
-    job = engine.jobs.create("race-1", "alice", "fit", {"model": "linear_ar"}, "h:1", alice.uid)
+    job = engine.jobs.create(alice.key, "alice", "fit", {"model": "linear_ar"}, "h:1", alice.uid)
     cancelled = engine.delete_twin("race-1")
     engine.create_twin("race-1", "state", owner="bob", channels=["glucose"])
-    engine.ingest(readings(288, 150.0), twin="race-1")
+    engine.ingest(readings(288, 150.0), twin="bob/race-1")
     reader, writer = Pipe(duplex=False)
 
     # Execute: the job's child runs anyway (another server process had started it)
     params = {"model": "linear_ar", TWIN_UID: alice.uid}
-    run_fit(engine.store.url, str(engine.store.artifacts_dir), "race-1", params, writer)
+    run_fit(engine.store.url, str(engine.store.artifacts_dir), "alice/race-1", params, writer)
     answer = reader.recv()
 
     # Assert
@@ -111,6 +104,16 @@ def test_a_store_of_schema_5_gets_uids_on_open(tmp_path: Any) -> None:
     engine.store.dispose()
     # Make it a version-5 store: no uid columns, no uids
     with sqlite3.connect(tmp_path / "old.db") as db:
+        for drop in (
+            "UPDATE twins SET id = name",  # ids were the keys
+            "UPDATE channels SET twin_id = replace(twin_id, 'local/', '')",
+            "DROP INDEX ux_twins_owner_name",
+            "DROP INDEX ix_twins_name",
+            "ALTER TABLE twins DROP COLUMN name",
+            "ALTER TABLE population_models DROP COLUMN owners",
+            "DROP TABLE population_sharing",
+        ):
+            db.execute(drop)
         db.execute("DROP INDEX ux_twins_uid")
         db.execute("DROP INDEX ix_jobs_twin_uid")
         db.execute("ALTER TABLE twins DROP COLUMN uid")

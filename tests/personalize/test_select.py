@@ -84,7 +84,7 @@ def test_engine_population_prior_and_auto_fit(tmp_path: Path) -> None:
 
     # Assert
     assert population.version == 1
-    assert population.twins == ["synth-002", "synth-003"]
+    assert population.twins == ["local/synth-002", "local/synth-003"]
     assert result.selection is not None
     assert result.selection["population_version"] == 1
     assert set(result.selection["candidates"]) >= {"linear_ar", "population", "personalized"}

@@ -10,6 +10,7 @@ dict[str, str]]`` for ``new_owner``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from twinkit.service.state import ServiceState
 ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 32
 
 MakeClientFn = Callable[..., TestClient]
+FinishedJobFn = Callable[[TestClient, str, dict[str, str]], dict[str, Any]]
 
 
 @pytest.fixture
@@ -132,3 +134,21 @@ def state_twin(
 def app_state() -> Callable[[TestClient], ServiceState]:
     """``app_state(client)``: the state of any client's app (see ``make_client``)."""
     return state_of
+
+
+def poll_finished(client: TestClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Poll a job until it is done, failed or cancelled (a child process starts in
+    seconds); fail the test after three minutes."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(url, headers=headers).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.25)
+    raise AssertionError(f"job {url} did not finish in time: {job}")
+
+
+@pytest.fixture
+def finished_job() -> FinishedJobFn:
+    """``finished_job(client, job_url, headers)``: the job once it has ended."""
+    return poll_finished

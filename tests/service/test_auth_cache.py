@@ -152,12 +152,15 @@ def test_the_forecast_routes_owner_check_follows_the_store_at_once(
     assert client.get("/v1/twins/p1/forecast", headers=alice).status_code == 200
     assert client.get("/v1/twins/p1/forecast", headers=bob).status_code == 404
     with service.engine.store.write() as conn:
-        conn.execute(tables.twins.update().where(tables.twins.c.id == "p1").values(owner="bob"))
+        conn.execute(
+            tables.twins.update().where(tables.twins.c.id == "alice/p1").values(owner="bob")
+        )
 
     # Execute
     for_alice = client.get("/v1/twins/p1/forecast", headers=alice)
     for_bob = client.get("/v1/twins/p1/forecast", headers=bob)
 
-    # Assert
+    # Assert: alice is refused at once; bob does not see it either, since a twin is found
+    # in its owner's id space (its key names alice) and is not bob's
     assert for_alice.status_code == 404
-    assert for_bob.status_code == 200
+    assert for_bob.status_code == 404

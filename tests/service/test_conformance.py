@@ -148,7 +148,7 @@ def test_dot_and_dot_dot_are_refused_as_twin_ids(
     assert answer.json()["error"]["problems"][0]["field"] == ["body", "id"]
 
 
-def test_an_id_differing_only_in_case_answers_409_naming_only_the_callers_twin(
+def test_an_id_differing_only_in_case_answers_409_only_among_the_callers_twins(
     client: TestClient, new_owner: NewOwnerFn
 ) -> None:
     # Prepare
@@ -158,14 +158,16 @@ def test_an_id_differing_only_in_case_answers_409_naming_only_the_callers_twin(
     # Execute
     hers = client.post("/v1/twins", json={"id": "P1", "kind": "state"}, headers=alice)
     his = client.post("/v1/twins", json={"id": "P1", "kind": "state"}, headers=bob)
-    exact = client.post("/v1/twins", json={"id": "p1", "kind": "state"}, headers=bob)
+    exact = client.post("/v1/twins", json={"id": "p1", "kind": "decision"}, headers=bob)
+    again = client.post("/v1/twins", json={"id": "p1", "kind": "state"}, headers=bob)
 
-    # Assert: Bob learns that the id is taken (as for the exact id), not how it is spelled
-    assert (hers.status_code, his.status_code, exact.status_code) == (409, 409, 409)
+    # Assert: ids are unique per owner, so Bob's ids never collide with Alice's
+    assert (hers.status_code, his.status_code, exact.status_code) == (409, 201, 409)
     assert "your twin 'p1'" in hers.json()["error"]["message"]
-    assert "'p1'" not in his.json()["error"]["message"]
-    assert "differs only in case from a twin" in his.json()["error"]["message"]
-    assert client.get("/v1/twins", headers=bob).json() == []
+    assert "your twin 'P1'" in exact.json()["error"]["message"]
+    assert again.status_code == 409
+    assert [t["id"] for t in client.get("/v1/twins", headers=bob).json()] == ["P1"]
+    assert client.get("/v1/twins/p1", headers=alice).json()["kind"] == "state"
 
 
 # -- strict types ---------------------------------------------------------------------------

@@ -230,7 +230,8 @@ def test_a_degraded_answer_is_not_kept(
 
 def _data_batch(engine: TwinEngine, twin_id: str) -> int | None:
     with engine.store.read() as conn:
-        row = conn.execute(tables.twins.select().where(tables.twins.c.id == twin_id)).first()
+        key = engine.get_twin(twin_id).key
+        row = conn.execute(tables.twins.select().where(tables.twins.c.id == key)).first()
     assert row is not None
     return None if row.data_batch is None else int(row.data_batch)
 
@@ -270,7 +271,15 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
     engine = TwinEngine(url)
     engine.create_twin("old", "state", channels=["glucose"])
     with engine.store.write() as conn:
-        for later in (  # what versions 5 and 6 added
+        for later in (  # what versions 5, 6 and 7 changed
+            "PRAGMA defer_foreign_keys=ON",
+            "UPDATE twins SET id = 'old'",  # ids were the keys
+            "UPDATE channels SET twin_id = 'old'",
+            "DROP INDEX ux_twins_owner_name",
+            "DROP INDEX ix_twins_name",
+            "ALTER TABLE twins DROP COLUMN name",
+            "ALTER TABLE population_models DROP COLUMN owners",
+            "DROP TABLE population_sharing",
             "DROP INDEX ux_twins_uid",
             "DROP INDEX ix_jobs_twin_uid",
             "ALTER TABLE twins DROP COLUMN uid",
@@ -293,7 +302,7 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "6"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "7"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
     assert len(row.uid) == 32
     reopened.dispose()

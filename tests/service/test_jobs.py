@@ -18,17 +18,6 @@ Headers = dict[str, str]
 StateTwinFn = Callable[[str, str], Headers]
 
 
-def _finished_job(client: TestClient, url: str, headers: Headers) -> dict[str, Any]:
-    """Poll a job until it is done or failed (a child process starts in seconds)."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(url, headers=headers).json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.25)
-    raise AssertionError(f"job {url} did not finish in time: {job}")
-
-
 def _metric(client: TestClient, line_start: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(line_start + " "):
@@ -37,7 +26,10 @@ def _metric(client: TestClient, line_start: str) -> float:
 
 
 def test_a_fit_job_runs_in_the_background_and_then_the_twin_forecasts(
-    client: TestClient, state_twin: StateTwinFn, glucose_rows: list[dict[str, Any]]
+    client: TestClient,
+    state_twin: StateTwinFn,
+    glucose_rows: list[dict[str, Any]],
+    finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare
     alice = state_twin("alice", "p1")
@@ -45,7 +37,7 @@ def test_a_fit_job_runs_in_the_background_and_then_the_twin_forecasts(
 
     # Execute
     started = client.post("/v1/twins/p1/fit", json={"model": "linear_ar"}, headers=alice)
-    job = _finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
+    job = finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
     forecast = client.get("/v1/twins/p1/forecast", params={"horizons": [30, 60]}, headers=alice)
 
     # Assert
@@ -71,7 +63,10 @@ def test_a_fit_job_runs_in_the_background_and_then_the_twin_forecasts(
 
 
 def test_a_fit_that_fails_in_its_process_fails_the_job_with_the_reason(
-    client: TestClient, state_twin: StateTwinFn, glucose_rows: list[dict[str, Any]]
+    client: TestClient,
+    state_twin: StateTwinFn,
+    glucose_rows: list[dict[str, Any]],
+    finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare: five readings are too few to fit anything
     alice = state_twin("alice", "p1")
@@ -79,7 +74,7 @@ def test_a_fit_that_fails_in_its_process_fails_the_job_with_the_reason(
 
     # Execute
     started = client.post("/v1/twins/p1/fit", json={"model": "linear_ar"}, headers=alice)
-    job = _finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
+    job = finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
 
     # Assert
     assert job["status"] == "failed"
@@ -93,6 +88,7 @@ def test_a_crashing_fit_process_fails_its_job_and_the_server_serves_on(
     make_client: Callable[..., TestClient],
     admin: Headers,
     monkeypatch: pytest.MonkeyPatch,
+    finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare: the child runs a worker that dies at once with exit code 3
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
@@ -104,7 +100,7 @@ def test_a_crashing_fit_process_fails_its_job_and_the_server_serves_on(
 
     # Execute
     started = client.post("/v1/twins/p1/fit", json={}, headers=alice)
-    job = _finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
+    job = finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
 
     # Assert
     assert job["status"] == "failed"
@@ -114,7 +110,10 @@ def test_a_crashing_fit_process_fails_its_job_and_the_server_serves_on(
 
 
 def test_a_fit_past_its_timeout_is_stopped_and_failed(
-    make_client: Callable[..., TestClient], admin: Headers, monkeypatch: pytest.MonkeyPatch
+    make_client: Callable[..., TestClient],
+    admin: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
@@ -126,7 +125,7 @@ def test_a_fit_past_its_timeout_is_stopped_and_failed(
 
     # Execute
     started = client.post("/v1/twins/p1/fit", json={}, headers=alice)
-    job = _finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
+    job = finished_job(client, f"/v1/twins/p1/jobs/{started.json()['id']}", alice)
 
     # Assert
     assert job["status"] == "failed"
@@ -200,7 +199,7 @@ def test_a_broken_serving_artifact_fails_over_visibly(
     assert failovers[0]["payload"]["served_by"] == {"source": "twin", "version": 1}
     verify = client.get("/v1/ledger/verify", headers=admin).json()
     assert verify["ok"] is False
-    assert any("model p1 v2" in p for p in verify["problems"])
+    assert any("model alice/p1 v2" in p for p in verify["problems"])  # the admin's view
 
 
 def test_with_every_version_broken_the_population_model_answers_or_nothing_does(

@@ -167,7 +167,7 @@ def test_the_report_route_says_when_the_last_attempt_failed(
 ) -> None:
     # Prepare: a job that failed (recorded as the runner records one)
     alice = decision_twin("alice", "d1", MIN_LABELS)
-    job = service.engine.jobs.create("d1", "alice", "robustness", {}, runner="elsewhere:1")
+    job = service.engine.jobs.create("alice/d1", "alice", "robustness", {}, runner="elsewhere:1")
     service.engine.jobs.fail(job.id, "the robustness process was killed by signal 9")
 
     # Execute

@@ -65,7 +65,7 @@ def test_clock_words_are_refused_with_the_row(client: TestClient, state_twin: St
 def _legacy_reading(service: ServiceState, twin_id: str) -> None:
     """A year-9999 row stored before the window was enforced (straight into the store)."""
     with service.engine.store.write() as conn:
-        channels = twins.channels_of(conn, [twin_id])
+        channels = twins.channels_of(conn, [service.engine.get_twin(twin_id).key])
         channel_id = int(channels.loc[channels["name"] == "glucose", "id"].iloc[0])
         batch = conn.execute(tables.observations.select().limit(1)).first()
         assert batch is not None

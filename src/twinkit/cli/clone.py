@@ -21,6 +21,7 @@ from twinkit.cli.common import (
     spinner,
 )
 from twinkit.core.errors import TwinkitError
+from twinkit.core.twin import split_ref
 
 clone_app = typer.Typer(
     help="Decision twins: ask the donor, record answers, report.", no_args_is_help=True
@@ -49,9 +50,9 @@ def clone_queries(
     if out is not None:
         import pandas as pd
 
+        name = split_ref(twin_id)[1]  # the file names the twin by its id, as data files do
         rows = [
-            {"twin_id": twin_id, "item_id": q["item_id"], **q["features"], "label": ""}
-            for q in asked
+            {"twin_id": name, "item_id": q["item_id"], **q["features"], "label": ""} for q in asked
         ]
         out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(out, index=False)

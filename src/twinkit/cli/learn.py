@@ -56,7 +56,10 @@ def fit(
 ) -> None:
     """Fit a new model version per twin; promote it only if it is not worse."""
     engine = engine_for(db)
-    ids = twin_ids or [t.id for t in engine.list_twins() if t.kind.value == "state"]
+    state = [t for t in engine.list_twins() if t.kind.value == "state"]
+    # Bare ids while one owner has them all; owner/id once several owners share the store.
+    one_owner = len({t.owner for t in state}) <= 1
+    ids = twin_ids or [t.id if one_owner else t.ref for t in state]
     results, failures = engine.fit_cohort(
         ids,
         model=model,
@@ -158,7 +161,15 @@ def export(
 @population_app.command("fit")
 def population_fit(
     twin_ids: Annotated[
-        list[str] | None, typer.Argument(help="Twins to learn from (default: every state twin).")
+        list[str] | None,
+        typer.Argument(help="Twins to learn from (default: every state twin of the owner)."),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            help="Whose twins (default: the store's one owner). Pooled with other owners' "
+            "only if the owner shares (twinkit population share)."
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="A model that can learn from many twins.")] = "gru",
     target: Annotated[str, typer.Option(help="The channel to forecast.")] = "glucose",
@@ -172,29 +183,51 @@ def population_fit(
     """Train a population prior on the twins' training data; `twinkit fit` then starts
     personal models from it."""
     with spinner(f"training a {model} population model"):
-        result = engine_for(db).fit_population(model, twin_ids or None, target, seed, meta=meta)
+        result = engine_for(db).fit_population(
+            model, twin_ids or None, target, seed, meta=meta, owner=owner
+        )
     if as_json:
         print_json(result.to_dict())
         return
     console.print(
         f"population v{result.version} ({result.model}) learned from {len(result.twins)} twins "
-        f"in {result.seconds:.1f} s"
+        f"of {', '.join(result.owners)} in {result.seconds:.1f} s"
     )
     for twin_id, why in result.skipped.items():
         err.print(f"  skipped {twin_id}: {why}", markup=False)
 
 
+@population_app.command("share")
+def population_share(
+    owner: Annotated[str, typer.Argument(help="The owner who consents (or withdraws).")],
+    stop: Annotated[bool, typer.Option(help="Stop sharing.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Pool an owner's twins with the other sharing owners' for shared population priors
+    (by default a prior pools one owner's twins). Recorded in the ledger."""
+    changed = engine_for(db).share_population(owner, not stop)
+    state = "no longer shares" if stop else "shares"
+    console.print(f"{owner} {state} population priors" + ("" if changed else " (already)"))
+
+
 @population_app.command("list")
 def population_list(as_json: JsonOption = False, db: DbOption = None) -> None:
-    """List population priors, newest last (the newest is the one used)."""
+    """List population priors, newest last (a twin's fit uses the newest that pools its
+    owner's twins, and other owners' only if all of them share)."""
     versions = engine_for(db).populations()
     if as_json:
         print_json([v.to_dict() for v in versions])
         return
-    table = Table("version", "model", "target", "twins", "sha256", "created")
+    table = Table("version", "model", "target", "owners", "twins", "sha256", "created")
     for v in versions:
         table.add_row(
-            f"v{v.version}", v.model, v.target, str(len(v.twins)), v.sha256[:12], v.created_at
+            f"v{v.version}",
+            v.model,
+            v.target,
+            ", ".join(v.owners),
+            str(len(v.twins)),
+            v.sha256[:12],
+            v.created_at,
         )
     console.print(table)
 

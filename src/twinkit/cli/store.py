@@ -37,9 +37,15 @@ def init(db: DbOption = None) -> None:
 
 @twin_app.command("create")
 def twin_create(
-    twin_id: Annotated[str, typer.Argument(help="Letters, digits and - _ . :")],
+    twin_id: Annotated[
+        str,
+        typer.Argument(help="Letters, digits and - _ . : (or owner/id, naming the owner too)"),
+    ],
     kind: Annotated[str, typer.Option(help="state or decision")] = "state",
-    owner: Annotated[str, typer.Option(help="Who the twin belongs to.")] = "local",
+    owner: Annotated[
+        str | None,
+        typer.Option(help="Who the twin belongs to (default: local). Ids are unique per owner."),
+    ] = None,
     channel: Annotated[
         list[str] | None,
         typer.Option(help="Declare a channel: name[:unit[:low:high]] (repeatable)."),
@@ -75,7 +81,7 @@ def twin_list(
 ) -> None:
     """List twins."""
     engine = engine_for(db)
-    rows = [engine.twin_summary(t.id) for t in engine.list_twins(owner)]
+    rows = [engine.twin_summary(t.ref) for t in engine.list_twins(owner)]
     if as_json:
         print_json(rows)
         return
@@ -129,7 +135,14 @@ def ingest(
         Path, typer.Argument(help="CSV, Parquet or JSON lines (signals or decisions).")
     ],
     twin: Annotated[
-        str | None, typer.Option(help="The twin, for a file without a twin_id column.")
+        str | None,
+        typer.Option(help="The twin (id or owner/id), for a file without a twin_id column."),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            help="Whose twins the file's ids are. Needed only for an id several owners use."
+        ),
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -137,7 +150,7 @@ def ingest(
     """Validate, screen and store a batch; all of it or, on any invalid row, none of it."""
     engine = engine_for(db)
     with spinner(f"ingesting {file}"):
-        result = engine.ingest(file, twin=twin)
+        result = engine.ingest(file, twin=twin, owner=owner)
     if as_json:
         print_json(result.to_dict())
         return

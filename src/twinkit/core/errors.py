@@ -16,6 +16,10 @@ class NotFoundError(TwinkitError):
     """A twin, model version or quarantined row that does not exist."""
 
 
+class AmbiguousTwinError(TwinkitError):
+    """A bare twin id that several owners use: the owner must be named (``owner/id``)."""
+
+
 class AlreadyExistsError(TwinkitError):
     """Creating something whose id is taken."""
 

@@ -59,6 +59,35 @@ def validate_twin_id(twin_id: str) -> str:
     return twin_id
 
 
+def twin_key(owner: str, twin_id: str) -> str:
+    """The store key (and the reference) of ``owner``'s twin ``twin_id``: ``owner/id``.
+
+    >>> twin_key("clinic-a", "p-007")
+    'clinic-a/p-007'
+    """
+    return f"{owner}/{twin_id}"
+
+
+def public_id(key: str) -> str:
+    """A twin's id as its owner knows it, from its store key (``owner/id`` or a bare id).
+
+    >>> public_id("clinic-a/p-007"), public_id("p-007")
+    ('p-007', 'p-007')
+    """
+    return key.rsplit("/", 1)[-1]
+
+
+def split_ref(ref: str) -> tuple[str | None, str]:
+    """``owner/id`` -> (owner, id); a bare ``id`` -> (None, id). Owner names and twin ids
+    have no ``/``, so a reference splits one way only.
+
+    >>> split_ref("clinic-a/p-007"), split_ref("p-007")
+    (('clinic-a', 'p-007'), (None, 'p-007'))
+    """
+    owner, sep, twin_id = ref.rpartition("/")
+    return (owner, twin_id) if sep else (None, twin_id)
+
+
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 
 
@@ -261,14 +290,25 @@ class Twin:
     #: the twin's internal identity: new each time a twin is created, never reused, so a
     #: job started for a twin cannot land on a later twin of the same id
     uid: str = ""
+    #: the twin's row in the store, which the store's other tables point at: ``owner/id``
+    #: (ids are unique per owner), or the bare id of a twin created before schema 7, when
+    #: ids were unique in the whole store. Internal: users address twins by :attr:`ref`.
+    key: str = ""
 
     def __post_init__(self) -> None:
         validate_twin_id(self.id)
+        if not self.key:
+            object.__setattr__(self, "key", twin_key(self.owner, self.id))
         if self.kind is TwinKind.DECISION and self.channels:
             raise InvalidTwinError(f"twin {self.id!r}: only state twins declare channels")
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise InvalidTwinError(f"twin {self.id!r}: a channel is declared twice in {names}")
+
+    @property
+    def ref(self) -> str:
+        """How a twin is addressed whoever owns it: ``owner/id``."""
+        return twin_key(self.owner, self.id)
 
     def channel(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)

@@ -25,9 +25,9 @@ from sqlalchemy import select, update
 
 from twinkit.core.digest import features_json
 from twinkit.core.errors import Problem, TwinGoneError, TwinkitError, ValidationError
-from twinkit.core.twin import Twin, TwinKind
+from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
-from twinkit.engine.ingest import IngestResult, ingest_batch
+from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins
 from twinkit.store import ledger, observations, tables, twins
 from twinkit.store.timeutil import utc_now_iso
 
@@ -49,7 +49,7 @@ def decisions(engine: TwinEngine, owner: str | None = None) -> pd.DataFrame:
     """Every stored decision (of ``owner``'s twins, if given): ``twin_id, item_id, label``
     and one column per feature."""
     with engine.store.read() as conn:
-        ids = [t.id for t in engine.list_twins(owner) if t.kind is TwinKind.DECISION]
+        ids = [t.key for t in engine.list_twins(owner) if t.kind is TwinKind.DECISION]
         raw = observations.stored_decisions(conn, ids)
     if raw.empty:
         return raw.drop(columns=["features"])
@@ -58,6 +58,7 @@ def decisions(engine: TwinEngine, owner: str | None = None) -> pd.DataFrame:
 
 
 def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
+    """Every question asked of the twin stored under the key ``twin_id``."""
     q = tables.clone_queries.c
     with engine.store.read() as conn:
         rows = conn.execute(
@@ -73,8 +74,11 @@ def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
 def waiting(engine: TwinEngine, twin_id: str) -> list[dict[str, Any]]:
     """The questions asked and not answered yet, oldest first: ``item_id``, ``strategy``,
     ``asked_at`` and ``features`` (name -> value, as asked)."""
-    _decision_twin(engine, twin_id)
-    asked = _pending(engine, twin_id)
+    return _waiting(engine, _decision_twin(engine, twin_id).key)
+
+
+def _waiting(engine: TwinEngine, key: str) -> list[dict[str, Any]]:
+    asked = _pending(engine, key)
     asked = asked[asked["answered_batch"].isna()].sort_values(["asked_at", "item_id"])
     return [
         {"item_id": str(i), "strategy": s, "asked_at": a, "features": json.loads(f)}
@@ -89,10 +93,14 @@ def clone_models(
 ) -> tuple[CloneModel, CloneModel, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """(population, clone, this twin's decisions, the other twins' decisions, the pool,
     feature names)."""
+    return _clone_models(engine, _decision_twin(engine, twin_id), seed)
+
+
+def _clone_models(engine: TwinEngine, twin: Twin, seed: int) -> Models:
     from twinkit.clone.active import personalize
     from twinkit.eval.clone import feature_columns, train_population
 
-    twin = _decision_twin(engine, twin_id)
+    twin_id = twin.key
     frame = decisions(engine, twin.owner)
     if frame.empty or (frame["twin_id"] != twin_id).sum() == 0:
         raise TwinkitError(
@@ -122,9 +130,9 @@ def ask(
     """Choose ``k`` items to ask the donor about, record them, return them."""
     if k < 1:
         raise TwinkitError(f"-k must be at least 1, got {k}")
-    uid = _decision_twin(engine, twin_id).uid
-    models = clone_models(engine, twin_id, seed)
-    return _ask_with(engine, twin_id, models, k, strategy_name, seed, uid)
+    twin = _decision_twin(engine, twin_id)
+    models = _clone_models(engine, twin, seed)
+    return _ask_with(engine, twin.key, models, k, strategy_name, seed, twin.uid)
 
 
 Models = tuple["CloneModel", "CloneModel", pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
@@ -142,6 +150,7 @@ def _ask_with(
     from twinkit.clone.confusion import combined_proba, confusion_labels
     from twinkit.clone.query import Pool, QueryContext, strategy
 
+    """Record the chosen questions of the twin stored under the key ``twin_id``."""
     population, clone, mine, _, pool_frame, features = models
     if pool_frame.empty:
         return []
@@ -170,7 +179,9 @@ def _ask_with(
     q = tables.clone_queries.c
     with engine.store.write() as conn:
         if twins.twin_uid(conn, twin_id) != twin_uid:
-            raise TwinGoneError(f"twin {twin_id!r} was deleted; its questions were not recorded")
+            raise TwinGoneError(
+                f"twin {public_id(twin_id)!r} was deleted; its questions were not recorded"
+            )
         # Another process may have asked about some of them meanwhile (two updates at once).
         recorded = {str(r[0]) for r in conn.execute(select(q.item_id).where(q.twin_id == twin_id))}
         fresh = [(r, f) for r, f in zip(out, feats, strict=True) if r["item_id"] not in recorded]
@@ -197,11 +208,11 @@ def _ask_with(
 
 def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
     """Ingest the donor's answers to questions asked; any other row rejects the file."""
-    _decision_twin(engine, twin_id)
-    batch = load_batch(path, twin_id)
+    twin = _decision_twin(engine, twin_id)
+    batch = load_batch(path, twin.id)
     if not isinstance(batch, DecisionBatch):
         raise TwinkitError(f"{path}: answers are decisions (twin_id,item_id,<features>,label)")
-    return _ingest_answers(engine, twin_id, batch, str(path))
+    return _ingest_answers(engine, twin, batch, str(path))
 
 
 def answer_labels(
@@ -211,7 +222,7 @@ def answer_labels(
     becomes a decision on the item's features as asked. A label must be one of the
     classes the clone knows (those of the owner's decision twins); any problem rejects all."""
     twin = _decision_twin(engine, twin_id)
-    asked = {q["item_id"]: q["features"] for q in waiting(engine, twin_id)}
+    asked = {q["item_id"]: q["features"] for q in _waiting(engine, twin.key)}
     frame = decisions(engine, twin.owner)
     classes = sorted(frame["label"].astype(str).unique()) if not frame.empty else []
     problems: list[Problem] = []
@@ -226,21 +237,22 @@ def answer_labels(
                 Problem(f"label {label!r} is not one of {classes}", row=row, column="label")
             )
         else:
-            rows.append({"twin_id": twin_id, "item_id": item, **asked[item], "label": label})
+            rows.append({"twin_id": twin.id, "item_id": item, **asked[item], "label": label})
         seen.add(item)
     if not labels:
         problems.append(Problem("no labels given"))
     if problems:
         raise ValidationError(source, problems)
-    batch = parse_batch(pd.DataFrame(rows), source, twin_id)
+    batch = parse_batch(pd.DataFrame(rows), source, twin.id)
     if not isinstance(batch, DecisionBatch):  # pragma: no cover - rows always are decisions
         raise TwinkitError(f"{source}: answers are decisions")
-    return _ingest_answers(engine, twin_id, batch, source)
+    return _ingest_answers(engine, twin, batch, source)
 
 
 def _ingest_answers(
-    engine: TwinEngine, twin_id: str, batch: DecisionBatch, source: str
+    engine: TwinEngine, the_twin: Twin, batch: DecisionBatch, source: str
 ) -> IngestResult:
+    twin_id = the_twin.key
     asked = _pending(engine, twin_id)
     open_items = {
         str(item): json.loads(f)
@@ -254,7 +266,7 @@ def _ingest_answers(
     for i, (item, row, twin) in enumerate(
         zip(batch.frame["item_id"], batch.frame["row"], batch.frame["twin_id"], strict=True)
     ):
-        if item not in open_items or twin != twin_id:
+        if item not in open_items or twin != the_twin.id:
             problems.append(
                 Problem(
                     f"item {item!r} was not asked (or is answered already)",
@@ -285,7 +297,8 @@ def _ingest_answers(
     q = tables.clone_queries.c
     d = tables.decisions.c
     with engine.store.write() as conn:
-        result = ingest_batch(conn, batch, engine.signal_screens, engine.decision_screens)
+        keyed = key_twins(conn, batch, the_twin.owner)
+        result = ingest_batch(conn, keyed, engine.signal_screens, engine.decision_screens)
         # Only answers that were stored count: a quarantined one waits to be released or
         # answered again.
         stored = [
@@ -317,15 +330,18 @@ def refresh(
     With ``twin_uid``, only for that twin (a job's): one deleted meanwhile is left alone."""
     if k < 1:
         raise TwinkitError(f"k must be at least 1, got {k}")
-    uid = _decision_twin(engine, twin_id).uid
+    twin = _decision_twin(engine, twin_id)
+    uid = twin.uid
     if twin_uid is not None and uid != twin_uid:
-        raise TwinGoneError(f"twin {twin_id!r} was deleted; this update was for that twin")
-    models = clone_models(engine, twin_id, seed)
+        raise TwinGoneError(f"twin {twin.id!r} was deleted; this update was for that twin")
+    models = _clone_models(engine, twin, seed)
     population, clone, mine, _, _, features = models
-    short = k - len(waiting(engine, twin_id))
-    asked = _ask_with(engine, twin_id, models, short, strategy_name, seed, uid) if short > 0 else []
+    short = k - len(_waiting(engine, twin.key))
+    asked = (
+        _ask_with(engine, twin.key, models, short, strategy_name, seed, uid) if short > 0 else []
+    )
     # Questions asked over other features (before the data changed) get no guess.
-    pending = [q for q in waiting(engine, twin_id) if set(q["features"]) == set(features)]
+    pending = [q for q in _waiting(engine, twin.key) if set(q["features"]) == set(features)]
     guesses: dict[str, dict[str, Any]] = {}
     if pending:
         x = np.asarray(
@@ -362,7 +378,8 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
     from twinkit.clone.confusion import confusion_zone
     from twinkit.clone.metrics import agreement, fidelity, kappa
 
-    population, clone, mine, others, pool, features = clone_models(engine, twin_id, seed)
+    twin = _decision_twin(engine, twin_id)
+    population, clone, mine, others, pool, features = _clone_models(engine, twin, seed)
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     held_clone: list[str] = [""] * len(said)
@@ -384,9 +401,9 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
         reference_general=np.asarray([index[v] for v in general_ref], dtype=np.int64),
         min_support=3,
     )
-    asked = _pending(engine, twin_id)
+    asked = _pending(engine, twin.key)
     return {
-        "twin": twin_id,
+        "twin": twin.id,
         "labels": len(said),
         "classes": population.classes,
         "questions_asked": len(asked),

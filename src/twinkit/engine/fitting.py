@@ -17,7 +17,7 @@ import pandas as pd
 
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import ForecastInputError, PromotionError, TwinGoneError, TwinkitError
-from twinkit.core.twin import TwinKind
+from twinkit.core.twin import TwinKind, public_id
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster, forecaster_class
@@ -74,25 +74,26 @@ def fit(
     data; the choice and every candidate's score go into the registry's metrics.
     """
     twin = engine.get_twin(twin_id)
+    twin_id = twin.key  # what the store knows it by
     if twin_uid is not None and twin.uid != twin_uid:
-        raise TwinGoneError(f"twin {twin_id!r} was deleted; this fit was for that twin")
+        raise TwinGoneError(f"twin {twin.id!r} was deleted; this fit was for that twin")
     if twin.kind is not TwinKind.STATE:
-        raise TwinkitError(f"twin {twin_id!r} is a decision twin; forecasters need a state twin")
+        raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
     with engine.store.read() as conn:
         long = observations.read_signals(conn, twin_id)
         current = registry.serving(conn, twin_id)
-    engine.time_window.check_stored(twin_id, long["t"].to_numpy())
+    engine.time_window.check_stored(twin.id, long["t"].to_numpy())
     frame = long_to_wide(long)
     target = target or engine.default_target(twin, frame)
     split = holdout_split(frame, target, holdout_frac) if target in frame else None
     if split is None:
-        raise ForecastInputError(f"twin {twin_id!r} has no {target!r} values")
+        raise ForecastInputError(f"twin {twin.id!r} has no {target!r} values")
     train = frame.loc[frame.index < split]
     selection_scores: dict[str, Any] = {}
     if model == AUTO:
         # The twin's default model: the best candidate on the twin's own validation
         # data inside the training part; the holdout below stays untouched by the choice.
-        prior = load_population(engine.store, engine.artifacts)
+        prior = load_population(engine.store, engine.artifacts, owner=twin.owner)
         selection = select_personal_model(
             train,
             target,
@@ -128,7 +129,7 @@ def fit(
     with engine.store.write() as conn:
         if twins.twin_uid(conn, twin_id) != twin.uid:
             raise TwinGoneError(
-                f"twin {twin_id!r} was deleted while it was fitted; nothing was registered"
+                f"twin {twin.id!r} was deleted while it was fitted; nothing was registered"
             )
         version = registry.next_version(conn, twin_id)
         entry = ModelVersion(
@@ -184,7 +185,7 @@ def fit(
             },
         )
     return FitResult(
-        twin_id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
+        twin.id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
     )
 
 
@@ -236,13 +237,14 @@ def _compare(
 
 
 def promote(engine: TwinEngine, twin_id: str, version: int) -> None:
+    twin_id = engine.get_twin(twin_id).key
     with engine.store.write() as conn:
         target = registry.get_version(conn, twin_id, version)
         if target is None:
-            raise PromotionError(f"twin {twin_id!r} has no model version {version}")
+            raise PromotionError(f"twin {public_id(twin_id)!r} has no model version {version}")
         current = registry.serving(conn, twin_id)
         if current is not None and current.version == version:
-            raise PromotionError(f"version {version} of {twin_id!r} is already serving")
+            raise PromotionError(f"version {version} of {public_id(twin_id)!r} is already serving")
         engine.artifacts.load(target.sha256)  # never promote a broken artifact
         if current is not None:
             registry.set_status(conn, twin_id, current.version, Status.RETIRED)
@@ -262,19 +264,22 @@ def promote(engine: TwinEngine, twin_id: str, version: int) -> None:
 
 def rollback(engine: TwinEngine, twin_id: str) -> int:
     """Serve the version that served before the current one; return its number."""
+    twin_id = engine.get_twin(twin_id).key
     with engine.store.write() as conn:
         current = registry.serving(conn, twin_id)
         if current is None:
-            raise PromotionError(f"twin {twin_id!r} has no serving model to roll back")
+            raise PromotionError(f"twin {public_id(twin_id)!r} has no serving model to roll back")
         served = ledger.serving_history(ledger.entries(conn, twin_id)).get(twin_id, [])
         earlier = [v for v in served[:-1] if v != current.version]
         if not earlier:
             raise PromotionError(
-                f"twin {twin_id!r}: no earlier version served before v{current.version}"
+                f"twin {public_id(twin_id)!r}: no earlier version served before v{current.version}"
             )
         previous = registry.get_version(conn, twin_id, earlier[-1])
         if previous is None:
-            raise PromotionError(f"twin {twin_id!r}: v{earlier[-1]} is gone from the registry")
+            raise PromotionError(
+                f"twin {public_id(twin_id)!r}: v{earlier[-1]} is gone from the registry"
+            )
         engine.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
         registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
         registry.set_status(conn, twin_id, previous.version, Status.SERVING)

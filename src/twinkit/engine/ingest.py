@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from twinkit.core.digest import (
 )
 from twinkit.core.errors import NotFoundError, Problem, TwinkitError, ValidationError
 from twinkit.core.timewindow import micros_iso
-from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind
+from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, public_id
 from twinkit.data.importers import Batch, SignalBatch
 from twinkit.screen import Screen, ScreenContext, run_screens
 from twinkit.store import ledger, observations, twins
@@ -40,7 +40,7 @@ class IngestResult:
     n_stored: int = 0
     n_quarantined: int = 0
     n_duplicates: int = 0
-    twins: list[str] = field(default_factory=list)
+    twins: list[str] = field(default_factory=list)  # their store keys
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,7 +69,45 @@ def _channel_id_per_row(frame: pd.DataFrame, channel_map: pd.DataFrame) -> np.nd
     return table[twin_codes, chan_codes]
 
 
+def _first_row(frame: pd.DataFrame, twin_id: str) -> int:
+    return int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
+
+
+def key_twins(conn: Connection, batch: Batch, owner: str | None) -> Batch:
+    """The batch with each row's twin id replaced by that twin's store key: ``owner``'s
+    twin of that id, or (no owner) the one twin of that id, whoever owns it. An id no
+    twin has (or, without an owner, several owners' twins have) rejects the batch."""
+    frame = batch.frame
+    codes, ids = pd.factorize(frame["twin_id"])
+    keys: list[str] = []
+    problems = []
+    for twin_id in (str(i) for i in ids):
+        if owner is not None:
+            key = twins.key_of(conn, owner, twin_id)
+            found = [] if key is None else [(owner, key)]
+        else:
+            found = twins.named(conn, twin_id)
+        if len(found) == 1:
+            keys.append(found[0][1])
+            continue
+        keys.append(twin_id)
+        if not found:
+            message = f"unknown twin {twin_id!r} (create it first)"
+        else:
+            owners = ", ".join(o for o, _ in found)
+            message = (
+                f"twin id {twin_id!r} is used by several owners ({owners}): name the owner "
+                "the batch is for"
+            )
+        problems.append(Problem(message, _first_row(frame, twin_id), "twin_id"))
+    if problems:
+        raise ValidationError(batch.source, problems)
+    keyed = frame.assign(twin_id=np.asarray(keys, dtype=object)[codes])
+    return replace(batch, frame=keyed)
+
+
 def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
+    """The twins of a keyed batch (see :func:`key_twins`), checked to be of its kind."""
     frame = batch.frame
     ids = list(pd.unique(frame["twin_id"]))
     known = {t: twins.get_twin(conn, t) for t in ids}
@@ -78,15 +116,15 @@ def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
     for twin_id, twin in known.items():
         if twin is not None and twin.kind is want:
             continue
-        first = int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
+        first = _first_row(frame, twin_id)
         if twin is None:
             problems.append(
-                Problem(f"unknown twin {twin_id!r} (create it first)", first, "twin_id")
+                Problem(f"unknown twin {public_id(twin_id)!r} (create it first)", first, "twin_id")
             )
         elif twin.kind is not want:
             problems.append(
                 Problem(
-                    f"twin {twin_id!r} is a {twin.kind.value} twin; this file holds "
+                    f"twin {twin.id!r} is a {twin.kind.value} twin; this file holds "
                     f"{batch.kind.value}",
                     first,
                     "twin_id",

@@ -13,7 +13,7 @@ import pandas as pd
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
 from twinkit.core.timewindow import TimeWindow
-from twinkit.core.twin import TwinKind
+from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split
@@ -32,10 +32,11 @@ DEFAULT_POPULATION_MODEL = "gru"
 class PopulationResult:
     version: int
     model: str
-    twins: list[str]
+    twins: list[str]  # store keys
     skipped: dict[str, str]
     seconds: float
     sha256: str
+    owners: list[str]  # whose twins it pools
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -52,8 +53,15 @@ def fit_population(
     params: dict[str, Any] | None = None,
     meta: bool = False,
     window: TimeWindow | None = None,
+    owner: str | None = None,
 ) -> PopulationResult:
-    """Train ``model`` on the state twins' data and register it as the next population.
+    """Train ``model`` on state twins' data and register it as the next population prior.
+
+    Whose twins: those named (``twin_ids``, as ``id`` or ``owner/id``), else ``owner``'s
+    (the one owner of the store's state twins if not given). A prior pools one owner's
+    twins, unless every owner in it shares (:func:`pooled_owners`): an owner who shares
+    gets a prior of all sharing owners' twins. The owners are recorded with it, and a fit
+    starts only from a prior that :meth:`~PopulationVersion.serves` its twin's owner.
 
     Each twin contributes only the data before its own holdout split (the part
     ``twinkit fit`` trains on), so a twin's holdout scores stay honest when its personal
@@ -63,12 +71,28 @@ def fit_population(
     started = time.perf_counter()
     window = window or TimeWindow()
     with store.read() as conn:
-        chosen = (
-            list(twin_ids)
-            if twin_ids
-            else [t.id for t in twins.list_twins(conn) if t.kind is TwinKind.STATE]
-        )
-        longs = {t: observations.read_signals(conn, t) for t in chosen}
+        sharing = registry.sharing_owners(conn)
+        if twin_ids:
+            chosen = []
+            for ref in twin_ids:
+                found = twins.find(conn, ref)
+                if found is None:
+                    raise NotFoundError(f"no twin {ref!r}")
+                chosen.append(found)
+        else:
+            state = [t for t in twins.list_twins(conn) if t.kind is TwinKind.STATE]
+            owner = owner or _only_owner(state)
+            pool = pooled_owners(owner, sharing)
+            chosen = [t for t in state if t.owner in pool]
+        owners = sorted({t.owner for t in chosen}) or ([owner] if owner else [])
+        if len(owners) > 1 and not set(owners) <= sharing:
+            alone = ", ".join(o for o in owners if o not in sharing)
+            raise TwinkitError(
+                f"these twins belong to several owners and {alone} do(es) not share: a "
+                "population prior pools one owner's twins unless every owner in it shares "
+                "(twinkit owner share-population)"
+            )
+        longs = {t.key: observations.read_signals(conn, t.key) for t in chosen}
     histories: list[pd.DataFrame] = []
     used: list[str] = []
     skipped: dict[str, str] = {}
@@ -90,7 +114,10 @@ def fit_population(
         used.append(twin_id)
         digests.append(signals_digest(long.assign(twin_id=twin_id)))
     if not histories:
-        raise ForecastInputError(f"no twin has enough {target!r} data for a population model")
+        whose = f" of {', '.join(owners)}" if owners else ""
+        raise ForecastInputError(
+            f"no twin{whose} has enough {target!r} data for a population model"
+        )
     prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
     if meta:
         if not isinstance(prior, NeuralForecaster):
@@ -119,6 +146,7 @@ def fit_population(
                 twins=used,
                 data_hash=data_hash,
                 created_at=utc_now_iso(),
+                owners=owners,
             ),
         )
         ledger.append(
@@ -130,6 +158,8 @@ def fit_population(
                 "model": model,
                 "sha256": sha,
                 "twins": used,
+                "owners": owners,
+                "pooling": "owner" if len(owners) == 1 else "shared",
                 "params": prior.params(),
                 "data_hash": data_hash,
                 "holdout_frac": holdout_frac,
@@ -137,16 +167,45 @@ def fit_population(
             },
         )
     return PopulationResult(
-        version, model, used, skipped, round(time.perf_counter() - started, 2), sha
+        version, model, used, skipped, round(time.perf_counter() - started, 2), sha, owners
     )
 
 
+def pooled_owners(owner: str, sharing: set[str]) -> list[str]:
+    """Whose twins ``owner``'s prior pools: ``owner``'s alone, or every sharing owner's if
+    ``owner`` shares.
+
+    >>> pooled_owners("a", {"b", "c"}), pooled_owners("b", {"b", "c"})
+    (['a'], ['b', 'c'])
+    """
+    return sorted(sharing) if owner in sharing else [owner]
+
+
+def _only_owner(state: list[Twin]) -> str:
+    owners = sorted({t.owner for t in state})
+    if len(owners) > 1:
+        raise TwinkitError(
+            f"the store's state twins belong to several owners ({', '.join(owners)}): a "
+            "population prior is fitted per owner; name the owner (twinkit population fit "
+            "--owner NAME)"
+        )
+    return owners[0] if owners else "local"
+
+
 def load_population(
-    store: Store, artifacts: ArtifactStore, version: int | None = None
+    store: Store,
+    artifacts: ArtifactStore,
+    version: int | None = None,
+    owner: str | None = None,
 ) -> tuple[PopulationVersion, Forecaster] | None:
-    """The newest (or a given) population model, checked against its sha256; None if none."""
+    """The newest (or a given) population model, checked against its sha256; None if none.
+    With ``owner``: the newest that may serve that owner's twins (a version named that may
+    not is :class:`NotFoundError`)."""
     with store.read() as conn:
         known = registry.populations(conn)
+        if owner is not None:
+            sharing = registry.sharing_owners(conn)
+            known = [p for p in known if p.serves(owner, sharing)]
     if not known:
         if version is not None:
             raise NotFoundError(f"no population model v{version}")

@@ -87,14 +87,14 @@ def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) 
         raise TwinkitError("the retraction's start is after its end")
     if twin.kind is TwinKind.STATE:
         if what.items:
-            raise TwinkitError(f"twin {twin_id!r} is a state twin: retract by batch or time")
+            raise TwinkitError(f"twin {twin.id!r} is a state twin: retract by batch or time")
         removed = observations.retract_signals(
             conn, twin_id, what.batch_id, what.start, what.end, what.channels
         )
         removed_digest = signals_digest(removed)
     else:
         if what.start is not None or what.end is not None or what.channels:
-            raise TwinkitError(f"twin {twin_id!r} is a decision twin: retract by batch or items")
+            raise TwinkitError(f"twin {twin.id!r} is a decision twin: retract by batch or items")
         removed = observations.retract_decisions(
             conn, twin_id, what.batch_id, list(what.items) if what.items else None
         )

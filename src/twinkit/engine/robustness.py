@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twinkit.core.errors import TwinkitError
-from twinkit.core.twin import TwinKind
+from twinkit.core.twin import TwinKind, public_id
 
 if TYPE_CHECKING:
     from twinkit.engine.twin_engine import TwinEngine
@@ -38,7 +38,7 @@ def labelled_items(
     twin = engine.get_twin(twin_id)
     if twin.kind is not TwinKind.DECISION:
         raise TwinkitError(
-            f"twin {twin_id!r} is a {twin.kind.value} twin; robustness reports are for "
+            f"twin {twin.id!r} is a {twin.kind.value} twin; robustness reports are for "
             "decision twins"
         )
     stored = engine.decisions(twin_id)
@@ -53,7 +53,7 @@ def labelled_items(
     raw = raw[complete]
     if len(labels) < MIN_LABELS or len(set(labels)) < 2:
         raise TwinkitError(
-            f"twin {twin_id!r} has {len(labels)} labelled decision(s) with every feature and "
+            f"twin {twin.id!r} has {len(labels)} labelled decision(s) with every feature and "
             f"{len(set(labels))} distinct label(s); a robustness report needs at least "
             f"{MIN_LABELS} and two labels: upload more decisions first"
         )
@@ -113,7 +113,7 @@ def clone_robustness(
         adv_training=adv_training,
         poisoning=False,
     )
-    report["twin"] = twin_id
+    report["twin"] = public_id(twin_id)
     report["data"]["source"] = (
         "the twin's own labelled decisions, split per label: the clone is trained on "
         f"{int((~held).sum())} and attacked on the {int(held.sum())} held out"

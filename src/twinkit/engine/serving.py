@@ -38,10 +38,11 @@ from sqlalchemy import Connection
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
 from twinkit.core.lru import LRU
+from twinkit.core.twin import public_id, twin_key
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.model_cache import FileState
 from twinkit.models.base import Forecaster
-from twinkit.store import ledger, observations, registry
+from twinkit.store import ledger, observations, registry, twins
 from twinkit.store.registry import ModelVersion, ServingHead
 
 if TYPE_CHECKING:
@@ -99,11 +100,16 @@ class ForecastCache(LRU[ForecastKey, V]):
         super().__init__(capacity)
 
 
-def serving_head(engine: TwinEngine, twin_id: str) -> ServingHead | None:
-    """The twin's owner, kind, data watermark and serving version, by one statement (no
-    transaction: one statement reads one snapshot); None if there is no such twin."""
+def serving_head(engine: TwinEngine, owner: str, twin_id: str) -> ServingHead | None:
+    """``owner``'s twin ``twin_id``: its key, kind, data watermark and serving version, by
+    one statement (no transaction: one statement reads one snapshot); None if ``owner``
+    has no such twin. A twin from before schema 7 is stored under its bare id: looked up
+    second, and only if it is ``owner``'s."""
     with engine.store.statement() as conn:
-        return registry.serving_head(conn, twin_id)
+        head = registry.serving_head(conn, twin_key(owner, twin_id))
+        if head is None:
+            head = registry.serving_head(conn, twin_id)
+    return head if head is not None and head.owner == owner else None
 
 
 def forecast_key(
@@ -155,17 +161,18 @@ def serve_forecast(
                 failure = exc  # the fallbacks may read the whole history: read it all
         start, columns = _window(conn, twin_id, model)
         long = observations.read_signals(conn, twin_id, start=start) if sha256 else None
-    if head is None or head.sha256 is None or head.version is None or long is None:
-        engine.get_twin(twin_id)  # NotFoundError: no such twin
-        engine.version(twin_id)  # NotFoundError: no serving version
-        raise NotFoundError(f"twin {twin_id!r} got its first serving version just now: ask again")
-    engine.time_window.check_stored(twin_id, long["t"].to_numpy())
+    name = public_id(twin_id)
+    if head is None:
+        raise NotFoundError(f"no twin {name!r} (create it with: twinkit twin create)")
+    if head.sha256 is None or head.version is None or long is None:
+        raise NotFoundError(f"twin {name!r} has no serving model: run twinkit fit {name}")
+    engine.time_window.check_stored(name, long["t"].to_numpy())
     frame = long_to_wide(long)
     if columns is not None:
         frame = frame.reindex(columns=columns)
     if model is None:
         assert failure is not None  # there is a serving version: its model did not load
-        serving = engine.version(twin_id, head.version)
+        serving = _version(engine, twin_id, head.version)
         return _failover(engine, serving, frame, horizons, _why(serving, failure))
     forecast = model.predict(frame, horizons)
     return ServedForecast(
@@ -239,8 +246,8 @@ def _failover(
             )
     _record(engine, broken, problem, None)
     raise IntegrityError(
-        f"twin {twin_id!r}: {problem}, and neither an earlier version nor a population model "
-        "can answer: fit the twin again or restore the artifact"
+        f"twin {public_id(twin_id)!r}: {problem}, and neither an earlier version nor a "
+        "population model can answer: fit the twin again or restore the artifact"
     )
 
 
@@ -253,16 +260,30 @@ def _earlier_versions(engine: TwinEngine, broken: ModelVersion) -> list[ModelVer
     found = []
     for number in order:
         try:
-            found.append(engine.version(broken.twin_id, number))
+            found.append(_version(engine, broken.twin_id, number))
         except NotFoundError:
             continue
     return found
 
 
+def _version(engine: TwinEngine, key: str, number: int) -> ModelVersion:
+    """Version ``number`` of the twin stored under ``key``."""
+    with engine.store.read() as conn:
+        found = registry.get_version(conn, key, number)
+    if found is None:
+        raise NotFoundError(f"twin {public_id(key)!r} has no model version {number}")
+    return found
+
+
 def _population(engine: TwinEngine, broken: ModelVersion) -> tuple[int, Forecaster] | None:
-    """The newest population model, if it loads and forecasts the broken version's target."""
+    """The newest population model that may serve the twin's owner, if it loads and
+    forecasts the broken version's target."""
+    with engine.store.read() as conn:
+        owner = twins.owners_of(conn, [broken.twin_id]).get(broken.twin_id)
+    if owner is None:
+        return None
     try:
-        prior = engine.population()
+        prior = engine.population(owner=owner)
     except _LOAD_ERRORS:
         return None
     if prior is None:

@@ -22,6 +22,7 @@ from twinkit.core.twin import (
     MetadataLimits,
     Twin,
     TwinKind,
+    split_ref,
     validate_metadata,
     validate_twin_id,
 )
@@ -30,10 +31,10 @@ from twinkit.data.importers import load_batch, parse_batch
 from twinkit.engine import fitting
 from twinkit.engine.export import export_onnx
 from twinkit.engine.fitting import AUTO, FitResult
-from twinkit.engine.ingest import IngestResult, ingest_batch, release_rows
+from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins, release_rows
 from twinkit.engine.jobs import Jobs
 from twinkit.engine.model_cache import ModelCache
-from twinkit.engine.owners import Owners
+from twinkit.engine.owners import OWNER_NAME_PATTERN, Owners
 from twinkit.engine.population import (
     DEFAULT_POPULATION_MODEL,
     PopulationResult,
@@ -67,6 +68,26 @@ def _micros(moment: pd.Timestamp | None) -> int | None:
 
 def _str_keys(mapping: dict[int, str]) -> dict[str, str]:
     return {str(k): v for k, v in mapping.items()}
+
+
+def _as_seen_by(entry: LedgerEntry, owner: str, owner_of: dict[str, str]) -> LedgerEntry:
+    """``entry`` with other owners' twins and names replaced by their number. A twin's
+    owner is its key's prefix, else (a key from before schema 7) the store's record of it;
+    a twin of neither (deleted since) counts as another owner's."""
+    payload = entry.payload
+    changed: dict[str, Any] = {}
+    listed = payload.get("twins")
+    if isinstance(listed, list):
+        mine = [t for t in listed if (split_ref(t)[0] or owner_of.get(t)) == owner]
+        if len(mine) < len(listed):
+            changed.update(twins=mine, other_twins=len(listed) - len(mine))
+    owners = payload.get("owners")
+    if isinstance(owners, list) and any(o != owner for o in owners):
+        kept = [o for o in owners if o == owner]
+        changed.update(owners=kept, other_owners=len(owners) - len(kept))
+    if not changed:
+        return entry
+    return replace(entry, payload={**payload, **changed, "redacted": True})
 
 
 class TwinEngine:
@@ -106,17 +127,27 @@ class TwinEngine:
         self,
         twin_id: str,
         kind: TwinKind | str,
-        owner: str = "local",
+        owner: str | None = None,
         metadata: dict[str, Any] | None = None,
         channels: Sequence[Channel | str] = (),
         metadata_limits: MetadataLimits = MetadataLimits(),
     ) -> Twin:
-        """A new twin of ``owner``. Its id must differ from every other twin's in more than
-        the case of its letters; its metadata must be JSON within ``metadata_limits``."""
+        """A new twin of ``owner`` ("local" if not given; ``twin_id`` may also name it, as
+        ``owner/id``). Ids are unique per owner: another owner may have a twin of the same
+        id. It must differ from the owner's other ids in more than the case of its letters;
+        its metadata must be JSON within ``metadata_limits``."""
         try:
             kind = TwinKind(kind)
         except ValueError:
             raise TwinkitError(f"unknown twin kind {kind!r}: use 'state' or 'decision'") from None
+        named_owner, twin_id = split_ref(twin_id)
+        if named_owner is not None and owner is not None and named_owner != owner:
+            raise TwinkitError(f"the twin {named_owner}/{twin_id} cannot be owned by {owner!r}")
+        owner = named_owner or owner or "local"
+        if not OWNER_NAME_PATTERN.match(owner):
+            raise TwinkitError(
+                f"invalid owner name {owner!r}: use 1-128 letters, digits or - _ . :"
+            )
         twin = Twin(
             id=validate_twin_id(twin_id),
             kind=kind,
@@ -127,32 +158,33 @@ class TwinEngine:
             uid=new_uid(),
         )
         with self.store.write() as conn:
-            if twins.get_twin(conn, twin.id) is not None:
+            # Only the owner's own twins are looked at: another owner's ids are theirs.
+            similar = twins.find_twin_casefold(conn, owner, twin.id)
+            if similar is not None and similar.id == twin.id:
                 raise AlreadyExistsError(f"twin {twin.id!r} already exists")
-            similar = twins.find_twin_casefold(conn, twin.id)
             if similar is not None:
-                # Only the owner's own ids are named: another owner's stay unknown, as in
-                # the 404 of a twin that is not yours.
-                named = f"your twin {similar.id!r}" if similar.owner == owner else "a twin"
                 raise AlreadyExistsError(
-                    f"twin id {twin.id!r} differs only in case from {named}; twin ids are "
-                    "unique whatever their case: choose another id"
+                    f"twin id {twin.id!r} differs only in case from your twin {similar.id!r}; "
+                    "twin ids are unique whatever their case: choose another id"
                 )
             twins.insert_twin(conn, twin)
-            ledger.append(conn, "twin_created", twin.id, twin.to_dict())
+            ledger.append(conn, "twin_created", twin.key, twin.to_dict())
         return twin
 
     def get_twin(self, twin_id: str) -> Twin:
+        """The twin ``twin_id`` names: ``owner/id``, or a bare id that one owner uses (in a
+        store of one owner, every id). :class:`AmbiguousTwinError` if several owners do."""
         with self.store.read() as conn:
-            twin = twins.get_twin(conn, twin_id)
+            twin = twins.find(conn, twin_id)
         if twin is None:
             raise NotFoundError(f"no twin {twin_id!r} (create it with: twinkit twin create)")
         return twin
 
     def is_twin(self, twin_id: str, uid: str) -> bool:
-        """Whether the twin that has ``twin_id`` now is the one whose uid is ``uid``."""
+        """Whether the twin ``twin_id`` names now is the one whose uid is ``uid``."""
         with self.store.read() as conn:
-            return twins.twin_uid(conn, twin_id) == uid
+            twin = twins.find(conn, twin_id)
+        return twin is not None and twin.uid == uid
 
     def list_twins(self, owner: str | None = None) -> list[Twin]:
         with self.store.read() as conn:
@@ -161,8 +193,8 @@ class TwinEngine:
     def twin_summary(self, twin_id: str) -> dict[str, Any]:
         twin = self.get_twin(twin_id)
         with self.store.read() as conn:
-            counts = observations.count_rows(conn, twin_id)
-            serving = registry.serving(conn, twin_id)
+            counts = observations.count_rows(conn, twin.key)
+            serving = registry.serving(conn, twin.key)
         return {
             **twin.to_dict(),
             **counts,
@@ -174,11 +206,12 @@ class TwinEngine:
         jobs end as cancelled; their ids are returned, so that a job runner can stop them
         (a job that goes on anyway finds the twin gone and writes nothing)."""
         with self.store.write() as conn:
-            gone = twins.get_twin(conn, twin_id)
+            gone = twins.find(conn, twin_id)
             if gone is None:
                 raise NotFoundError(f"no twin {twin_id!r}")
+            name, twin_id = gone.id, gone.key
             cancelled = store_jobs.cancel_twin_jobs(
-                conn, twin_id, f"the twin {twin_id!r} was deleted", utc_now_iso()
+                conn, twin_id, f"the twin {name!r} was deleted", utc_now_iso()
             )
             touched = sorted(
                 set(observations.batch_ids_of_twin(conn, twin_id))
@@ -208,26 +241,38 @@ class TwinEngine:
         data: Path | str | pd.DataFrame,
         twin: str | None = None,
         source: str | None = None,
+        owner: str | None = None,
     ) -> IngestResult:
         """Validate, screen and store one batch with its ledger entry, atomically.
 
+        The data name their twins by id (a ``twin_id`` column), or ``twin`` names the one
+        twin they are for (``id`` or ``owner/id``). The ids are ``owner``'s; without an
+        owner, each must be an id that only one owner uses (any id, in a store of one owner).
         A batch with any invalid row raises :class:`ValidationError` and stores nothing.
         """
+        if twin is not None:
+            named_owner, twin = split_ref(twin)
+            if named_owner is not None and owner is not None and named_owner != owner:
+                raise TwinkitError(f"the twin {named_owner}/{twin} is not {owner!r}'s")
+            owner = owner or named_owner
         earliest = self.time_window.earliest_us
         if isinstance(data, pd.DataFrame):
             batch = parse_batch(data, source or "<DataFrame>", twin, earliest)
         else:
             batch = load_batch(data, twin, earliest)
         with self.store.write() as conn:
-            return ingest_batch(conn, batch, self.signal_screens, self.decision_screens)
+            keyed = key_twins(conn, batch, owner)
+            return ingest_batch(conn, keyed, self.signal_screens, self.decision_screens)
 
     # -- quarantine ---------------------------------------------------------------------
 
     def quarantine(
         self, twin_id: str | None = None, include_released: bool = False
     ) -> list[dict[str, Any]]:
+        """Held rows: of one twin, or all (``twin_id`` in each is the twin's store key)."""
+        key = None if twin_id is None else self.get_twin(twin_id).key
         with self.store.read() as conn:
-            return observations.list_quarantine(conn, twin_id, include_released)
+            return observations.list_quarantine(conn, key, include_released)
 
     def release(self, quarantine_ids: Sequence[int]) -> int:
         """Store quarantined rows after all (a release batch); a stored value is replaced.
@@ -253,16 +298,19 @@ class TwinEngine:
             batch_id, _micros(start), _micros(end), tuple(channels or ()), tuple(items or ())
         )
         with self.store.write() as conn:
-            return retract_rows(conn, twin_id, what, reason)
+            twin = twins.find(conn, twin_id)
+            if twin is None:
+                raise NotFoundError(f"no twin {twin_id!r}")
+            return retract_rows(conn, twin.key, what, reason)
 
     # -- data ---------------------------------------------------------------------------
 
     def signals(self, twin_id: str, channels: Sequence[str] | None = None) -> pd.DataFrame:
         """A twin's stored signals as a wide UTC-indexed frame, a column per channel."""
-        self.get_twin(twin_id)
+        twin = self.get_twin(twin_id)
         with self.store.read() as conn:
-            long = observations.read_signals(conn, twin_id, channels)
-        self.time_window.check_stored(twin_id, long["t"].to_numpy())
+            long = observations.read_signals(conn, twin.key, channels)
+        self.time_window.check_stored(twin.id, long["t"].to_numpy())
         return long_to_wide(long)
 
     def signals_between(
@@ -274,10 +322,10 @@ class TwinEngine:
     ) -> pd.DataFrame:
         """A twin's stored signals with ``start <= time <= end`` in long form (``time``,
         ``channel``, ``value``), ordered by time then channel."""
-        self.get_twin(twin_id)
+        key = self.get_twin(twin_id).key
         bounds = [_micros(start), _micros(end)]
         with self.store.read() as conn:
-            long = observations.read_signals(conn, twin_id, channels, *bounds)
+            long = observations.read_signals(conn, key, channels, *bounds)
         long = long.sort_values(["t", "channel"], kind="stable", ignore_index=True)
         return pd.DataFrame(
             {
@@ -289,9 +337,9 @@ class TwinEngine:
 
     def decisions(self, twin_id: str) -> pd.DataFrame:
         """A decision twin's stored decisions: ``item_id``, ``label``, ``features`` (JSON)."""
-        self.get_twin(twin_id)
+        key = self.get_twin(twin_id).key
         with self.store.read() as conn:
-            stored = observations.stored_decisions(conn, [twin_id])
+            stored = observations.stored_decisions(conn, [key])
         return stored.sort_values("item_id", ignore_index=True)[["item_id", "label", "features"]]
 
     def default_target(self, twin: Twin, frame: pd.DataFrame) -> str:
@@ -337,8 +385,11 @@ class TwinEngine:
         seed: int = 0,
         params: dict[str, Any] | None = None,
         meta: bool = False,
+        owner: str | None = None,
     ) -> PopulationResult:
-        """Train a population prior on the state twins (their training parts only)."""
+        """Train a population prior on state twins (their training parts only): those
+        named, else ``owner``'s, pooled with other owners' only if all of them share (see
+        :func:`twinkit.engine.population.fit_population`)."""
         return fit_population(
             self.store,
             self.artifacts,
@@ -349,11 +400,32 @@ class TwinEngine:
             params=params,
             meta=meta,
             window=self.time_window,
+            owner=owner,
         )
 
-    def population(self, version: int | None = None) -> tuple[PopulationVersion, Forecaster] | None:
-        """The newest (or a given) population prior, loaded and checked; None if none."""
-        return load_population(self.store, self.artifacts, version)
+    def population(
+        self, version: int | None = None, owner: str | None = None
+    ) -> tuple[PopulationVersion, Forecaster] | None:
+        """The newest (or a given) population prior, loaded and checked; None if none.
+        With ``owner``, only one that may serve that owner's twins."""
+        return load_population(self.store, self.artifacts, version, owner)
+
+    def share_population(self, owner: str, share: bool = True) -> bool:
+        """Let ``owner``'s twins be pooled with other sharing owners' for a shared
+        population prior (or stop it: priors pooling the owner's twins with others' then
+        serve no one). Recorded in the ledger; returns whether anything changed."""
+        if not OWNER_NAME_PATTERN.match(owner):
+            raise TwinkitError(f"invalid owner name {owner!r}")
+        with self.store.write() as conn:
+            changed = registry.set_sharing(conn, owner, share, utc_now_iso())
+            if changed:
+                ledger.append(conn, "population_sharing", None, {"owner": owner, "share": share})
+        return changed
+
+    def sharing_owners(self) -> list[str]:
+        """The owners who pool their twins for shared population priors."""
+        with self.store.read() as conn:
+            return sorted(registry.sharing_owners(conn))
 
     def populations(self) -> list[PopulationVersion]:
         with self.store.read() as conn:
@@ -388,15 +460,17 @@ class TwinEngine:
 
     def version(self, twin_id: str, version: int | None = None) -> ModelVersion:
         """A registry version of the twin's model: the serving one, or the one named."""
+        twin = self.get_twin(twin_id)
+        key = twin.key
         with self.store.read() as conn:
             chosen = (
-                registry.get_version(conn, twin_id, version)
+                registry.get_version(conn, key, version)
                 if version is not None
-                else registry.serving(conn, twin_id)
+                else registry.serving(conn, key)
             )
         if chosen is None:
             what = f"version {version}" if version is not None else "serving model"
-            raise NotFoundError(f"twin {twin_id!r} has no {what}: run twinkit fit {twin_id}")
+            raise NotFoundError(f"twin {twin.id!r} has no {what}: run twinkit fit {twin_id}")
         return chosen
 
     def export_onnx(self, twin_id: str, path: Path | str, version: int | None = None) -> Path:
@@ -405,9 +479,9 @@ class TwinEngine:
         return export_onnx(self, twin_id, path, version)
 
     def models(self, twin_id: str) -> list[ModelVersion]:
-        self.get_twin(twin_id)
+        key = self.get_twin(twin_id).key
         with self.store.read() as conn:
-            return registry.versions(conn, twin_id)
+            return registry.versions(conn, key)
 
     def predict(
         self,
@@ -419,9 +493,9 @@ class TwinEngine:
         """Forecast with the serving (or a named) version from the twin's latest data, or
         from the data up to ``as_of`` (a backtest)."""
         twin = self.get_twin(twin_id)
-        chosen = self.version(twin.id, version)
+        chosen = self.version(twin.ref, version)
         model = self.load_model(chosen)
-        frame = self.signals(twin_id)
+        frame = self.signals(twin.ref)
         if as_of is not None:
             frame = frame.loc[:as_of]
         forecast = model.predict(frame, horizons)
@@ -431,7 +505,7 @@ class TwinEngine:
         """What a service answers: :meth:`predict` from the latest data, except that a
         serving artifact that is broken fails over to the previous good version, else the
         population model, marked degraded and recorded in the ledger."""
-        return serve_forecast(self, twin_id, horizons)
+        return serve_forecast(self, self.get_twin(twin_id).key, horizons)
 
     def promote(self, twin_id: str, version: int) -> None:
         """Serve ``version`` by hand (its artifact is checked first)."""
@@ -447,13 +521,23 @@ class TwinEngine:
         with self.store.read() as conn:
             return verify_store(conn, self.artifacts)
 
-    def history(self, twin_id: str | None = None) -> list[LedgerEntry]:
-        """Ledger entries, or those that concern one twin (batches spanning it included)."""
+    def history(self, twin_id: str | None = None, owner: str | None = None) -> list[LedgerEntry]:
+        """Ledger entries, or those that concern one twin (batches and priors spanning it
+        included; ``twin_id`` in an entry is the twin's store key). As ``owner`` sees them:
+        an entry that names other owners' twins or owners shows only how many there were
+        (``other_twins``, ``other_owners``; marked ``redacted``)."""
+        key = None if twin_id is None else self.get_twin(twin_id).key
         with self.store.read() as conn:
             entries = ledger.entries(conn)
-        if twin_id is None:
-            return entries
-        return [e for e in entries if e.twin_id == twin_id or twin_id in e.payload.get("twins", [])]
+            if key is not None:
+                entries = [
+                    e for e in entries if e.twin_id == key or key in e.payload.get("twins", [])
+                ]
+            if owner is None:
+                return entries
+            named = {t for e in entries for t in e.payload.get("twins", []) if isinstance(t, str)}
+            owner_of = twins.owners_of(conn, named)
+        return [_as_seen_by(e, owner, owner_of) for e in entries]
 
     # -- decision twins (clones) ----------------------------------------------------------
 

@@ -14,7 +14,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from twinkit.core.errors import NotFoundError
-from twinkit.core.twin import Twin
+from twinkit.core.twin import Twin, twin_key
 from twinkit.service.auth import Caller, authenticate, require_admin, require_owner
 from twinkit.service.errors import not_found
 from twinkit.service.state import ServiceState
@@ -64,7 +64,8 @@ def owned_twin(twin_id: str, caller: OwnerDep, state: StateDep) -> Twin:
     """The twin named in the path, if the caller owns it. Another owner's twin answers
     exactly as a twin that does not exist, so that no one learns which ids are taken."""
     try:
-        twin = state.engine.get_twin(twin_id)
+        # The caller's own id space: another owner's twin of the same id is not looked at.
+        twin = state.engine.get_twin(twin_key(caller.name, twin_id))
     except NotFoundError:
         twin = None
     if twin is None or twin.owner != caller.name:

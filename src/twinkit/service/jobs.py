@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from twinkit.core.twin import public_id, twin_key
 from twinkit.engine import TwinEngine
 from twinkit.service.fairqueue import FairQueue
 from twinkit.service.logs import LOGGER_NAME
@@ -143,17 +144,20 @@ class JobRunner:
         params: dict[str, Any],
         twin_uid: str | None = None,
     ) -> Job:
-        """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) for the twin whose
-        uid is ``twin_uid`` and hand it to the pool; return at once. The child is told the
-        uid (``params["twin_uid"]``): work for a twin deleted meanwhile writes nothing."""
+        """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) for ``owner``'s twin
+        stored under the key ``twin_id`` whose uid is ``twin_uid`` and hand it to the pool;
+        return at once. The child is told the uid (``params["twin_uid"]``): work for a twin
+        deleted meanwhile writes nothing."""
         if kind not in self.entry_points:
             raise ValueError(f"no job kind {kind!r}; known: {sorted(self.entry_points)}")
         job = self.engine.jobs.create(
             twin_id, owner, kind, params, self.runner_id, twin_uid, self.max_jobs_per_owner
         )
         child_params = params if twin_uid is None else {**params, TWIN_UID: twin_uid}
+        # The child addresses the twin as owner/id, which names it whatever its key.
+        ref = twin_key(owner, public_id(twin_id))
         try:
-            self._queue.put(owner, _Queued(job.id, kind, twin_id, child_params))
+            self._queue.put(owner, _Queued(job.id, kind, ref, child_params))
         except RuntimeError:  # closed meanwhile: the server is stopping
             self.engine.jobs.fail(job.id, STOPPED_BEFORE)
         return job

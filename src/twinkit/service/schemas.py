@@ -11,13 +11,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     field_validator,
 )
 
 import twinkit.models  # noqa: F401  (importing it registers every forecaster)
 from twinkit.core.errors import InvalidTwinError
-from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN, validate_metadata
+from twinkit.core.twin import CHANNEL_PATTERN, TWIN_ID_PATTERN, public_id, validate_metadata
 from twinkit.engine.owners import OWNER_NAME_PATTERN
 from twinkit.models.base import registered_forecasters
 
@@ -25,6 +26,15 @@ MAX_ROWS_PER_REQUEST = 100_000
 MAX_HORIZON_MIN = 7 * 24 * 60
 #: the largest id (of a job, a batch) a store holds: a signed 64-bit integer
 MAX_ID = 2**63 - 1
+
+
+def _public_id(value: Any) -> Any:
+    return public_id(value) if isinstance(value, str) else value
+
+
+#: a twin's id as its owner knows it: the engine's store key (``owner/id``) shortened, since
+#: an owner only ever sees its own twins
+PublicTwinId = Annotated[str, BeforeValidator(_public_id)]
 
 
 class _In(BaseModel):
@@ -125,6 +135,10 @@ class OwnerPublic(BaseModel):
     created_at: str
 
 
+class PopulationSharing(_In):
+    share: StrictBool = Field(description="pool your twins with other sharing owners' twins")
+
+
 class OwnerCreated(OwnerPublic):
     token: str = Field(description="The owner's bearer token. Shown once: only its hash is kept.")
 
@@ -223,7 +237,7 @@ class SignalPublic(BaseModel):
 
 
 class SignalPage(BaseModel):
-    twin_id: str
+    twin_id: PublicTwinId
     rows: list[SignalPublic]
     truncated: bool = Field(description="more rows are in the range than were returned")
     next_start: str | None = Field(None, description="start of the next page, when truncated")
@@ -236,7 +250,7 @@ class DecisionPublic(BaseModel):
 
 
 class DecisionPage(BaseModel):
-    twin_id: str
+    twin_id: PublicTwinId
     rows: list[DecisionPublic]
 
 
@@ -249,6 +263,13 @@ class QuarantinePublic(BaseModel):
     reason: str
     created_at: str
     released_at: str | None
+
+    @field_validator("record")
+    @classmethod
+    def _record_twin(cls, record: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(record.get("twin_id"), str):
+            return {**record, "twin_id": public_id(record["twin_id"])}
+        return record
 
 
 class ReleaseRequest(_In):
@@ -292,7 +313,7 @@ class FitRequest(_In):
 
 class JobPublic(BaseModel):
     id: int
-    twin_id: str
+    twin_id: PublicTwinId
     kind: str
     params: dict[str, Any]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
@@ -325,7 +346,7 @@ class HorizonForecast(BaseModel):
 
 
 class ForecastPublic(BaseModel):
-    twin_id: str
+    twin_id: PublicTwinId
     target: str
     origin: str
     model: str
@@ -341,12 +362,22 @@ class ForecastPublic(BaseModel):
 
 class LedgerEntryPublic(BaseModel):
     seq: int
-    twin_id: str | None
+    twin_id: PublicTwinId | None
     event: str
     payload: dict[str, Any]
     created_at: str
     prev_hash: str
     hash: str
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_twins(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """The twins an entry lists, by the ids their owner knows (the owner's view of
+        the ledger lists no other owner's twin)."""
+        listed = payload.get("twins")
+        if isinstance(listed, list):
+            return {**payload, "twins": [_public_id(t) for t in listed]}
+        return payload
 
 
 class VerifyPublic(BaseModel):
@@ -411,7 +442,7 @@ class CloneQueryPublic(BaseModel):
 
 
 class CloneQueriesPublic(BaseModel):
-    twin_id: str
+    twin_id: PublicTwinId
     classes: list[str] = Field(description="the labels the donor may give")
     labels: int | None = Field(description="donor labels the clone was last trained on")
     updating: bool = Field(description="a clone update is queued or running")
@@ -446,7 +477,7 @@ class RetractionRequest(_In):
 
 
 class RetractionPublic(BaseModel):
-    twin_id: str
+    twin_id: PublicTwinId
     n_retracted: int
     batches: dict[str, int] = Field(description="batch id -> rows it lost")
     retraction_batch: int | None = Field(None, description="the retraction's own batch id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -70,10 +71,29 @@ def _add_columns(conn: Connection, stored_version: int) -> None:
         if version > stored_version:
             kind = column.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+    t = tables.twins.c
     if stored_version < 6:
-        t = tables.twins.c
         for (twin_id,) in conn.execute(select(t.id).where(t.uid.is_(None))).all():
             conn.execute(update(tables.twins).where(t.id == twin_id).values(uid=new_uid()))
+    if stored_version < 7:
+        if conn.dialect.name == "postgresql":
+            for table, column in tables.KEY_COLUMNS:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(
+                    text(f"ALTER TABLE {table.name} ALTER COLUMN {column.name} TYPE {kind}")
+                )
+        # Ids were unique in the whole store: a twin's key stays its name.
+        conn.execute(update(tables.twins).where(t.name.is_(None)).values(name=t.id))
+        # A prior pooled the owners of its twins (those still there to tell).
+        p = tables.population_models.c
+        owner_of = {str(r.id): str(r.owner) for r in conn.execute(select(t.id, t.owner))}
+        for row in conn.execute(select(p.id, p.twins)).all():
+            pooled = sorted({owner_of[k] for k in json.loads(row.twins) if k in owner_of})
+            conn.execute(
+                update(tables.population_models)
+                .where(p.id == row.id)
+                .values(owners=json.dumps(pooled))
+            )
     for version, table, column in tables.ADDED_COLUMNS:
         if version > stored_version:
             for index in table.indexes:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from twinkit.store import tables
 
@@ -188,9 +188,21 @@ class PopulationVersion:
     twins: list[str]
     data_hash: str
     created_at: str
+    #: the owners whose twins it pools
+    owners: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def serves(self, owner: str, sharing: set[str]) -> bool:
+        """Whether a fit of ``owner``'s twin may start from this prior: it pools
+        ``owner``'s twins, and no other owner's unless all of them share (``sharing``).
+
+        >>> p = PopulationVersion(1, "gru", "glucose", "", {}, {}, [], "", "", ["a", "b"])
+        >>> p.serves("a", {"a", "b"}), p.serves("a", {"a"}), p.serves("c", {"a", "b", "c"})
+        (True, False, False)
+        """
+        return owner in self.owners and (self.owners == [owner] or set(self.owners) <= sharing)
 
 
 def _population(row: Any) -> PopulationVersion:
@@ -204,6 +216,7 @@ def _population(row: Any) -> PopulationVersion:
         twins=json.loads(row.twins),
         data_hash=row.data_hash,
         created_at=row.created_at,
+        owners=json.loads(row.owners) if row.owners else [],
     )
 
 
@@ -219,6 +232,7 @@ def insert_population(conn: Connection, population: PopulationVersion) -> None:
             twins=json.dumps(population.twins),
             data_hash=population.data_hash,
             created_at=population.created_at,
+            owners=json.dumps(population.owners),
         )
     )
 
@@ -228,6 +242,22 @@ def populations(conn: Connection) -> list[PopulationVersion]:
     return [
         _population(r) for r in conn.execute(select(tables.population_models).order_by(p.version))
     ]
+
+
+def sharing_owners(conn: Connection) -> set[str]:
+    """The owners who pool their twins with each other's for a shared prior."""
+    return {str(r[0]) for r in conn.execute(select(tables.population_sharing.c.owner))}
+
+
+def set_sharing(conn: Connection, owner: str, share: bool, now: str) -> bool:
+    """Add or remove ``owner`` among the sharing owners; whether that changed anything."""
+    s = tables.population_sharing.c
+    was = conn.execute(select(s.owner).where(s.owner == owner)).first() is not None
+    if share and not was:
+        conn.execute(tables.population_sharing.insert().values(owner=owner, since=now))
+    elif was and not share:
+        conn.execute(delete(tables.population_sharing).where(s.owner == owner))
+    return was != share
 
 
 def next_population_version(conn: Connection) -> int:

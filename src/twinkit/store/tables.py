@@ -17,14 +17,19 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
+# Version 7: twins.name (ids unique per owner; ``twins.id`` is the store key),
+# population_models.owners, population_sharing.
 # A store at an older version gains the new tables on open, and the new columns
 # (``ADDED_COLUMNS``).
 
 metadata = MetaData()
+
+#: the length of a twin's store key: an owner's name (128), "/" and the id (128)
+KEY_LENGTH = 257
 
 meta = Table(
     "meta",
@@ -36,7 +41,9 @@ meta = Table(
 twins = Table(
     "twins",
     metadata,
-    Column("id", String(128), primary_key=True),
+    # The store key, which the other tables point at: "owner/name" since version 7, the
+    # bare name for a twin created before (ids were unique in the whole store then).
+    Column("id", String(KEY_LENGTH), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("owner", String(128), nullable=False, index=True),
     Column("metadata", Text, nullable=False),
@@ -49,8 +56,13 @@ twins = Table(
     # checks it in the transaction that writes, so work started for a deleted twin never
     # lands on a later twin of the same id. Filled in for older twins when the store opens.
     Column("uid", String(32), nullable=True),
+    # The id its owner knows it by, unique per owner (whatever the case of its letters:
+    # checked on creation). Filled in (= id) for older twins when the store opens.
+    Column("name", String(128), nullable=True),
 )
 Index("ux_twins_uid", twins.c.uid, unique=True)
+Index("ux_twins_owner_name", twins.c.owner, twins.c.name, unique=True)
+Index("ix_twins_name", twins.c.name)
 
 # One row per (twin, signal): declared at creation or first seen at ingest. Observations
 # point at the integer id, which keeps the big table narrow.
@@ -58,7 +70,7 @@ channels = Table(
     "channels",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("twin_id", String(KEY_LENGTH), ForeignKey("twins.id"), nullable=False),
     Column("name", String(64), nullable=False),
     Column("unit", String(32), nullable=False),
     Column("low", Float, nullable=True),
@@ -99,7 +111,7 @@ observations = Table(
 decisions = Table(
     "decisions",
     metadata,
-    Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
+    Column("twin_id", String(KEY_LENGTH), ForeignKey("twins.id"), primary_key=True),
     Column("item_id", String(256), primary_key=True),
     Column("features", Text, nullable=False),  # canonical JSON object name -> float
     Column("label", String(256), nullable=False),
@@ -112,7 +124,7 @@ quarantine = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
-    Column("twin_id", String(128), nullable=False, index=True),
+    Column("twin_id", String(KEY_LENGTH), nullable=False, index=True),
     Column("kind", String(16), nullable=False),
     Column("row", Integer, nullable=False),
     Column("record", Text, nullable=False),
@@ -125,7 +137,7 @@ ledger = Table(
     "ledger",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("twin_id", String(128), nullable=True, index=True),
+    Column("twin_id", String(KEY_LENGTH), nullable=True, index=True),
     Column("event", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
@@ -137,7 +149,7 @@ model_versions = Table(
     "model_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("twin_id", String(KEY_LENGTH), ForeignKey("twins.id"), nullable=False),
     Column("version", Integer, nullable=False),
     Column("model", String(64), nullable=False),
     Column("status", String(16), nullable=False),
@@ -164,6 +176,19 @@ population_models = Table(
     Column("twins", Text, nullable=False),
     Column("data_hash", String(64), nullable=False),
     Column("created_at", String(40), nullable=False),
+    # JSON list of the owners whose twins it pools: a twin's fit starts from it only if its
+    # owner is one of them and it pools that owner alone or owners who all share. Filled
+    # in for older priors (the owners of their twins) when the store opens.
+    Column("owners", Text, nullable=True),
+)
+
+# Owners who pool their twins' data with each other's for a shared population prior. An
+# owner not listed gets priors of its own twins only (the default).
+population_sharing = Table(
+    "population_sharing",
+    metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("since", String(40), nullable=False),
 )
 
 
@@ -171,7 +196,7 @@ population_models = Table(
 clone_queries = Table(
     "clone_queries",
     metadata,
-    Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
+    Column("twin_id", String(KEY_LENGTH), ForeignKey("twins.id"), primary_key=True),
     Column("item_id", String(256), primary_key=True),
     Column("strategy", String(32), nullable=False),
     Column("features", Text, nullable=False),  # canonical JSON object name -> float
@@ -196,7 +221,7 @@ jobs = Table(
     "jobs",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("twin_id", String(128), nullable=False, index=True),
+    Column("twin_id", String(KEY_LENGTH), nullable=False, index=True),
     # The twin's uid when the job was asked for; NULL for jobs of schema versions before 6.
     Column("twin_uid", String(32), nullable=True),
     Column("owner", String(128), nullable=False),
@@ -231,4 +256,18 @@ ADDED_COLUMNS = (
     (5, twins, twins.c.data_batch),
     (6, twins, twins.c.uid),
     (6, jobs, jobs.c.twin_uid),
+    (7, twins, twins.c.name),
+    (7, population_models, population_models.c.owners),
+)
+
+#: columns that hold a twin's key, which version 7 made longer (PostgreSQL enforces it)
+KEY_COLUMNS = (
+    (twins, twins.c.id),
+    (channels, channels.c.twin_id),
+    (decisions, decisions.c.twin_id),
+    (quarantine, quarantine.c.twin_id),
+    (ledger, ledger.c.twin_id),
+    (model_versions, model_versions.c.twin_id),
+    (clone_queries, clone_queries.c.twin_id),
+    (jobs, jobs.c.twin_id),
 )

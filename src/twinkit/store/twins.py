@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, delete, func, select, update
 
-from twinkit.core.twin import Channel, Twin, TwinKind
+from twinkit.core.errors import AmbiguousTwinError
+from twinkit.core.twin import Channel, Twin, TwinKind, split_ref
 from twinkit.store import tables
 
 
@@ -28,7 +29,8 @@ def _channel_row(twin_id: str, channel: Channel, declared: bool) -> dict[str, An
 def insert_twin(conn: Connection, twin: Twin) -> None:
     conn.execute(
         tables.twins.insert().values(
-            id=twin.id,
+            id=twin.key,
+            name=twin.id,
             kind=twin.kind.value,
             owner=twin.owner,
             metadata=json.dumps(twin.metadata, sort_keys=True),
@@ -38,7 +40,7 @@ def insert_twin(conn: Connection, twin: Twin) -> None:
     )
     if twin.channels:
         conn.execute(
-            tables.channels.insert(), [_channel_row(twin.id, c, True) for c in twin.channels]
+            tables.channels.insert(), [_channel_row(twin.key, c, True) for c in twin.channels]
         )
 
 
@@ -51,17 +53,19 @@ def _channel(row: Any) -> Channel:
     )
 
 
-def get_twin(conn: Connection, twin_id: str) -> Twin | None:
-    row = conn.execute(select(tables.twins).where(tables.twins.c.id == twin_id)).first()
+def get_twin(conn: Connection, key: str) -> Twin | None:
+    """The twin whose store key is ``key``, or None."""
+    row = conn.execute(select(tables.twins).where(tables.twins.c.id == key)).first()
     if row is None:
         return None
     declared = conn.execute(
         select(tables.channels)
-        .where(tables.channels.c.twin_id == twin_id, tables.channels.c.declared == 1)
+        .where(tables.channels.c.twin_id == key, tables.channels.c.declared == 1)
         .order_by(tables.channels.c.id)
     )
     return Twin(
-        id=row.id,
+        id=row.name or row.id,
+        key=row.id,
         kind=TwinKind(row.kind),
         owner=row.owner,
         metadata=json.loads(row.metadata),
@@ -71,19 +75,54 @@ def get_twin(conn: Connection, twin_id: str) -> Twin | None:
     )
 
 
+def key_of(conn: Connection, owner: str, name: str) -> str | None:
+    """The store key of ``owner``'s twin ``name``, or None."""
+    t = tables.twins.c
+    row = conn.execute(select(t.id).where(t.owner == owner, t.name == name)).first()
+    return None if row is None else str(row.id)
+
+
+def named(conn: Connection, name: str) -> list[tuple[str, str]]:
+    """(owner, key) of every twin called ``name``, whoever owns it, by owner."""
+    t = tables.twins.c
+    rows = conn.execute(select(t.owner, t.id).where(t.name == name).order_by(t.owner))
+    return [(str(r.owner), str(r.id)) for r in rows]
+
+
+def find(conn: Connection, ref: str) -> Twin | None:
+    """The twin ``ref`` names: ``owner/id``, or a bare id that one owner uses; None if no
+    twin has it. :class:`AmbiguousTwinError` if several owners have a twin of that id."""
+    owner, name = split_ref(ref)
+    if owner is not None:
+        key = key_of(conn, owner, name)
+    else:
+        found = named(conn, name)
+        if len(found) > 1:
+            owners = ", ".join(o for o, _ in found)
+            raise AmbiguousTwinError(
+                f"twin id {name!r} is used by several owners ({owners}): name the one you "
+                f"mean as owner/{name}"
+            )
+        key = found[0][1] if found else None
+    return None if key is None else get_twin(conn, key)
+
+
+def owners_of(conn: Connection, keys: Iterable[str]) -> dict[str, str]:
+    """The owner of each of these twins (by key) that exists."""
+    t = tables.twins.c
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(t.id, t.owner).where(t.id.in_(wanted)))
+    return {str(r.id): str(r.owner) for r in rows}
+
+
 def list_twins(conn: Connection, owner: str | None = None) -> list[Twin]:
-    query = select(tables.twins.c.id).order_by(tables.twins.c.id)
+    query = select(tables.twins.c.id).order_by(tables.twins.c.owner, tables.twins.c.name)
     if owner is not None:
         query = query.where(tables.twins.c.owner == owner)
     twins = [get_twin(conn, r.id) for r in conn.execute(query)]
     return [t for t in twins if t is not None]
-
-
-def twin_kinds(conn: Connection, twin_ids: list[str]) -> dict[str, TwinKind]:
-    rows = conn.execute(
-        select(tables.twins.c.id, tables.twins.c.kind).where(tables.twins.c.id.in_(twin_ids))
-    )
-    return {r.id: TwinKind(r.kind) for r in rows}
 
 
 def channels_of(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
@@ -143,13 +182,14 @@ def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     conn.execute(delete(tables.twins).where(tables.twins.c.id == twin_id))
 
 
-def find_twin_casefold(conn: Connection, twin_id: str) -> Twin | None:
-    """A twin whose id equals ``twin_id`` but for the case of its letters (the id itself
-    included), or None. Twin ids are ASCII, so lower() is the same in every database."""
+def find_twin_casefold(conn: Connection, owner: str, name: str) -> Twin | None:
+    """``owner``'s twin whose id equals ``name`` but for the case of its letters (the id
+    itself included), or None. Twin ids are ASCII, so lower() is the same in every database."""
+    t = tables.twins.c
     row = conn.execute(
-        select(tables.twins.c.id)
-        .where(func.lower(tables.twins.c.id) == twin_id.lower())
-        .order_by(tables.twins.c.id)
+        select(t.id)
+        .where(t.owner == owner, func.lower(t.name) == name.lower())
+        .order_by(t.name)
         .limit(1)
     ).first()
     return None if row is None else get_twin(conn, row.id)

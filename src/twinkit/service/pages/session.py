@@ -31,7 +31,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from twinkit.core.errors import NotFoundError
-from twinkit.core.twin import Twin
+from twinkit.core.twin import Twin, twin_key
 from twinkit.engine.owners import token_sha256
 from twinkit.service.auth import Caller
 from twinkit.service.deps import StateDep
@@ -187,7 +187,7 @@ def check_csrf(form: FormData, expected: str | None) -> None:
 def page_twin(twin_id: str, session: SessionDep, state: StateDep) -> Twin:
     """The twin of the page's path, if the logged-in owner owns it."""
     try:
-        twin = state.engine.get_twin(twin_id)
+        twin = state.engine.get_twin(twin_key(session.caller.name, twin_id))
     except NotFoundError:
         twin = None
     if twin is None or twin.owner != session.caller.name:

@@ -163,7 +163,7 @@ def logout(request: Request, state: StateDep, form: FormDep) -> Response:
 
 @router.get("/twins")
 def twins_page(request: Request, session: SessionDep, state: StateDep) -> Response:
-    twins = [state.engine.twin_summary(t.id) for t in state.engine.list_twins(session.caller.name)]
+    twins = [state.engine.twin_summary(t.ref) for t in state.engine.list_twins(session.caller.name)]
     return render(request, "twins.html", {"session": session, "twins": twins})
 
 
@@ -183,9 +183,9 @@ class ChartView:
 def _chart(state: ServiceState, twin: Twin) -> ChartView:
     try:
         try:
-            served = state.engine.forecast(twin.id, FAN_HORIZONS)
+            served = state.engine.forecast(twin.ref, FAN_HORIZONS)
         except ForecastInputError:
-            served = state.engine.forecast(twin.id, (30, 60))
+            served = state.engine.forecast(twin.ref, (30, 60))
     except NotFoundError:
         return ChartView(missing=f"no model yet: start a fit (POST /v1/twins/{twin.id}/fit)")
     except TwinkitError as exc:
@@ -193,7 +193,7 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
     if served.degraded:
         state.metrics.degraded_predictions.labels(served.source).inc()
     f = served.forecast
-    recent = state.engine.signals_between(twin.id, f.origin - RECENT, f.origin, [f.target])
+    recent = state.engine.signals_between(twin.ref, f.origin - RECENT, f.origin, [f.target])
     low, high = f.interval(0.9)
     chart = fan_chart(
         pd.DatetimeIndex(recent["time"]),
@@ -218,8 +218,8 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
 def twin_page(
     request: Request, twin: PageTwinDep, session: SessionDep, state: StateDep
 ) -> Response:
-    summary = state.engine.twin_summary(twin.id)
-    versions = sorted(state.engine.models(twin.id), key=lambda v: v.version, reverse=True)
+    summary = state.engine.twin_summary(twin.ref)
+    versions = sorted(state.engine.models(twin.ref), key=lambda v: v.version, reverse=True)
     entries = list(reversed(history(twin, state)))[:HISTORY_SHOWN]
     context: dict[str, Any] = {
         "session": session,

@@ -123,16 +123,16 @@ def item_image(shape: tuple[int, int] | None, features: dict[str, Any]) -> Clone
 
 
 def latest_clone_job(state: ServiceState, twin: Twin, owner: str) -> Job | None:
-    job = state.engine.jobs.latest(twin.id, KIND, twin_uid=twin.uid)
+    job = state.engine.jobs.latest(twin.key, KIND, twin_uid=twin.uid)
     return job if job is not None and job.owner == owner else None
 
 
 def clone_queries_public(state: ServiceState, twin: Twin, owner: str) -> CloneQueriesPublic:
     """The waiting questions with the newest clone update's guesses on them."""
     _decision(twin)
-    waiting = clones.waiting(state.engine, twin.id)
+    waiting = clones.waiting(state.engine, twin.ref)
     newest = latest_clone_job(state, twin, owner)
-    done = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE, twin.uid)
+    done = state.engine.jobs.latest(twin.key, KIND, JobStatus.DONE, twin.uid)
     result = done.result if done is not None and done.owner == owner and done.result else None
     guesses: dict[str, dict[str, Any]] = dict(result.get("guesses", {})) if result else {}
     if result and result.get("classes"):
@@ -169,7 +169,7 @@ def start_update(state: ServiceState, twin: Twin, owner: str, ask: CloneAsk) -> 
     if newest is not None and newest.status is JobStatus.QUEUED:
         return newest
     params = {"k": ask.k, "strategy_name": ask.strategy, "seed": ask.seed}
-    return state.runner.submit(KIND, twin.id, owner, params, twin.uid)
+    return state.runner.submit(KIND, twin.key, owner, params, twin.uid)
 
 
 def start_update_if_room(state: ServiceState, twin: Twin, owner: str, ask: CloneAsk) -> Job | None:
@@ -186,7 +186,7 @@ def ingest_answers(
 ) -> IngestPublic:
     """Store the donor's labels for waiting questions, as any decisions batch."""
     _decision(twin)
-    result = clones.answer_labels(state.engine, twin.id, answers, f"{via}:{owner}:answers")
+    result = clones.answer_labels(state.engine, twin.ref, answers, f"{via}:{owner}:answers")
     if not result.already_ingested:
         state.metrics.rows_ingested.labels("decisions").inc(result.n_stored)
         state.metrics.rows_quarantined.labels("decisions").inc(result.n_quarantined)

@@ -108,7 +108,7 @@ def post_observations(
             "value": [r.value for r in body.rows],
         }
     )
-    result = state.engine.ingest(frame, twin=twin.id, source=source)
+    result = state.engine.ingest(frame, twin=twin.ref, source=source)
     return _counted(state, result, "signals")
 
 
@@ -134,7 +134,7 @@ def upload_observations(
     name = upload_name(file.filename)
     source = f"api:{caller.name}:{name}"
     frame = read_upload(file.file.read(), name, source, state.settings)
-    result = state.engine.ingest(frame, twin=twin.id, source=source)
+    result = state.engine.ingest(frame, twin=twin.ref, source=source)
     return _counted(state, result, "signals" if twin.kind is TwinKind.STATE else "decisions")
 
 
@@ -159,7 +159,7 @@ def get_data(
     channel: Annotated[list[str] | None, Query(description="only these (repeatable)")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> SignalPage:
-    rows = state.engine.signals_between(twin.id, utc_timestamp(start), utc_timestamp(end), channel)
+    rows = state.engine.signals_between(twin.ref, utc_timestamp(start), utc_timestamp(end), channel)
     truncated = len(rows) > limit
     next_start = None
     if truncated:
@@ -190,7 +190,7 @@ def get_decisions(
     state: StateDep,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> DecisionPage:
-    stored = state.engine.decisions(twin.id).head(limit)
+    stored = state.engine.decisions(twin.ref).head(limit)
     return DecisionPage(
         twin_id=twin.id,
         rows=[
@@ -208,7 +208,7 @@ def get_decisions(
 def list_quarantine(
     twin: TwinDep, state: StateDep, include_released: bool = False
 ) -> list[QuarantinePublic]:
-    return [QuarantinePublic(**row) for row in state.engine.quarantine(twin.id, include_released)]
+    return [QuarantinePublic(**row) for row in state.engine.quarantine(twin.ref, include_released)]
 
 
 @router.post(
@@ -218,7 +218,7 @@ def list_quarantine(
     responses=CONFLICT_RESPONSES,
 )
 def release_quarantine(body: ReleaseRequest, twin: TwinDep, state: StateDep) -> ReleasePublic:
-    mine = {row["id"]: row for row in state.engine.quarantine(twin.id, include_released=True)}
+    mine = {row["id"]: row for row in state.engine.quarantine(twin.ref, include_released=True)}
     others = sorted(set(body.ids) - set(mine))
     if others:
         # Ids of other twins' rows answer as ids that do not exist.

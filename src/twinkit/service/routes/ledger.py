@@ -34,11 +34,11 @@ def verify(_admin: AdminDep, state: StateDep) -> VerifyPublic:
     responses=TWIN_RESPONSES,
 )
 def history(twin: TwinDep, state: StateDep) -> list[LedgerEntryPublic]:
-    entries = state.engine.history(twin.id)
-    # An id can be deleted and created again, by another owner too: the earlier twin's
-    # entries are not this twin's history.
+    entries = state.engine.history(twin.ref, owner=twin.owner)
+    # An id can be deleted and created again: the earlier twin's entries are not this
+    # twin's history. Entries that span owners (a shared prior) show others as counts.
     born = max(
-        (i for i, e in enumerate(entries) if e.event == "twin_created" and e.twin_id == twin.id),
+        (i for i, e in enumerate(entries) if e.event == "twin_created" and e.twin_id == twin.key),
         default=0,
     )
     return [LedgerEntryPublic(**e.to_dict()) for e in entries[born:]]

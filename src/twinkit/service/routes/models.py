@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from twinkit.core.errors import NotFoundError, TwinkitError
-from twinkit.core.twin import TwinKind
+from twinkit.core.twin import TwinKind, public_id
 from twinkit.engine.serving import (
     ServedForecast,
     TwinChangedError,
@@ -64,12 +64,12 @@ def start_fit(body: FitRequest, twin: TwinDep, caller: OwnerDep, state: StateDep
     if twin.kind is not TwinKind.STATE:
         raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
     params = {"model": body.model, "seed": body.seed, "horizons": list(body.horizons)}
-    return job_public(state.runner.submit_fit(twin.id, caller.name, params, twin.uid))
+    return job_public(state.runner.submit_fit(twin.key, caller.name, params, twin.uid))
 
 
 @router.get("/jobs", response_model=list[JobPublic], summary="The twin's jobs, oldest first")
 def list_jobs(twin: TwinDep, state: StateDep) -> list[JobPublic]:
-    return [job_public(j) for j in state.engine.jobs.of_twin(twin.id, twin.uid)]
+    return [job_public(j) for j in state.engine.jobs.of_twin(twin.key, twin.uid)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, summary="One job's status and result")
@@ -82,7 +82,7 @@ def get_job(
         job = None
     if (
         job is None
-        or job.twin_id != twin.id
+        or job.twin_id != twin.key
         or job.owner != caller.name
         or job.twin_uid not in (None, twin.uid)
     ):
@@ -92,7 +92,7 @@ def get_job(
 
 @router.get("/models", response_model=list[ModelVersionPublic], summary="The twin's model versions")
 def list_models(twin: TwinDep, state: StateDep) -> list[ModelVersionPublic]:
-    return [ModelVersionPublic(**v.to_dict()) for v in state.engine.models(twin.id)]
+    return [ModelVersionPublic(**v.to_dict()) for v in state.engine.models(twin.ref)]
 
 
 @router.post(
@@ -102,7 +102,7 @@ def list_models(twin: TwinDep, state: StateDep) -> list[ModelVersionPublic]:
     responses=CONFLICT_RESPONSES,
 )
 def rollback(twin: TwinDep, state: StateDep) -> RollbackPublic:
-    version = state.engine.rollback(twin.id)
+    version = state.engine.rollback(twin.ref)
     state.metrics.rollbacks.inc()
     return RollbackPublic(version=version)
 
@@ -154,8 +154,8 @@ async def forecast(
     ] = [30, 60],  # noqa: B006  (FastAPI copies defaults; never mutated)
 ) -> Response:
     # One indexed statement: blocking the event loop for it costs less than a thread hop.
-    head = serving_head(state.engine, twin_id)
-    if head is None or head.owner != caller.name:
+    head = serving_head(state.engine, caller.name, twin_id)
+    if head is None:
         raise not_found(f"twin {twin_id!r}")
     key = forecast_key(state.engine, head, horizons)
     body = state.forecasts.get(key) if key is not None else None
@@ -170,10 +170,10 @@ def _compute_forecast(state: ServiceState, head: ServingHead, horizons: list[int
     try:
         served = serve_forecast(state.engine, head.twin_id, horizons, checked=head)
     except TwinChangedError:
-        raise not_found(f"twin {head.twin_id!r}") from None
+        raise not_found(f"twin {public_id(head.twin_id)!r}") from None
     if served.degraded:
         state.metrics.degraded_predictions.labels(served.source).inc()
-    body = forecast_public(head.twin_id, served).model_dump_json().encode("utf-8")
+    body = forecast_public(public_id(head.twin_id), served).model_dump_json().encode("utf-8")
     if served.key is not None:
         state.forecasts.put(served.key, body)
     return body

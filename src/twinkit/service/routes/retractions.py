@@ -23,7 +23,7 @@ router = APIRouter(
 )
 def retract(body: RetractionRequest, twin: TwinDep, state: StateDep) -> RetractionPublic:
     result = state.engine.retract(
-        twin.id,
+        twin.ref,
         body.reason,
         batch_id=body.batch_id,
         start=utc_timestamp(body.start),

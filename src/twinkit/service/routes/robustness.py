@@ -109,11 +109,11 @@ def start_robustness(
     twin: TwinDep, caller: OwnerDep, state: StateDep, body: RobustnessRequest | None = None
 ) -> JobPublic:
     body = body or RobustnessRequest()
-    labelled_items(state.engine, twin.id)  # refuses at once what the job would fail on
+    labelled_items(state.engine, twin.ref)  # refuses at once what the job would fail on
     params = body.model_dump()
     params["eps"] = sorted(set(params["eps"]))
     params["attacks"] = sorted(set(params["attacks"]))
-    return job_public(state.runner.submit(KIND, twin.id, caller.name, params, twin.uid))
+    return job_public(state.runner.submit(KIND, twin.key, caller.name, params, twin.uid))
 
 
 @router.get(
@@ -123,9 +123,9 @@ def start_robustness(
     responses=_NOT_YET,
 )
 def get_robustness(twin: TwinDep, caller: OwnerDep, state: StateDep) -> RobustnessPublic:
-    job = state.engine.jobs.latest(twin.id, KIND, JobStatus.DONE, twin.uid)
+    job = state.engine.jobs.latest(twin.key, KIND, JobStatus.DONE, twin.uid)
     if job is None or job.owner != caller.name or job.result is None:
-        newest = state.engine.jobs.latest(twin.id, KIND, twin_uid=twin.uid)
+        newest = state.engine.jobs.latest(twin.key, KIND, twin_uid=twin.uid)
         if newest is not None and newest.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             hint = f"job {newest.id} is making one"
         elif newest is not None and newest.status is JobStatus.FAILED:

@@ -49,12 +49,12 @@ def create_twin(body: TwinCreate, caller: OwnerDep, state: StateDep) -> TwinPubl
     twin = state.engine.create_twin(
         body.id, body.kind, caller.name, body.metadata, channels, metadata_limits=limits
     )
-    return twin_public(state, twin.id)
+    return twin_public(state, twin.ref)
 
 
 @router.get("", response_model=list[TwinPublic], summary="List the caller's twins")
 def list_twins(caller: OwnerDep, state: StateDep) -> list[TwinPublic]:
-    return [twin_public(state, t.id) for t in state.engine.list_twins(owner=caller.name)]
+    return [twin_public(state, t.ref) for t in state.engine.list_twins(owner=caller.name)]
 
 
 @router.get(
@@ -64,7 +64,7 @@ def list_twins(caller: OwnerDep, state: StateDep) -> list[TwinPublic]:
     responses=TWIN_RESPONSES,
 )
 def get_twin(twin: TwinDep, state: StateDep) -> TwinPublic:
-    return twin_public(state, twin.id)
+    return twin_public(state, twin.ref)
 
 
 @router.delete(
@@ -76,5 +76,5 @@ def get_twin(twin: TwinDep, state: StateDep) -> TwinPublic:
 )
 def delete_twin(twin: TwinDep, state: StateDep) -> Response:
     # Its jobs end as cancelled in the store; this process stops the children it runs.
-    state.runner.cancel(state.engine.delete_twin(twin.id))
+    state.runner.cancel(state.engine.delete_twin(twin.ref))
     return Response(status_code=204)
