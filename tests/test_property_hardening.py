@@ -1,7 +1,7 @@
 """Property: whatever times, values and metadata arrive, and in whatever order twins are
-ingested, retracted, deleted and created again, every operation either works or raises a
-named twinkit error, every twin stays forecastable or says clearly why not, and the ledger
-verifies (issue #16's property test)."""
+ingested, retracted, deleted and created again (by two owners, with the same ids), every
+operation either works or raises a named twinkit error, every twin stays forecastable or
+says clearly why not, and the ledger verifies (issue #16's property test)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
 from twinkit.engine import TwinEngine
 
-TWINS = ("p1", "p2")
+#: bare ids and owner/id: bob's p1 makes a bare "p1" name two twins (a clear refusal)
+TWINS = ("p1", "p2", "local/p1", "bob/p1")
 BASE = pd.DataFrame(
     {
         "time": pd.date_range("2026-01-01", periods=288, freq="5min", tz="UTC").strftime(
@@ -138,11 +139,11 @@ def test_any_sequence_keeps_twins_forecastable_or_clear_and_the_ledger_whole(
     unclear = []
     for twin in engine.list_twins():
         try:
-            engine.fit(twin.id, model="linear_ar", horizons=(30,))
-            engine.forecast(twin.id, (30,))
+            engine.fit(twin.ref, model="linear_ar", horizons=(30,))
+            engine.forecast(twin.ref, (30,))
         except (ForecastInputError, NotFoundError) as exc:
             if not str(exc):
-                unclear.append(twin.id)
+                unclear.append(twin.ref)
     assert unclear == []
     report = engine.verify()
     assert report.ok, report.problems
