@@ -199,7 +199,7 @@ def test_answering_the_asked_items_stores_them_and_marks_them_answered(
     assert decision_count(store) == before + 5
     assert recorded(store) == dict.fromkeys([q["item_id"] for q in asked], result.batch_id)
     assert store.history(DONOR)[-1].event == "batch_ingested"
-    stored = decisions(store)
+    stored = decisions(store.context)
     mine = stored[stored["twin_id"] == store.get_twin(DONOR).key].set_index("item_id")["label"]
     assert {r["item_id"]: mine[r["item_id"]] for r in rows} == {
         r["item_id"]: r["label"] for r in rows

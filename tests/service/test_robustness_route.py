@@ -188,7 +188,7 @@ def test_features_are_scaled_by_the_twins_own_range_and_split_per_label(
     decision_twin("alice", "d1", 30)
 
     # Execute
-    x, labels, names, low, high = labelled_items(service.engine, "d1")
+    x, labels, names, low, high = labelled_items(service.engine.context, "d1")
     held = holdout_split(labels, 1 / 3, seed=0)
 
     # Assert: each feature spans exactly [0, 1]; every label is held out about a third

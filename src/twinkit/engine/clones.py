@@ -21,23 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select, update
 
 from twinkit.core.digest import features_json
 from twinkit.core.errors import Problem, TwinGoneError, TwinkitError, ValidationError
 from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
+from twinkit.engine import reads
 from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins
-from twinkit.store import ledger, observations, tables, twins
+from twinkit.store import clone_queries, ledger, observations, twins
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
     from twinkit.clone.model import CloneModel
-    from twinkit.engine.twin_engine import TwinEngine
+    from twinkit.engine.context import EngineContext
 
 
-def _decision_twin(engine: TwinEngine, twin_id: str) -> Twin:
-    twin = engine.get_twin(twin_id)
+def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
+    twin = reads.get_twin(ctx, twin_id)
     if twin.kind is not TwinKind.DECISION:
         raise TwinkitError(
             f"twin {twin_id!r} is a {twin.kind.value} twin; clones are for decision twins"
@@ -45,11 +45,11 @@ def _decision_twin(engine: TwinEngine, twin_id: str) -> Twin:
     return twin
 
 
-def decisions(engine: TwinEngine, owner: str | None = None) -> pd.DataFrame:
+def decisions(ctx: EngineContext, owner: str | None = None) -> pd.DataFrame:
     """Every stored decision (of ``owner``'s twins, if given): ``twin_id, item_id, label``
     and one column per feature."""
-    with engine.store.read() as conn:
-        ids = [t.key for t in engine.list_twins(owner) if t.kind is TwinKind.DECISION]
+    with ctx.store.read() as conn:
+        ids = [t.key for t in twins.list_twins(conn, owner) if t.kind is TwinKind.DECISION]
         raw = observations.stored_decisions(conn, ids)
     if raw.empty:
         return raw.drop(columns=["features"])
@@ -57,28 +57,20 @@ def decisions(engine: TwinEngine, owner: str | None = None) -> pd.DataFrame:
     return pd.concat([raw.drop(columns=["features"]), feats.astype(np.float64)], axis=1)
 
 
-def _pending(engine: TwinEngine, twin_id: str) -> pd.DataFrame:
+def _pending(ctx: EngineContext, twin_id: str) -> pd.DataFrame:
     """Every question asked of the twin stored under the key ``twin_id``."""
-    q = tables.clone_queries.c
-    with engine.store.read() as conn:
-        rows = conn.execute(
-            select(q.item_id, q.strategy, q.asked_at, q.answered_batch, q.features).where(
-                q.twin_id == twin_id
-            )
-        ).all()
-    return pd.DataFrame(
-        rows, columns=["item_id", "strategy", "asked_at", "answered_batch", "features"]
-    )
+    with ctx.store.read() as conn:
+        return clone_queries.asked(conn, twin_id)
 
 
-def waiting(engine: TwinEngine, twin_id: str) -> list[dict[str, Any]]:
+def waiting(ctx: EngineContext, twin_id: str) -> list[dict[str, Any]]:
     """The questions asked and not answered yet, oldest first: ``item_id``, ``strategy``,
     ``asked_at`` and ``features`` (name -> value, as asked)."""
-    return _waiting(engine, _decision_twin(engine, twin_id).key)
+    return _waiting(ctx, _decision_twin(ctx, twin_id).key)
 
 
-def _waiting(engine: TwinEngine, key: str) -> list[dict[str, Any]]:
-    asked = _pending(engine, key)
+def _waiting(ctx: EngineContext, key: str) -> list[dict[str, Any]]:
+    asked = _pending(ctx, key)
     asked = asked[asked["answered_batch"].isna()].sort_values(["asked_at", "item_id"])
     return [
         {"item_id": str(i), "strategy": s, "asked_at": a, "features": json.loads(f)}
@@ -89,19 +81,19 @@ def _waiting(engine: TwinEngine, key: str) -> list[dict[str, Any]]:
 
 
 def clone_models(
-    engine: TwinEngine, twin_id: str, seed: int = 0
+    ctx: EngineContext, twin_id: str, seed: int = 0
 ) -> tuple[CloneModel, CloneModel, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """(population, clone, this twin's decisions, the other twins' decisions, the pool,
     feature names)."""
-    return _clone_models(engine, _decision_twin(engine, twin_id), seed)
+    return _clone_models(ctx, _decision_twin(ctx, twin_id), seed)
 
 
-def _clone_models(engine: TwinEngine, twin: Twin, seed: int) -> Models:
+def _clone_models(ctx: EngineContext, twin: Twin, seed: int) -> Models:
     from twinkit.clone.active import personalize
     from twinkit.eval.clone import feature_columns, train_population
 
     twin_id = twin.key
-    frame = decisions(engine, twin.owner)
+    frame = decisions(ctx, twin.owner)
     if frame.empty or (frame["twin_id"] != twin_id).sum() == 0:
         raise TwinkitError(
             "a clone's population prior needs other decision twins' labels (twins of the same "
@@ -113,7 +105,7 @@ def _clone_models(engine: TwinEngine, twin: Twin, seed: int) -> Models:
     others = frame[frame["twin_id"] != twin_id]
     classes = sorted(frame["label"].astype(str).unique())
     population = train_population(others, classes, features, seed)
-    asked = set(_pending(engine, twin_id)["item_id"])
+    asked = set(_pending(ctx, twin_id)["item_id"])
     pool = others[~others["item_id"].isin(set(mine["item_id"]) | asked)]
     pool = pool.drop_duplicates("item_id").reset_index(drop=True)
     x_mine = mine[features].to_numpy(dtype=np.float64)
@@ -125,21 +117,21 @@ def _clone_models(engine: TwinEngine, twin: Twin, seed: int) -> Models:
 
 
 def ask(
-    engine: TwinEngine, twin_id: str, k: int = 10, strategy_name: str = "confusion", seed: int = 0
+    ctx: EngineContext, twin_id: str, k: int = 10, strategy_name: str = "confusion", seed: int = 0
 ) -> list[dict[str, Any]]:
     """Choose ``k`` items to ask the donor about, record them, return them."""
     if k < 1:
         raise TwinkitError(f"-k must be at least 1, got {k}")
-    twin = _decision_twin(engine, twin_id)
-    models = _clone_models(engine, twin, seed)
-    return _ask_with(engine, twin.key, models, k, strategy_name, seed, twin.uid)
+    twin = _decision_twin(ctx, twin_id)
+    models = _clone_models(ctx, twin, seed)
+    return _ask_with(ctx, twin.key, models, k, strategy_name, seed, twin.uid)
 
 
 Models = tuple["CloneModel", "CloneModel", pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
 
 
 def _ask_with(
-    engine: TwinEngine,
+    ctx: EngineContext,
     twin_id: str,
     models: Models,
     k: int,
@@ -176,27 +168,14 @@ def _ask_with(
             chosen["item_id"], labels, clone.predict(x), feats, strict=True
         )
     ]
-    q = tables.clone_queries.c
-    with engine.store.write() as conn:
+    with ctx.store.write() as conn:
         if twins.twin_uid(conn, twin_id) != twin_uid:
             raise TwinGoneError(
                 f"twin {public_id(twin_id)!r} was deleted; its questions were not recorded"
             )
-        # Another process may have asked about some of them meanwhile (two updates at once).
-        recorded = {str(r[0]) for r in conn.execute(select(q.item_id).where(q.twin_id == twin_id))}
-        fresh = [(r, f) for r, f in zip(out, feats, strict=True) if r["item_id"] not in recorded]
-        out = [r for r, _ in fresh]
-        for row, f in fresh:
-            conn.execute(
-                tables.clone_queries.insert().values(
-                    twin_id=twin_id,
-                    item_id=row["item_id"],
-                    strategy=strategy_name,
-                    features=f,
-                    asked_at=now,
-                    answered_batch=None,
-                )
-            )
+        questions = [(r["item_id"], f) for r, f in zip(out, feats, strict=True)]
+        fresh = set(clone_queries.record(conn, twin_id, questions, strategy_name, now))
+        out = [r for r in out if r["item_id"] in fresh]
         ledger.append(
             conn,
             "clone_queries",
@@ -206,24 +185,24 @@ def _ask_with(
     return out
 
 
-def answer(engine: TwinEngine, twin_id: str, path: Path | str) -> IngestResult:
+def answer(ctx: EngineContext, twin_id: str, path: Path | str) -> IngestResult:
     """Ingest the donor's answers to questions asked; any other row rejects the file."""
-    twin = _decision_twin(engine, twin_id)
+    twin = _decision_twin(ctx, twin_id)
     batch = load_batch(path, twin.id)
     if not isinstance(batch, DecisionBatch):
         raise TwinkitError(f"{path}: answers are decisions (twin_id,item_id,<features>,label)")
-    return _ingest_answers(engine, twin, batch, str(path))
+    return _ingest_answers(ctx, twin, batch, str(path))
 
 
 def answer_labels(
-    engine: TwinEngine, twin_id: str, labels: Sequence[tuple[str, str]], source: str
+    ctx: EngineContext, twin_id: str, labels: Sequence[tuple[str, str]], source: str
 ) -> IngestResult:
     """Ingest the donor's labels for waiting questions, as ``(item_id, label)`` pairs: each
     becomes a decision on the item's features as asked. A label must be one of the
     classes the clone knows (those of the owner's decision twins); any problem rejects all."""
-    twin = _decision_twin(engine, twin_id)
-    asked = {q["item_id"]: q["features"] for q in _waiting(engine, twin.key)}
-    frame = decisions(engine, twin.owner)
+    twin = _decision_twin(ctx, twin_id)
+    asked = {q["item_id"]: q["features"] for q in _waiting(ctx, twin.key)}
+    frame = decisions(ctx, twin.owner)
     classes = sorted(frame["label"].astype(str).unique()) if not frame.empty else []
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
@@ -246,14 +225,14 @@ def answer_labels(
     batch = parse_batch(pd.DataFrame(rows), source, twin.id)
     if not isinstance(batch, DecisionBatch):  # pragma: no cover - rows always are decisions
         raise TwinkitError(f"{source}: answers are decisions")
-    return _ingest_answers(engine, twin, batch, source)
+    return _ingest_answers(ctx, twin, batch, source)
 
 
 def _ingest_answers(
-    engine: TwinEngine, the_twin: Twin, batch: DecisionBatch, source: str
+    ctx: EngineContext, the_twin: Twin, batch: DecisionBatch, source: str
 ) -> IngestResult:
     twin_id = the_twin.key
-    asked = _pending(engine, twin_id)
+    asked = _pending(ctx, twin_id)
     open_items = {
         str(item): json.loads(f)
         for item, f, done in zip(
@@ -294,30 +273,18 @@ def _ingest_answers(
                 )
     if problems:
         raise ValidationError(source, problems)
-    q = tables.clone_queries.c
-    d = tables.decisions.c
-    with engine.store.write() as conn:
+    with ctx.store.write() as conn:
         keyed = key_twins(conn, batch, the_twin.owner)
-        result = ingest_batch(conn, keyed, engine.signal_screens, engine.decision_screens)
+        result = ingest_batch(conn, keyed, ctx.signal_screens, ctx.decision_screens)
         # Only answers that were stored count: a quarantined one waits to be released or
         # answered again.
-        stored = [
-            str(r[0])
-            for r in conn.execute(
-                select(d.item_id).where(d.twin_id == twin_id).where(d.batch_id == result.batch_id)
-            ).all()
-        ]
-        conn.execute(
-            update(tables.clone_queries)
-            .where(q.twin_id == twin_id)
-            .where(q.item_id.in_(stored))
-            .values(answered_batch=result.batch_id)
-        )
+        if result.batch_id is not None:
+            clone_queries.mark_answered(conn, twin_id, result.batch_id)
     return result
 
 
 def refresh(
-    engine: TwinEngine,
+    ctx: EngineContext,
     twin_id: str,
     k: int = 5,
     strategy_name: str = "confusion",
@@ -330,18 +297,16 @@ def refresh(
     With ``twin_uid``, only for that twin (a job's): one deleted meanwhile is left alone."""
     if k < 1:
         raise TwinkitError(f"k must be at least 1, got {k}")
-    twin = _decision_twin(engine, twin_id)
+    twin = _decision_twin(ctx, twin_id)
     uid = twin.uid
     if twin_uid is not None and uid != twin_uid:
         raise TwinGoneError(f"twin {twin.id!r} was deleted; this update was for that twin")
-    models = _clone_models(engine, twin, seed)
+    models = _clone_models(ctx, twin, seed)
     population, clone, mine, _, _, features = models
-    short = k - len(_waiting(engine, twin.key))
-    asked = (
-        _ask_with(engine, twin.key, models, short, strategy_name, seed, uid) if short > 0 else []
-    )
+    short = k - len(_waiting(ctx, twin.key))
+    asked = _ask_with(ctx, twin.key, models, short, strategy_name, seed, uid) if short > 0 else []
     # Questions asked over other features (before the data changed) get no guess.
-    pending = [q for q in _waiting(engine, twin.key) if set(q["features"]) == set(features)]
+    pending = [q for q in _waiting(ctx, twin.key) if set(q["features"]) == set(features)]
     guesses: dict[str, dict[str, Any]] = {}
     if pending:
         x = np.asarray(
@@ -371,15 +336,15 @@ def refresh(
     }
 
 
-def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
+def report(ctx: EngineContext, twin_id: str, seed: int = 0) -> dict[str, Any]:
     """The clone against its donor (3-fold cross-validated agreement, clone versus the
     population prior) and the donor's personal confusion zone."""
     from twinkit.clone.active import personalize
     from twinkit.clone.confusion import confusion_zone
     from twinkit.clone.metrics import agreement, fidelity, kappa
 
-    twin = _decision_twin(engine, twin_id)
-    population, clone, mine, others, pool, features = _clone_models(engine, twin, seed)
+    twin = _decision_twin(ctx, twin_id)
+    population, clone, mine, others, pool, features = _clone_models(ctx, twin, seed)
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     held_clone: list[str] = [""] * len(said)
@@ -401,7 +366,7 @@ def report(engine: TwinEngine, twin_id: str, seed: int = 0) -> dict[str, Any]:
         reference_general=np.asarray([index[v] for v in general_ref], dtype=np.int64),
         min_support=3,
     )
-    asked = _pending(engine, twin.key)
+    asked = _pending(ctx, twin.key)
     return {
         "twin": twin.id,
         "labels": len(said),

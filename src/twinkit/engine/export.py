@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twinkit.core.errors import TwinkitError
+from twinkit.engine import reads
 from twinkit.models.ensemble import Ensemble
 from twinkit.models.neural import NeuralForecaster
 
 if TYPE_CHECKING:
-    from twinkit.engine.twin_engine import TwinEngine
+    from twinkit.engine.context import EngineContext
 
 
 def export_onnx(
-    engine: TwinEngine, twin_id: str, path: Path | str, version: int | None = None
+    ctx: EngineContext, twin_id: str, path: Path | str, version: int | None = None
 ) -> Path:
     """Export the serving (or a given) version's network to ONNX for edge devices.
 
@@ -22,8 +23,8 @@ def export_onnx(
     serves when a network wins) exports with its conformal offsets, so the device
     gives the served intervals. Anything else cannot run as one network.
     """
-    chosen = engine.version(twin_id, version)
-    model = engine.load_model(chosen)
+    chosen = reads.version(ctx, twin_id, version)
+    model = reads.load_model(ctx, chosen)
     calibration = None
     if isinstance(model, Ensemble) and len(model.members) == 1:
         calibration = model.residual_quantiles

@@ -9,16 +9,23 @@ registration and every promotion or refusal goes into the ledger, with its reaso
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from twinkit.core.digest import signals_digest
-from twinkit.core.errors import ForecastInputError, PromotionError, TwinGoneError, TwinkitError
+from twinkit.core.errors import (
+    ForecastInputError,
+    NotFoundError,
+    PromotionError,
+    TwinGoneError,
+    TwinkitError,
+)
 from twinkit.core.twin import TwinKind, public_id
 from twinkit.data.frames import long_to_wide
+from twinkit.engine import reads
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
@@ -28,7 +35,7 @@ from twinkit.store.registry import ModelVersion, Status
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
-    from twinkit.engine.twin_engine import TwinEngine
+    from twinkit.engine.context import EngineContext
 
 #: ``fit(model=AUTO)`` picks the twin's best candidate on its own validation data
 AUTO = "auto"
@@ -50,7 +57,7 @@ class FitResult:
 
 
 def fit(
-    engine: TwinEngine,
+    ctx: EngineContext,
     twin_id: str,
     model: str = AUTO,
     target: str | None = None,
@@ -73,18 +80,18 @@ def fit(
     fine-tuned on the twin among them) by their scores on the twin's own validation
     data; the choice and every candidate's score go into the registry's metrics.
     """
-    twin = engine.get_twin(twin_id)
+    twin = reads.get_twin(ctx, twin_id)
     twin_id = twin.key  # what the store knows it by
     if twin_uid is not None and twin.uid != twin_uid:
         raise TwinGoneError(f"twin {twin.id!r} was deleted; this fit was for that twin")
     if twin.kind is not TwinKind.STATE:
         raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
-    with engine.store.read() as conn:
+    with ctx.store.read() as conn:
         long = observations.read_signals(conn, twin_id)
         current = registry.serving(conn, twin_id)
-    engine.time_window.check_stored(twin.id, long["t"].to_numpy())
+    ctx.time_window.check_stored(twin.id, long["t"].to_numpy())
     frame = long_to_wide(long)
-    target = target or engine.default_target(twin, frame)
+    target = target or reads.default_target(twin, frame)
     split = holdout_split(frame, target, holdout_frac) if target in frame else None
     if split is None:
         raise ForecastInputError(f"twin {twin.id!r} has no {target!r} values")
@@ -93,7 +100,7 @@ def fit(
     if model == AUTO:
         # The twin's default model: the best candidate on the twin's own validation
         # data inside the training part; the holdout below stays untouched by the choice.
-        prior = load_population(engine.store, engine.artifacts, owner=twin.owner)
+        prior = load_population(ctx.store, ctx.artifacts, owner=twin.owner)
         selection = select_personal_model(
             train,
             target,
@@ -121,12 +128,12 @@ def fit(
         )
     metrics = rolling_scores(candidate, frame, split, horizons)
     promoted, reason, serving_metrics = _compare(
-        engine, candidate, metrics, current, frame, split, horizons
+        ctx, candidate, metrics, current, frame, split, horizons
     )
     tensors, config = candidate.get_state()
-    sha = engine.artifacts.save(tensors, config)
+    sha = ctx.artifacts.save(tensors, config)
     data_hash = signals_digest(long.assign(twin_id=twin_id))
-    with engine.store.write() as conn:
+    with ctx.store.write() as conn:
         if twins.twin_uid(conn, twin_id) != twin.uid:
             raise TwinGoneError(
                 f"twin {twin.id!r} was deleted while it was fitted; nothing was registered"
@@ -190,7 +197,7 @@ def fit(
 
 
 def _compare(
-    engine: TwinEngine,
+    ctx: EngineContext,
     candidate: Forecaster,
     metrics: dict[str, float],
     current: ModelVersion | None,
@@ -202,7 +209,7 @@ def _compare(
     if current is None:
         return True, "first version of this twin", None
     try:
-        serving = engine.load_model(current)
+        serving = reads.load_model(ctx, current)
     except TwinkitError as exc:
         return True, f"serving v{current.version} cannot be loaded ({exc})", None
     common = [h for h in horizons if h <= serving.max_horizon_min]
@@ -236,16 +243,16 @@ def _compare(
     )
 
 
-def promote(engine: TwinEngine, twin_id: str, version: int) -> None:
-    twin_id = engine.get_twin(twin_id).key
-    with engine.store.write() as conn:
+def promote(ctx: EngineContext, twin_id: str, version: int) -> None:
+    twin_id = reads.get_twin(ctx, twin_id).key
+    with ctx.store.write() as conn:
         target = registry.get_version(conn, twin_id, version)
         if target is None:
             raise PromotionError(f"twin {public_id(twin_id)!r} has no model version {version}")
         current = registry.serving(conn, twin_id)
         if current is not None and current.version == version:
             raise PromotionError(f"version {version} of {public_id(twin_id)!r} is already serving")
-        engine.artifacts.load(target.sha256)  # never promote a broken artifact
+        ctx.artifacts.load(target.sha256)  # never promote a broken artifact
         if current is not None:
             registry.set_status(conn, twin_id, current.version, Status.RETIRED)
         registry.set_status(conn, twin_id, version, Status.SERVING)
@@ -262,10 +269,10 @@ def promote(engine: TwinEngine, twin_id: str, version: int) -> None:
         )
 
 
-def rollback(engine: TwinEngine, twin_id: str) -> int:
+def rollback(ctx: EngineContext, twin_id: str) -> int:
     """Serve the version that served before the current one; return its number."""
-    twin_id = engine.get_twin(twin_id).key
-    with engine.store.write() as conn:
+    twin_id = reads.get_twin(ctx, twin_id).key
+    with ctx.store.write() as conn:
         current = registry.serving(conn, twin_id)
         if current is None:
             raise PromotionError(f"twin {public_id(twin_id)!r} has no serving model to roll back")
@@ -280,7 +287,7 @@ def rollback(engine: TwinEngine, twin_id: str) -> int:
             raise PromotionError(
                 f"twin {public_id(twin_id)!r}: v{earlier[-1]} is gone from the registry"
             )
-        engine.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
+        ctx.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
         registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
         registry.set_status(conn, twin_id, previous.version, Status.SERVING)
         ledger.append(
@@ -290,3 +297,24 @@ def rollback(engine: TwinEngine, twin_id: str) -> int:
             {"from_version": current.version, "to_version": previous.version},
         )
     return previous.version
+
+
+def fit_cohort(
+    ctx: EngineContext,
+    twin_ids: Sequence[str],
+    progress: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> tuple[list[FitResult], dict[str, str]]:
+    """Fit every twin in turn (``kwargs`` as for :func:`fit`). A twin that cannot be
+    fitted (too little data, no target) does not stop the others: it is returned in the
+    second element with the reason."""
+    results: list[FitResult] = []
+    failures: dict[str, str] = {}
+    for twin_id in twin_ids:
+        try:
+            results.append(fit(ctx, twin_id, **kwargs))
+        except (ForecastInputError, NotFoundError) as exc:
+            failures[twin_id] = str(exc)
+        if progress is not None:
+            progress(twin_id)
+    return results, failures

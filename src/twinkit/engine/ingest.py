@@ -6,11 +6,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection
 
 from twinkit.core.digest import (
     canonical_json,
@@ -21,11 +20,17 @@ from twinkit.core.digest import (
 )
 from twinkit.core.errors import NotFoundError, Problem, TwinkitError, ValidationError
 from twinkit.core.timewindow import micros_iso
-from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, public_id
-from twinkit.data.importers import Batch, SignalBatch
+from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, public_id, split_ref
+from twinkit.data.importers import Batch, SignalBatch, load_batch, parse_batch
 from twinkit.screen import Screen, ScreenContext, run_screens
 from twinkit.store import ledger, observations, twins
+from twinkit.store.db import Conn
 from twinkit.store.timeutil import utc_now_iso
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from twinkit.engine.context import EngineContext
 
 
 @dataclass
@@ -73,7 +78,7 @@ def _first_row(frame: pd.DataFrame, twin_id: str) -> int:
     return int(frame["row"].to_numpy()[(frame["twin_id"] == twin_id).to_numpy()][0])
 
 
-def key_twins(conn: Connection, batch: Batch, owner: str | None) -> Batch:
+def key_twins(conn: Conn, batch: Batch, owner: str | None) -> Batch:
     """The batch with each row's twin id replaced by that twin's store key: ``owner``'s
     twin of that id, or (no owner) the one twin of that id, whoever owns it. An id no
     twin has (or, without an owner, several owners' twins have) rejects the batch."""
@@ -106,7 +111,7 @@ def key_twins(conn: Connection, batch: Batch, owner: str | None) -> Batch:
     return replace(batch, frame=keyed)
 
 
-def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
+def check_twins(conn: Conn, batch: Batch) -> dict[str, Twin]:
     """The twins of a keyed batch (see :func:`key_twins`), checked to be of its kind."""
     frame = batch.frame
     ids = list(pd.unique(frame["twin_id"]))
@@ -135,7 +140,7 @@ def check_twins(conn: Connection, batch: Batch) -> dict[str, Twin]:
     return {k: v for k, v in known.items() if v is not None}
 
 
-def channel_ids(conn: Connection, batch: SignalBatch, known: dict[str, Twin]) -> pd.DataFrame:
+def channel_ids(conn: Conn, batch: SignalBatch, known: dict[str, Twin]) -> pd.DataFrame:
     """Map each row's (twin, channel) to a channel id, registering first-seen channels."""
     frame = batch.frame
     pairs = dict.fromkeys(zip(frame["twin_id"], frame["channel"], strict=True))  # in order
@@ -165,7 +170,7 @@ def channel_ids(conn: Connection, batch: SignalBatch, known: dict[str, Twin]) ->
 
 
 def ingest_batch(
-    conn: Connection,
+    conn: Conn,
     batch: Batch,
     signal_screens: Sequence[Screen],
     decision_screens: Sequence[Screen],
@@ -275,7 +280,7 @@ def ingest_batch(
 
 
 def quarantine_rows(
-    conn: Connection,
+    conn: Conn,
     batch: Batch,
     frame: pd.DataFrame,
     reasons: np.ndarray,
@@ -320,9 +325,7 @@ def quarantine_rows(
     return [[r["row"], r["record"], r["reason"]] for r in rows]
 
 
-def release_rows(
-    conn: Connection, quarantine_ids: Sequence[int], latest_us: int | None = None
-) -> int:
+def release_rows(conn: Conn, quarantine_ids: Sequence[int], latest_us: int | None = None) -> int:
     """Store quarantined rows after all (a release batch); a stored value is replaced.
 
     A signal row timed after ``latest_us`` (the time window's now plus tolerance) stays
@@ -384,9 +387,7 @@ def release_rows(
     return len(ids)
 
 
-def release_one(
-    conn: Connection, qid: int, kind: str, record: dict[str, Any], batch_id: int
-) -> set[int]:
+def release_one(conn: Conn, qid: int, kind: str, record: dict[str, Any], batch_id: int) -> set[int]:
     if twins.get_twin(conn, record["twin_id"]) is None:
         raise NotFoundError(f"quarantined row {qid}: twin {record['twin_id']!r} is gone")
     if kind == "signals":
@@ -424,3 +425,47 @@ def release_one(
 
 def _release_hash(ids: list[int], when: str) -> str:
     return hashlib.sha256(json.dumps({"release": ids, "at": when}).encode()).hexdigest()
+
+
+def ingest(
+    ctx: EngineContext,
+    data: Path | str | pd.DataFrame,
+    twin: str | None = None,
+    source: str | None = None,
+    owner: str | None = None,
+) -> IngestResult:
+    """Validate, screen and store one batch with its ledger entry, atomically.
+
+    The data name their twins by id (a ``twin_id`` column), or ``twin`` names the one twin
+    they are for (``id`` or ``owner/id``). The ids are ``owner``'s; without an owner, each
+    must be an id that only one owner uses (any id, in a store of one owner). A batch with
+    any invalid row raises :class:`ValidationError` and stores nothing.
+    """
+    if twin is not None:
+        named_owner, twin = split_ref(twin)
+        if named_owner is not None and owner is not None and named_owner != owner:
+            raise TwinkitError(f"the twin {named_owner}/{twin} is not {owner!r}'s")
+        owner = owner or named_owner
+    earliest = ctx.time_window.earliest_us
+    if isinstance(data, pd.DataFrame):
+        batch = parse_batch(data, source or "<DataFrame>", twin, earliest)
+    else:
+        batch = load_batch(data, twin, earliest)
+    with ctx.store.write() as conn:
+        keyed = key_twins(conn, batch, owner)
+        return ingest_batch(conn, keyed, ctx.signal_screens, ctx.decision_screens)
+
+
+def quarantine(
+    ctx: EngineContext, twin_key: str | None = None, include_released: bool = False
+) -> list[dict[str, Any]]:
+    """Held rows: of the twin stored under ``twin_key``, or all."""
+    with ctx.store.read() as conn:
+        return observations.list_quarantine(conn, twin_key, include_released)
+
+
+def release(ctx: EngineContext, quarantine_ids: Sequence[int]) -> int:
+    """Store quarantined rows after all (a release batch); a stored value is replaced. Rows
+    timed in the future stay held until their time has come."""
+    with ctx.store.write() as conn:
+        return release_rows(conn, quarantine_ids, ctx.time_window.latest_us())

@@ -8,6 +8,8 @@ from twinkit.core.errors import NotFoundError, QuotaExceededError
 from twinkit.store import jobs
 from twinkit.store.db import Store
 from twinkit.store.jobs import Job, JobStatus
+
+__all__ = ["Job", "JobStatus", "Jobs"]
 from twinkit.store.timeutil import utc_now_iso
 
 

@@ -15,6 +15,7 @@ from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.frames import long_to_wide
+from twinkit.engine.owners import OWNER_NAME_PATTERN
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split
 from twinkit.models.neural import NeuralForecaster
@@ -215,3 +216,28 @@ def load_population(
         raise NotFoundError(f"no population model v{version}")
     tensors, config = artifacts.load(entry.sha256)
     return entry, forecaster_class(config["model"]).from_state(tensors, config)
+
+
+def share_population(store: Store, owner: str, share: bool = True) -> bool:
+    """Let ``owner``'s twins be pooled with other sharing owners' for a shared population
+    prior (or stop it: priors pooling the owner's twins with others' then serve no one).
+    Recorded in the ledger; returns whether anything changed."""
+    if not OWNER_NAME_PATTERN.match(owner):
+        raise TwinkitError(f"invalid owner name {owner!r}")
+    with store.write() as conn:
+        changed = registry.set_sharing(conn, owner, share, utc_now_iso())
+        if changed:
+            ledger.append(conn, "population_sharing", None, {"owner": owner, "share": share})
+    return changed
+
+
+def sharing_owners(store: Store) -> list[str]:
+    """The owners who pool their twins for shared population priors."""
+    with store.read() as conn:
+        return sorted(registry.sharing_owners(conn))
+
+
+def populations(store: Store) -> list[PopulationVersion]:
+    """Every population prior, oldest first."""
+    with store.read() as conn:
+        return registry.populations(conn)

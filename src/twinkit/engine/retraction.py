@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection
+import pandas as pd
 
 from twinkit.core.digest import decisions_digest, signals_digest
 from twinkit.core.errors import NotFoundError, TwinkitError
 from twinkit.core.timewindow import micros_iso
 from twinkit.core.twin import TwinKind
 from twinkit.store import ledger, observations, twins
-from twinkit.store.timeutil import utc_now_iso
+from twinkit.store.db import Conn
+from twinkit.store.timeutil import to_micros, utc_now_iso
+
+if TYPE_CHECKING:
+    from twinkit.engine.context import EngineContext
 
 #: the largest batch id a store can hold (a signed 64-bit integer)
 MAX_BATCH_ID = 2**63 - 1
@@ -67,7 +72,7 @@ class RetractResult:
         return dict(self.__dict__)
 
 
-def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) -> RetractResult:
+def retract_rows(conn: Conn, twin_id: str, what: Retraction, reason: str) -> RetractResult:
     """Remove the chosen rows of ``twin_id`` and record it, in the caller's transaction."""
     twin = twins.get_twin(conn, twin_id)
     if twin is None:
@@ -143,3 +148,32 @@ def retract_rows(conn: Connection, twin_id: str, what: Retraction, reason: str) 
         },
     ).seq
     return result
+
+
+def _micros(moment: pd.Timestamp | None) -> int | None:
+    """A tz-aware time as int64 microseconds since the epoch, the store's unit."""
+    return None if moment is None else int(to_micros(pd.DatetimeIndex([moment]))[0])
+
+
+def retract(
+    ctx: EngineContext,
+    twin_id: str,
+    reason: str,
+    batch_id: int | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    channels: Sequence[str] | None = None,
+    items: Sequence[str] | None = None,
+) -> RetractResult:
+    """Take rows out of a twin's data, recorded in the ledger as a retraction with the
+    ``reason``. Every condition given must hold: a batch, a time range (inclusive; signals,
+    optionally of some ``channels``) or decision ``items``. The next fit does not see the
+    rows."""
+    what = Retraction(
+        batch_id, _micros(start), _micros(end), tuple(channels or ()), tuple(items or ())
+    )
+    with ctx.store.write() as conn:
+        twin = twins.find(conn, twin_id)
+        if twin is None:
+            raise NotFoundError(f"no twin {twin_id!r}")
+        return retract_rows(conn, twin.key, what, reason)

@@ -19,9 +19,10 @@ import numpy as np
 
 from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind, public_id
+from twinkit.engine import reads
 
 if TYPE_CHECKING:
-    from twinkit.engine.twin_engine import TwinEngine
+    from twinkit.engine.context import EngineContext
 
 #: fewest labelled decisions a report is made from
 MIN_LABELS = 12
@@ -30,18 +31,18 @@ TEST_SHARE = 1 / 3
 
 
 def labelled_items(
-    engine: TwinEngine, twin_id: str
+    ctx: EngineContext, twin_id: str
 ) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
     """The twin's labelled decisions: (features scaled to [0, 1], labels, feature names,
     each feature's low and high in its own units). Refuses a twin that is not a decision
     twin, or has fewer than :data:`MIN_LABELS` complete rows or a single label."""
-    twin = engine.get_twin(twin_id)
+    twin = reads.get_twin(ctx, twin_id)
     if twin.kind is not TwinKind.DECISION:
         raise TwinkitError(
             f"twin {twin.id!r} is a {twin.kind.value} twin; robustness reports are for "
             "decision twins"
         )
-    stored = engine.decisions(twin_id)
+    stored = reads.decisions(ctx, twin_id)
     rows = [json.loads(f) for f in stored["features"]]
     names = sorted({name for row in rows for name in row})
     raw = np.asarray(
@@ -82,7 +83,7 @@ def holdout_split(labels: Sequence[str], share: float, seed: int) -> np.ndarray:
 
 
 def clone_robustness(
-    engine: TwinEngine,
+    ctx: EngineContext,
     twin_id: str,
     *,
     eps: Sequence[float] = (0.05, 0.1),
@@ -97,7 +98,7 @@ def clone_robustness(
     ``twin``, the scaling of the features and how the items were split."""
     from twinkit.eval.immunity import evaluate_immunity
 
-    x, labels, names, low, high = labelled_items(engine, twin_id)
+    x, labels, names, low, high = labelled_items(ctx, twin_id)
     held = holdout_split(labels, TEST_SHARE, seed)
     y = np.asarray(labels, dtype=object)
     report = evaluate_immunity(

@@ -33,20 +33,23 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import Connection
 
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
 from twinkit.core.lru import LRU
 from twinkit.core.twin import public_id, twin_key
 from twinkit.data.frames import long_to_wide
+from twinkit.engine import reads
 from twinkit.engine.model_cache import FileState
+from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster
 from twinkit.store import ledger, observations, registry, twins
-from twinkit.store.registry import ModelVersion, ServingHead
+from twinkit.store.db import Conn
+from twinkit.store.registry import ModelVersion
+from twinkit.store.registry import ServingHead as ServingHead  # re-exported for the service
 
 if TYPE_CHECKING:
-    from twinkit.engine.twin_engine import TwinEngine
+    from twinkit.engine.context import EngineContext
 
 #: the ledger event of a failover
 FAILOVER_EVENT = "serving_failover"
@@ -100,12 +103,12 @@ class ForecastCache(LRU[ForecastKey, V]):
         super().__init__(capacity)
 
 
-def serving_head(engine: TwinEngine, owner: str, twin_id: str) -> ServingHead | None:
+def serving_head(ctx: EngineContext, owner: str, twin_id: str) -> ServingHead | None:
     """``owner``'s twin ``twin_id``: its key, kind, data watermark and serving version, by
     one statement (no transaction: one statement reads one snapshot); None if ``owner``
     has no such twin. A twin from before schema 7 is stored under its bare id: looked up
     second, and only if it is ``owner``'s."""
-    with engine.store.statement() as conn:
+    with ctx.store.statement() as conn:
         head = registry.serving_head(conn, twin_key(owner, twin_id))
         if head is None:
             head = registry.serving_head(conn, twin_id)
@@ -113,14 +116,14 @@ def serving_head(engine: TwinEngine, owner: str, twin_id: str) -> ServingHead | 
 
 
 def forecast_key(
-    engine: TwinEngine, head: ServingHead, horizons: Sequence[int]
+    ctx: EngineContext, head: ServingHead, horizons: Sequence[int]
 ) -> ForecastKey | None:
     """The key of the serving version's forecast, or None when there is no serving version
     or its model is not held verified in the artifact's present state (then a forecast
     must load, and so check, the artifact)."""
     if head.sha256 is None or head.version_id is None or head.version is None:
         return None
-    state = engine.serving_models.verified_state(head.sha256)
+    state = ctx.serving_models.verified_state(head.sha256)
     if state is None:
         return None
     wanted = tuple(int(h) for h in horizons)
@@ -136,7 +139,7 @@ def forecast_key(
 
 
 def serve_forecast(
-    engine: TwinEngine,
+    ctx: EngineContext,
     twin_id: str,
     horizons: Sequence[int] = (30, 60),
     checked: ServingHead | None = None,
@@ -149,14 +152,14 @@ def serve_forecast(
     # One snapshot for the version and the data it forecasts from.
     model: Forecaster | None = None
     failure: Exception | None = None
-    with engine.store.read() as conn:
+    with ctx.store.read() as conn:
         head = registry.serving_head(conn, twin_id)
         if checked is not None and (head is None or head.owner != checked.owner):
             raise TwinChangedError(f"no twin {twin_id!r}")
         sha256 = head.sha256 if head is not None else None
         if sha256 is not None:
             try:
-                model = engine.serving_models.load(sha256)
+                model = ctx.serving_models.load(sha256)
             except _LOAD_ERRORS as exc:
                 failure = exc  # the fallbacks may read the whole history: read it all
         start, columns = _window(conn, twin_id, model)
@@ -166,23 +169,23 @@ def serve_forecast(
         raise NotFoundError(f"no twin {name!r} (create it with: twinkit twin create)")
     if head.sha256 is None or head.version is None or long is None:
         raise NotFoundError(f"twin {name!r} has no serving model: run twinkit fit {name}")
-    engine.time_window.check_stored(name, long["t"].to_numpy())
+    ctx.time_window.check_stored(name, long["t"].to_numpy())
     frame = long_to_wide(long)
     if columns is not None:
         frame = frame.reindex(columns=columns)
     if model is None:
         assert failure is not None  # there is a serving version: its model did not load
-        serving = _version(engine, twin_id, head.version)
-        return _failover(engine, serving, frame, horizons, _why(serving, failure))
+        serving = _version(ctx, twin_id, head.version)
+        return _failover(ctx, serving, frame, horizons, _why(serving, failure))
     forecast = model.predict(frame, horizons)
     return ServedForecast(
         replace(forecast, model=head.model or forecast.model, version=head.version),
-        key=forecast_key(engine, head, horizons),
+        key=forecast_key(ctx, head, horizons),
     )
 
 
 def _window(
-    conn: Connection, twin_id: str, model: Forecaster | None
+    conn: Conn, twin_id: str, model: Forecaster | None
 ) -> tuple[int | None, list[str] | None]:
     """The time (int64 us) from which the model's forecast reads the twin's rows (its
     lookback before the target's last reading, the forecast origin), and the columns of
@@ -207,26 +210,26 @@ def _why(version: ModelVersion, exc: Exception) -> str:
 
 
 def _failover(
-    engine: TwinEngine,
+    ctx: EngineContext,
     broken: ModelVersion,
     frame: pd.DataFrame,
     horizons: Sequence[int],
     problem: str,
 ) -> ServedForecast:
     twin_id = broken.twin_id
-    for version in _earlier_versions(engine, broken):
+    for version in _earlier_versions(ctx, broken):
         try:
-            forecast = engine.serving_models.load(version.sha256).predict(frame, horizons)
+            forecast = ctx.serving_models.load(version.sha256).predict(frame, horizons)
         except _LOAD_ERRORS:
             continue  # broken too, or cannot forecast these horizons: try the one before
-        _record(engine, broken, problem, {"source": "twin", "version": version.version})
+        _record(ctx, broken, problem, {"source": "twin", "version": version.version})
         return ServedForecast(
             replace(forecast, model=version.model, version=version.version),
             "twin",
             True,
             f"{problem}; answered by v{version.version}, which served before it",
         )
-    prior = _population(engine, broken)
+    prior = _population(ctx, broken)
     if prior is not None:
         population_version, model = prior
         try:
@@ -234,9 +237,7 @@ def _failover(
         except ForecastInputError:
             pass
         else:
-            _record(
-                engine, broken, problem, {"source": "population", "version": population_version}
-            )
+            _record(ctx, broken, problem, {"source": "population", "version": population_version})
             return ServedForecast(
                 replace(forecast, model=f"population:{forecast.model}", version=population_version),
                 "population",
@@ -244,46 +245,46 @@ def _failover(
                 f"{problem}; no earlier version can answer: answered by population model "
                 f"v{population_version}",
             )
-    _record(engine, broken, problem, None)
+    _record(ctx, broken, problem, None)
     raise IntegrityError(
         f"twin {public_id(twin_id)!r}: {problem}, and neither an earlier version nor a "
         "population model can answer: fit the twin again or restore the artifact"
     )
 
 
-def _earlier_versions(engine: TwinEngine, broken: ModelVersion) -> list[ModelVersion]:
+def _earlier_versions(ctx: EngineContext, broken: ModelVersion) -> list[ModelVersion]:
     """The versions that served before the broken one, most recent first."""
-    with engine.store.read() as conn:
+    with ctx.store.read() as conn:
         entries = ledger.entries(conn, broken.twin_id)
     served = ledger.serving_history(entries).get(broken.twin_id, [])
     order = list(dict.fromkeys(v for v in reversed(served) if v != broken.version))
     found = []
     for number in order:
         try:
-            found.append(_version(engine, broken.twin_id, number))
+            found.append(_version(ctx, broken.twin_id, number))
         except NotFoundError:
             continue
     return found
 
 
-def _version(engine: TwinEngine, key: str, number: int) -> ModelVersion:
+def _version(ctx: EngineContext, key: str, number: int) -> ModelVersion:
     """Version ``number`` of the twin stored under ``key``."""
-    with engine.store.read() as conn:
+    with ctx.store.read() as conn:
         found = registry.get_version(conn, key, number)
     if found is None:
         raise NotFoundError(f"twin {public_id(key)!r} has no model version {number}")
     return found
 
 
-def _population(engine: TwinEngine, broken: ModelVersion) -> tuple[int, Forecaster] | None:
+def _population(ctx: EngineContext, broken: ModelVersion) -> tuple[int, Forecaster] | None:
     """The newest population model that may serve the twin's owner, if it loads and
     forecasts the broken version's target."""
-    with engine.store.read() as conn:
+    with ctx.store.read() as conn:
         owner = twins.owners_of(conn, [broken.twin_id]).get(broken.twin_id)
     if owner is None:
         return None
     try:
-        prior = engine.population(owner=owner)
+        prior = load_population(ctx.store, ctx.artifacts, owner=owner)
     except _LOAD_ERRORS:
         return None
     if prior is None:
@@ -295,7 +296,7 @@ def _population(engine: TwinEngine, broken: ModelVersion) -> tuple[int, Forecast
 
 
 def _record(
-    engine: TwinEngine, broken: ModelVersion, problem: str, served_by: dict[str, Any] | None
+    ctx: EngineContext, broken: ModelVersion, problem: str, served_by: dict[str, Any] | None
 ) -> None:
     """Append a failover entry, unless the twin's last one says the same already."""
     payload = {
@@ -306,8 +307,35 @@ def _record(
     }
     # A promotion or rollback since the last failover entry makes the next one news.
     events = [FAILOVER_EVENT, "model_promoted", "model_rolled_back", "twin_created"]
-    with engine.store.write() as conn:
+    with ctx.store.write() as conn:
         last = ledger.last_entry(conn, broken.twin_id, events)
         if last is not None and last.event == FAILOVER_EVENT and last.payload == payload:
             return
         ledger.append(conn, FAILOVER_EVENT, broken.twin_id, payload)
+
+
+def predict(
+    ctx: EngineContext,
+    twin_id: str,
+    horizons: Sequence[int] = (30, 60),
+    version: int | None = None,
+    as_of: pd.Timestamp | None = None,
+) -> Forecast:
+    """Forecast with the serving (or a numbered) version from the twin's latest data, or
+    from the data up to ``as_of`` (a backtest); no failover."""
+    twin = reads.get_twin(ctx, twin_id)
+    chosen = reads.version(ctx, twin.ref, version)
+    model = reads.load_model(ctx, chosen)
+    frame = reads.signals(ctx, twin.ref)
+    if as_of is not None:
+        frame = frame.loc[:as_of]
+    forecast = model.predict(frame, horizons)
+    return replace(forecast, model=chosen.model, version=chosen.version)
+
+
+def forecast(
+    ctx: EngineContext, twin_id: str, horizons: Sequence[int] = (30, 60)
+) -> ServedForecast:
+    """What a service answers: :func:`predict` from the latest data, except that a serving
+    artifact that is broken fails over (see the module)."""
+    return serve_forecast(ctx, reads.get_twin(ctx, twin_id).key, horizons)

@@ -27,11 +27,11 @@ from typing import Any
 
 from twinkit.core.twin import public_id, twin_key
 from twinkit.engine import TwinEngine
+from twinkit.engine.jobs import Job
 from twinkit.service.fairqueue import FairQueue
 from twinkit.service.logs import LOGGER_NAME
 from twinkit.service.metrics import ServiceMetrics
 from twinkit.service.worker import TWIN_UID, run_clone, run_fit, run_robustness
-from twinkit.store.jobs import Job
 
 log = logging.getLogger(LOGGER_NAME)
 

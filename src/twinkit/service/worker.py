@@ -15,7 +15,6 @@ from typing import Any
 
 from twinkit.core.errors import TwinGoneError, TwinkitError
 from twinkit.engine import TwinEngine
-from twinkit.store.db import Store
 
 UNEXPECTED = "the {kind} raised an unexpected error; the server log has its traceback"
 #: the key of a child's params that holds the uid of the twin the job was asked for
@@ -34,7 +33,7 @@ def _answer(
     ``{"status": "failed", "error": ...}`` or, when ``twin`` (id, uid) is not the twin
     that has the id now, ``{"status": "cancelled", "error": ...}`` on the pipe."""
     try:
-        engine = TwinEngine(Store(store_url, artifacts=Path(artifacts_dir)))
+        engine = TwinEngine(store_url, artifacts=Path(artifacts_dir))
         twin_id, uid = twin if twin is not None else ("", None)
         if uid is not None and not engine.is_twin(twin_id, uid):
             raise TwinGoneError(f"twin {twin_id!r} was deleted before the {kind} ran")
@@ -73,15 +72,13 @@ def run_robustness(
 ) -> None:
     """Make the robustness report of a decision twin's clone with ``params`` (as for
     :func:`twinkit.engine.robustness.clone_robustness`) and send it."""
-    from twinkit.engine.robustness import clone_robustness
-
     uid = params.pop(TWIN_UID, None)
     _answer(
         "robustness report",
         store_url,
         artifacts_dir,
         answer,
-        lambda engine: clone_robustness(engine, twin_id, **params),
+        lambda engine: engine.robustness_report(twin_id, **params),
         (twin_id, uid),
     )
 
@@ -91,13 +88,11 @@ def run_clone(
 ) -> None:
     """Retrain a decision twin's clone on its donor's labels, top up its questions and send
     its guesses (as for :func:`twinkit.engine.clones.refresh`)."""
-    from twinkit.engine.clones import refresh
-
     _answer(
         "clone update",
         store_url,
         artifacts_dir,
         answer,
-        lambda engine: refresh(engine, twin_id, **params),
+        lambda engine: engine.clone_refresh(twin_id, **params),
         (twin_id, params.get(TWIN_UID)),
     )

@@ -18,6 +18,10 @@ from twinkit.core.errors import SchemaVersionError, TwinkitError
 from twinkit.store import tables
 from twinkit.store.timeutil import utc_now_iso
 
+#: an open transaction on the store, as the lifecycle passes it to the store's functions
+#: (the engine names the type from here, and never imports SQLAlchemy itself)
+Conn = Connection
+
 DEFAULT_HOME = Path(".twinkit")
 DEFAULT_DB_FILE = DEFAULT_HOME / "twinkit.db"
 

@@ -25,7 +25,7 @@ from fastapi import APIRouter
 
 from twinkit.core.errors import QuotaExceededError, TwinkitError
 from twinkit.core.twin import Twin, TwinKind
-from twinkit.engine import clones
+from twinkit.engine.jobs import Job, JobStatus
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.routes.models import job_public
 from twinkit.service.routes.responses import AUTH_RESPONSES, BODY_RESPONSES, TWIN_RESPONSES
@@ -41,7 +41,6 @@ from twinkit.service.schemas import (
     JobPublic,
 )
 from twinkit.service.state import ServiceState
-from twinkit.store.jobs import Job, JobStatus
 
 #: the job kind that retrains a clone and asks its next questions
 KIND = "clone"
@@ -130,7 +129,7 @@ def latest_clone_job(state: ServiceState, twin: Twin, owner: str) -> Job | None:
 def clone_queries_public(state: ServiceState, twin: Twin, owner: str) -> CloneQueriesPublic:
     """The waiting questions with the newest clone update's guesses on them."""
     _decision(twin)
-    waiting = clones.waiting(state.engine, twin.ref)
+    waiting = state.engine.clone_waiting(twin.ref)
     newest = latest_clone_job(state, twin, owner)
     done = state.engine.jobs.latest(twin.key, KIND, JobStatus.DONE, twin.uid)
     result = done.result if done is not None and done.owner == owner and done.result else None
@@ -138,8 +137,7 @@ def clone_queries_public(state: ServiceState, twin: Twin, owner: str) -> CloneQu
     if result and result.get("classes"):
         classes = [str(c) for c in result["classes"]]
     else:
-        frame = clones.decisions(state.engine, twin.owner)
-        classes = sorted(frame["label"].astype(str).unique()) if not frame.empty else []
+        classes = state.engine.clone_labels(twin.owner)
     shape = image_shape(twin)
     queries = [
         CloneQueryPublic(
@@ -186,7 +184,7 @@ def ingest_answers(
 ) -> IngestPublic:
     """Store the donor's labels for waiting questions, as any decisions batch."""
     _decision(twin)
-    result = clones.answer_labels(state.engine, twin.ref, answers, f"{via}:{owner}:answers")
+    result = state.engine.clone_answer_labels(twin.ref, answers, f"{via}:{owner}:answers")
     if not result.already_ingested:
         state.metrics.rows_ingested.labels("decisions").inc(result.n_stored)
         state.metrics.rows_quarantined.labels("decisions").inc(result.n_quarantined)

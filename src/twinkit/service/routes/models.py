@@ -16,13 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from twinkit.core.errors import NotFoundError, TwinkitError
 from twinkit.core.twin import TwinKind, public_id
-from twinkit.engine.serving import (
-    ServedForecast,
-    TwinChangedError,
-    forecast_key,
-    serve_forecast,
-    serving_head,
-)
+from twinkit.engine.jobs import Job
+from twinkit.engine.serving import ServedForecast, ServingHead, TwinChangedError
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
@@ -39,8 +34,6 @@ from twinkit.service.schemas import (
     RollbackPublic,
 )
 from twinkit.service.state import ServiceState
-from twinkit.store.jobs import Job
-from twinkit.store.registry import ServingHead
 
 router = APIRouter(
     prefix="/twins/{twin_id}", tags=["models"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
@@ -154,10 +147,10 @@ async def forecast(
     ] = [30, 60],  # noqa: B006  (FastAPI copies defaults; never mutated)
 ) -> Response:
     # One indexed statement: blocking the event loop for it costs less than a thread hop.
-    head = serving_head(state.engine, caller.name, twin_id)
+    head = state.engine.serving_head(caller.name, twin_id)
     if head is None:
         raise not_found(f"twin {twin_id!r}")
-    key = forecast_key(state.engine, head, horizons)
+    key = state.engine.forecast_key(head, horizons)
     body = state.forecasts.get(key) if key is not None else None
     state.metrics.forecast_cache[body is not None].inc()
     if body is None:
@@ -168,7 +161,7 @@ async def forecast(
 def _compute_forecast(state: ServiceState, head: ServingHead, horizons: list[int]) -> bytes:
     """The forecast's JSON, kept in the forecast cache when its answer may be re-used."""
     try:
-        served = serve_forecast(state.engine, head.twin_id, horizons, checked=head)
+        served = state.engine.forecast_head(head, horizons)
     except TwinChangedError:
         raise not_found(f"twin {public_id(head.twin_id)!r}") from None
     if served.degraded:

@@ -13,14 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from twinkit.engine.robustness import MIN_LABELS, labelled_items
+from twinkit.engine.jobs import JobStatus
+from twinkit.engine.robustness import MIN_LABELS
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
 from twinkit.service.routes.models import job_public
 from twinkit.service.routes.responses import AUTH_RESPONSES, TWIN_RESPONSES, Responses
 from twinkit.service.schemas import ErrorPublic, JobPublic, JsonInt
-from twinkit.store.jobs import JobStatus
 
 KIND = "robustness"
 
@@ -109,7 +109,7 @@ def start_robustness(
     twin: TwinDep, caller: OwnerDep, state: StateDep, body: RobustnessRequest | None = None
 ) -> JobPublic:
     body = body or RobustnessRequest()
-    labelled_items(state.engine, twin.ref)  # refuses at once what the job would fail on
+    state.engine.robustness_items(twin.ref)  # refuses at once what the job would fail on
     params = body.model_dump()
     params["eps"] = sorted(set(params["eps"]))
     params["attacks"] = sorted(set(params["attacks"]))
