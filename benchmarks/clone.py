@@ -39,8 +39,9 @@ from twinkit.clone.active import learn_clone
 from twinkit.clone.confusion import confusion_zone
 from twinkit.clone.metrics import agreement
 from twinkit.clone.model import CloneModel
-from twinkit.clone.query import STRATEGIES, Pool, strategy
+from twinkit.clone.query import Pool
 from twinkit.clone.simulate import Swap, biased_answers, biased_donor, shift_for_share
+from twinkit.clone.strategies import STRATEGIES, strategy
 from twinkit.data.datasets.decisions import load_mnist_5k, load_music_gold, load_music_mturk
 from twinkit.eval.clone import evaluate_clones
 

@@ -11,7 +11,8 @@ from twinkit.clone.active import Trajectory, learn_clone, personalize
 from twinkit.clone.confusion import border_categories, confusion_labels, confusion_zone
 from twinkit.clone.donor import Donor, ModelDonor, PoolDonor, Queries, QueueDonor
 from twinkit.clone.model import CloneModel
-from twinkit.clone.query import STRATEGIES, Pool, QueryContext, QueryStrategy, strategy
+from twinkit.clone.query import Pool, QueryContext, QueryStrategy
+from twinkit.clone.strategies import STRATEGIES, strategy
 
 __all__ = [
     "STRATEGIES",

@@ -142,21 +142,3 @@ class ConfusionQuery(QueryStrategy):
             rest = [int(i) for i in np.argsort(gap, kind="stable") if int(i) not in taken]
             chosen += rest[: k - len(chosen)]
         return free[np.asarray(chosen, dtype=np.int64)]
-
-
-def strategy(name: str, seed: int = 0) -> QueryStrategy:
-    """A strategy by name: random, uncertainty, confusion or tgan."""
-    if name == "random":
-        return RandomQuery()
-    if name == "uncertainty":
-        return UncertaintyQuery()
-    if name == "confusion":
-        return ConfusionQuery()
-    if name == "tgan":
-        from twinkit.clone.tgan import TuringGANQuery
-
-        return TuringGANQuery(seed=seed)
-    raise TwinkitError(f"unknown query strategy {name!r}: random, uncertainty, confusion, tgan")
-
-
-STRATEGIES = ("random", "uncertainty", "confusion", "tgan")

@@ -90,7 +90,7 @@ def clone_models(
 
 def _clone_models(ctx: EngineContext, twin: Twin, seed: int) -> Models:
     from twinkit.clone.active import personalize
-    from twinkit.eval.clone import feature_columns, train_population
+    from twinkit.clone.prior import feature_columns, train_population
 
     twin_id = twin.key
     frame = decisions(ctx, twin.owner)
@@ -140,7 +140,8 @@ def _ask_with(
     twin_uid: str,
 ) -> list[dict[str, Any]]:
     from twinkit.clone.confusion import combined_proba, confusion_labels
-    from twinkit.clone.query import Pool, QueryContext, strategy
+    from twinkit.clone.query import Pool, QueryContext
+    from twinkit.clone.strategies import strategy
 
     """Record the chosen questions of the twin stored under the key ``twin_id``."""
     population, clone, mine, _, pool_frame, features = models

@@ -24,28 +24,10 @@ from twinkit.clone.active import learn_clone, personalize
 from twinkit.clone.donor import PoolDonor
 from twinkit.clone.metrics import advice, agreement, kappa
 from twinkit.clone.model import CloneModel
-from twinkit.clone.query import STRATEGIES, Pool, strategy
+from twinkit.clone.prior import feature_columns, train_population
+from twinkit.clone.query import Pool
+from twinkit.clone.strategies import STRATEGIES, strategy
 from twinkit.core.errors import TwinkitError
-
-DECISION_META = ("twin_id", "item_id", "label", "row")
-
-
-def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """Every column but the decision layout's own."""
-    names = [str(c) for c in frame.columns if c not in DECISION_META]
-    if not names:
-        raise TwinkitError("a decisions file needs at least one feature column")
-    return names
-
-
-def train_population(
-    frame: pd.DataFrame, classes: Sequence[str], features: Sequence[str], seed: int
-) -> CloneModel:
-    """The prior: an MLP trained on these (other people's) decisions, temperature-scaled
-    on a tenth of them."""
-    x = frame[list(features)].to_numpy(dtype=np.float64)
-    model = CloneModel(classes, x.shape[1], hidden=(64,), seed=seed)
-    return model.fit(x, frame["label"].astype(str).tolist(), calibrate_frac=0.1)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
