@@ -569,3 +569,160 @@ def test_a_quarantined_answer_leaves_its_question_waiting(
     again = store.clone_answer(DONOR, write_rows([rows[0]], tmp_path / "again.csv"))
     assert again.n_stored == 1
     assert recorded(store)[asked[0]["item_id"]] == again.batch_id
+
+
+# -- decision twins as versioned models (issue #17) -----------------------------------------
+
+
+def items_frame(points: list[tuple[float, float]]) -> pd.DataFrame:
+    """Items to decide: ``q0, q1, ...`` at these (f1, f2) points."""
+    return pd.DataFrame(
+        {
+            "item_id": [f"q{i}" for i in range(len(points))],
+            "f1": [p[0] for p in points],
+            "f2": [p[1] for p in points],
+        }
+    )
+
+
+def more_donor_answers(n: int = 20, seed: int = 7) -> pd.DataFrame:
+    """``n`` more of the donor's own items, labelled with the same regional bias."""
+    frame = donor_frame(n_shared=0, n_own=n, seed=seed)
+    return frame.assign(item_id=[f"e{i:03d}" for i in range(n)])
+
+
+def flip_artifact_byte(engine: TwinEngine, sha256: str) -> None:
+    path = engine.artifacts.path(sha256)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_decision_twin_fits_a_versioned_clone_that_decides(store: TwinEngine) -> None:
+    # Execute
+    fitted = store.fit(DONOR)
+    answers = store.decide(DONOR, items_frame([(0.5, 2.5), (2.5, 0.5), (1.5, 1.0)]))
+
+    # Assert: v1 serves, scored on the donor's held-out answers, recorded in the ledger
+    assert (fitted.version, fitted.model, fitted.promoted) == (1, "clone", True)
+    assert fitted.metrics["held"] > 0 and 0.0 <= fitted.metrics["agreement"] <= 1.0
+    assert {"kappa", "ece", "prior_agreement", "labels_trained"} <= set(fitted.metrics)
+    (version,) = store.models(DONOR)
+    assert (version.status, version.params["features"]) == ("serving", FEATURES)
+    assert [e.event for e in store.history(DONOR)][-2:] == ["model_registered", "model_promoted"]
+    # The donor says "b" where people say "a" when f2 > 1.5: that item is in the zone
+    assert (answers.version, answers.source, answers.degraded) == (1, "twin", False)
+    by_item = {d.item_id: d for d in answers.decisions}
+    assert by_item["q0"].in_confusion_zone is True
+    assert (by_item["q1"].label, by_item["q1"].in_confusion_zone) == ("c", False)
+    for d in answers.decisions:
+        assert d.label in CLASSES
+        assert abs(sum(d.proba.values()) - 1.0) < 1e-3
+        assert d.probability == max(d.proba.values())
+    assert store.verify().ok
+
+
+def test_a_second_clone_serves_only_if_not_worse_and_rollback_restores_the_first(
+    store: TwinEngine,
+) -> None:
+    # Prepare
+    store.fit(DONOR)
+    store.ingest(more_donor_answers(), source="more answers")
+
+    # Execute
+    second = store.fit(DONOR)
+
+    # Assert: the gate compared both on the same held-out answers
+    assert second.version == 2
+    assert second.serving_metrics is not None
+    mine, theirs = second.metrics["agreement"], second.serving_metrics["agreement"]
+    assert second.promoted == (mine >= theirs), second.reason
+    if not second.promoted:
+        store.promote(DONOR, 2)
+    assert store.version(DONOR).version == 2
+
+    # Execute / Assert: rollback serves v1 again, and decide answers with it
+    assert store.rollback(DONOR) == 1
+    assert store.decide(DONOR, items_frame([(0.5, 0.5)])).version == 1
+    assert store.verify().ok
+
+
+def test_a_broken_clone_artifact_is_caught_and_decide_fails_over(store: TwinEngine) -> None:
+    # Prepare: v1, then v2 serving; v2's artifact damaged on disk
+    store.fit(DONOR)
+    store.ingest(more_donor_answers(), source="more answers")
+    if not store.fit(DONOR).promoted:
+        store.promote(DONOR, 2)
+    v1, v2 = store.models(DONOR)
+    flip_artifact_byte(store, v2.sha256)
+
+    # Execute
+    report = store.verify()
+    answers = store.decide(DONOR, items_frame([(0.5, 2.5)]))
+    flip_artifact_byte(store, v1.sha256)
+    prior = store.decide(DONOR, items_frame([(0.5, 2.5)]))
+
+    # Assert
+    assert not report.ok
+    assert any(f"{v2.twin_id} v2" in p for p in report.problems), report.problems
+    assert (answers.version, answers.source, answers.degraded) == (1, "twin", True)
+    assert "answered by v1" in (answers.degraded_reason or "")
+    assert (prior.version, prior.source, prior.degraded) == (None, "population", True)
+    failovers = [e for e in store.history(DONOR) if e.event == "serving_failover"]
+    assert [e.payload["served_by"] for e in failovers] == [
+        {"source": "twin", "version": 1},
+        {"source": "population"},
+    ]
+
+
+def test_decide_refuses_items_that_do_not_fit_the_clone_naming_the_item_and_column(
+    store: TwinEngine,
+) -> None:
+    # Prepare
+    store.fit(DONOR)
+    good = items_frame([(0.5, 0.5), (1.5, 1.5)])
+
+    # Execute / Assert: a missing feature, an unknown one, a value that is not a number
+    with pytest.raises(ValidationError) as missing:
+        store.decide(DONOR, good.drop(columns=["f2"]))
+    assert missing.value.problems[0].column == "f2"
+    with pytest.raises(ValidationError) as extra:
+        store.decide(DONOR, good.assign(f3=1.0))
+    assert extra.value.problems[0].column == "f3"
+    with pytest.raises(ValidationError) as text:
+        store.decide(DONOR, good.astype({"f1": object}).assign(f1=[0.5, "high"]))
+    problem = text.value.problems[0]
+    assert (problem.row, problem.column) == (2, "f1")
+    assert "'q1'" in problem.message and "not a finite number" in problem.message
+    with pytest.raises(TwinkitError, match="decision twin: it decides"):
+        store.forecast(DONOR)
+
+
+def test_cli_fit_and_decide_a_decision_twin(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    # Prepare
+    for twin in [*OTHERS, DONOR]:
+        assert run(capsys, "twin", "create", twin, "--kind", "decision", "--db", db)[0] == 0
+    data = tmp_path / "decisions.csv"
+    pd.concat([others_frame(), donor_frame()]).to_csv(data, index=False)
+    assert run(capsys, "ingest", str(data), "--db", db)[0] == 0
+    items = tmp_path / "items.csv"
+    items_frame([(0.5, 2.5), (2.5, 0.5)]).to_csv(items, index=False)
+    bad = tmp_path / "bad.csv"
+    items_frame([(0.5, 2.5)]).drop(columns=["f2"]).to_csv(bad, index=False)
+
+    # Execute
+    fit_code, fit_out, fit_err = run(capsys, "fit", DONOR, "--json", "--db", db)
+    code, out, err = run(capsys, "decide", DONOR, str(items), "--json", "--db", db)
+    bad_code, _, bad_err = run(capsys, "decide", DONOR, str(bad), "--db", db)
+
+    # Assert
+    assert fit_code == 0, fit_err
+    assert json.loads(fit_out)["fitted"][0]["model"] == "clone"
+    assert code == 0, err
+    answers = json.loads(out)
+    assert [d["item_id"] for d in answers["decisions"]] == ["q0", "q1"]
+    assert answers["version"] == 1
+    assert bad_code == 1
+    assert "column 'f2'" in bad_err

@@ -1,5 +1,6 @@
-"""The web pages and the clone routes: login cookie, CSRF, per-owner 404, the fan chart,
-and the donor's labeling page; ``/v1/twins/{id}/clone/...`` over the same data.
+"""The web pages and the decision-twin routes: login cookie, CSRF, per-owner 404, the fan
+chart, and the donor's labeling page; ``/v1/twins/{id}/clone/...``, ``.../fit`` and
+``.../decide`` over the same data.
 
 The client talks to https://testserver, so the login cookie keeps its Secure flag (httpx
 sends a Secure cookie only over HTTPS, as a browser does).
@@ -533,3 +534,45 @@ def test_the_labeling_page_shows_problems_instead_of_storing_them(
     assert not_asked.status_code == 422
     assert "was not asked" in not_asked.text
     assert service.engine.twin_summary(DONOR)["decisions"] == 6
+
+
+def test_a_decision_twin_is_fitted_and_decides_over_http_for_its_owner_only(
+    client: TestClient,
+    new_owner: Callable[[str], Headers],
+    finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
+) -> None:
+    # Prepare: alice's annotators and a donor with 30 biased labels; bob, another owner
+    alice = decision_twins(client, new_owner("alice"), donor_labels=30)
+    bob = new_owner("bob")
+    items = {
+        "items": [
+            {"item_id": "q0", "features": {"f1": 0.5, "f2": 2.0}},
+            {"item_id": "q1", "features": {"f1": 2.5, "f2": 0.5}},
+        ]
+    }
+
+    # Execute
+    before = client.post(f"/v1/twins/{DONOR}/decide", json=items, headers=alice)
+    started = client.post(f"/v1/twins/{DONOR}/fit", json={"model": "auto"}, headers=alice)
+    job = finished_job(client, f"/v1/twins/{DONOR}/jobs/{started.json()['id']}", alice)
+    answer = client.post(f"/v1/twins/{DONOR}/decide", json=items, headers=alice)
+    his = client.post(f"/v1/twins/{DONOR}/decide", json=items, headers=bob)
+    missing = {"items": [{"item_id": "q0", "features": {"f1": 0.5}}]}
+    refused = client.post(f"/v1/twins/{DONOR}/decide", json=missing, headers=alice)
+    other_model = client.post(f"/v1/twins/{DONOR}/fit", json={"model": "gp"}, headers=alice)
+
+    # Assert
+    assert before.status_code == 404  # no serving clone yet
+    assert job["status"] == "done", job
+    assert (job["result"]["model"], job["result"]["version"]) == ("clone", 1)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["twin_id"], body["version"], body["degraded"]) == (DONOR, 1, False)
+    assert [d["item_id"] for d in body["decisions"]] == ["q0", "q1"]
+    assert all(d["label"] in CLASSES for d in body["decisions"])
+    assert his.status_code == 404
+    assert refused.status_code == 422
+    assert refused.json()["error"]["problems"][0]["column"] == "f2"
+    assert other_model.status_code == 400
+    models = client.get(f"/v1/twins/{DONOR}/models", headers=alice).json()
+    assert [(m["version"], m["model"], m["status"]) for m in models] == [(1, "clone", "serving")]

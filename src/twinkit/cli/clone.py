@@ -67,6 +67,33 @@ def clone_queries(
         console.print("nothing left to ask: every item in the pool is answered or asked")
 
 
+@app.command()
+def decide(
+    twin_id: Annotated[str, typer.Argument(help="A decision twin with a fitted clone.")],
+    items: Annotated[
+        Path, typer.Argument(help="Items to decide: item_id,<features> (CSV, Parquet, JSONL).")
+    ],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """What the person would choose for each item, by the twin's serving clone: the label,
+    its probability, and whether the item lies in the donor's confusion zone."""
+    answers = engine_for(db).decide(twin_id, items)
+    if as_json:
+        print_json(answers.to_dict())
+        return
+    table = Table("item", "label", "probability", "confusion zone")
+    for d in answers.decisions:
+        table.add_row(
+            d.item_id, d.label, f"{d.probability:.2f}", "yes" if d.in_confusion_zone else ""
+        )
+    console.print(table)
+    version = f"v{answers.version}" if answers.version is not None else "the population prior"
+    console.print(f"{answers.twin_id}: answered by {version}")
+    if answers.degraded:
+        console.print(f"[yellow]degraded:[/yellow] {answers.degraded_reason}")
+
+
 @clone_app.command("answer")
 def clone_answer(
     twin_id: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,8 @@ def fit(
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Fit a new model version per twin; promote it only if it is not worse."""
+    """Fit a new model version per twin; promote it only if it is not worse. A decision
+    twin's model is its clone (scored by agreement with the donor's held-out answers)."""
     engine = engine_for(db)
     state = [t for t in engine.list_twins() if t.kind.value == "state"]
     # Bare ids while one owner has them all; owner/id once several owners share the store.
@@ -71,14 +72,14 @@ def fit(
     if as_json:
         print_json({"fitted": [r.to_dict() for r in results], "failed": failures})
     else:
-        table = Table("twin", "version", "model", "promoted", "holdout RMSE", "reason")
+        table = Table("twin", "version", "model", "promoted", "holdout", "reason")
         for r in results:
             table.add_row(
                 r.twin_id,
                 f"v{r.version}",
                 r.model,
                 "yes" if r.promoted else "no",
-                f"{r.metrics['score']:.2f}",
+                _holdout(r.metrics),
                 r.reason,
             )
         console.print(table)
@@ -86,6 +87,14 @@ def fit(
             err.print(f"{twin_id}: not fitted: {reason}", markup=False)
     if failures:
         raise typer.Exit(1)
+
+
+def _holdout(metrics: dict[str, Any]) -> str:
+    """A forecaster's holdout RMSE, or a clone's held-out agreement with its donor."""
+    if "score" in metrics:
+        return f"RMSE {metrics['score']:.2f}"
+    agreement = metrics.get("agreement")
+    return "-" if agreement is None else f"agreement {agreement:.2f}"
 
 
 def _bar_callback(total: int) -> Callable[[str], None] | None:

@@ -9,7 +9,7 @@ registration and every promotion or refusal goes into the ledger, with its reaso
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +18,11 @@ import pandas as pd
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import (
     ForecastInputError,
-    NotFoundError,
     PromotionError,
     TwinGoneError,
     TwinkitError,
 )
-from twinkit.core.twin import TwinKind, public_id
+from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.frames import long_to_wide
 from twinkit.engine import reads
 from twinkit.engine.population import load_population
@@ -130,31 +129,71 @@ def fit(
     promoted, reason, serving_metrics = _compare(
         ctx, candidate, metrics, current, frame, split, horizons
     )
-    tensors, config = candidate.get_state()
+    params_ = (
+        {**candidate.params(), "selection": selection_scores}
+        if selection_scores
+        else candidate.params()
+    )
+    version, promoted, reason = register(
+        ctx,
+        twin,
+        current,
+        Candidate(model, candidate.get_state(), params_, metrics),
+        signals_digest(long.assign(twin_id=twin_id)),
+        (promoted, reason),
+        {"rows_seen": len(long), "split": split.isoformat()},
+    )
+    return FitResult(
+        twin.id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fitted model about to be registered: its name, its state (tensors, config), its
+    params and its metrics."""
+
+    model: str
+    state: tuple[dict[str, Any], dict[str, Any]]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def register(
+    ctx: EngineContext,
+    twin: Twin,
+    current: ModelVersion | None,
+    candidate: Candidate,
+    data_hash: str,
+    verdict: tuple[bool, str],
+    seen: dict[str, Any],
+) -> tuple[int, bool, str]:
+    """Save the candidate's artifact and register it as the twin's next version, serving if
+    ``verdict`` promotes it and ``current`` still serves (checked in the writing
+    transaction, as is the twin's uid), with its ledger entries (``seen``: what data it
+    saw). Returns (version, promoted, reason)."""
+    promoted, reason = verdict
+    tensors, config = candidate.state
     sha = ctx.artifacts.save(tensors, config)
-    data_hash = signals_digest(long.assign(twin_id=twin_id))
+    key = twin.key
     with ctx.store.write() as conn:
-        if twins.twin_uid(conn, twin_id) != twin.uid:
+        if twins.twin_uid(conn, key) != twin.uid:
             raise TwinGoneError(
                 f"twin {twin.id!r} was deleted while it was fitted; nothing was registered"
             )
-        version = registry.next_version(conn, twin_id)
+        version = registry.next_version(conn, key)
         entry = ModelVersion(
-            twin_id=twin_id,
+            twin_id=key,
             version=version,
-            model=model,
+            model=candidate.model,
             status=Status.SERVING if promoted else Status.REJECTED,
             sha256=sha,
-            params=(
-                {**candidate.params(), "selection": selection_scores}
-                if selection_scores
-                else candidate.params()
-            ),
-            metrics=metrics,
+            params=candidate.params,
+            metrics=candidate.metrics,
             data_hash=data_hash,
             created_at=utc_now_iso(),
         )
-        now_serving = registry.serving(conn, twin_id)
+        now_serving = registry.serving(conn, key)
         changed = (now_serving.version if now_serving else None) != (
             current.version if current else None
         )
@@ -163,27 +202,26 @@ def fit(
             reason = "the serving version changed while this one was fitted; promote by hand"
             entry = replace(entry, status=Status.REJECTED)
         if promoted and current is not None:
-            registry.set_status(conn, twin_id, current.version, Status.RETIRED)
+            registry.set_status(conn, key, current.version, Status.RETIRED)
         registry.insert_version(conn, entry)
         ledger.append(
             conn,
             "model_registered",
-            twin_id,
+            key,
             {
                 "version": version,
-                "model": model,
+                "model": candidate.model,
                 "sha256": sha,
                 "params": entry.params,
-                "metrics": metrics,
+                "metrics": candidate.metrics,
                 "data_hash": data_hash,
-                "rows_seen": len(long),
-                "split": split.isoformat(),
+                **seen,
             },
         )
         ledger.append(
             conn,
             "model_promoted" if promoted else "promotion_refused",
-            twin_id,
+            key,
             {
                 "version": version,
                 "previous": current.version if current else None,
@@ -191,9 +229,7 @@ def fit(
                 "manual": False,
             },
         )
-    return FitResult(
-        twin.id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
-    )
+    return version, promoted, reason
 
 
 def _compare(
@@ -297,24 +333,3 @@ def rollback(ctx: EngineContext, twin_id: str) -> int:
             {"from_version": current.version, "to_version": previous.version},
         )
     return previous.version
-
-
-def fit_cohort(
-    ctx: EngineContext,
-    twin_ids: Sequence[str],
-    progress: Callable[[str], None] | None = None,
-    **kwargs: Any,
-) -> tuple[list[FitResult], dict[str, str]]:
-    """Fit every twin in turn (``kwargs`` as for :func:`fit`). A twin that cannot be
-    fitted (too little data, no target) does not stop the others: it is returned in the
-    second element with the reason."""
-    results: list[FitResult] = []
-    failures: dict[str, str] = {}
-    for twin_id in twin_ids:
-        try:
-            results.append(fit(ctx, twin_id, **kwargs))
-        except (ForecastInputError, NotFoundError) as exc:
-            failures[twin_id] = str(exc)
-        if progress is not None:
-            progress(twin_id)
-    return results, failures

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from twinkit.core.errors import ForecastInputError, NotFoundError
+from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
 from twinkit.core.twin import Twin
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.context import EngineContext
@@ -85,8 +85,13 @@ def versions(ctx: EngineContext, twin_id: str) -> list[ModelVersion]:
 
 
 def load_model(ctx: EngineContext, chosen: ModelVersion) -> Forecaster:
-    """The fitted model of a registry version; its artifact's sha256 is checked."""
+    """The fitted forecaster of a registry version; its artifact's sha256 is checked."""
     tensors, config = ctx.artifacts.load(chosen.sha256)
+    if config.get("kind") == "clone":
+        raise TwinkitError(
+            f"v{chosen.version} is a decision twin's clone: it decides (twinkit decide), it "
+            "does not forecast"
+        )
     return forecaster_class(config["model"]).from_state(tensors, config)
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
 from twinkit.core.forecast import Forecast
 from twinkit.core.lru import LRU
-from twinkit.core.twin import public_id, twin_key
+from twinkit.core.twin import TwinKind, public_id, twin_key
 from twinkit.data.frames import long_to_wide
 from twinkit.engine import reads
 from twinkit.engine.model_cache import FileState
@@ -156,6 +156,11 @@ def serve_forecast(
         head = registry.serving_head(conn, twin_id)
         if checked is not None and (head is None or head.owner != checked.owner):
             raise TwinChangedError(f"no twin {twin_id!r}")
+        if head is not None and head.kind == TwinKind.DECISION.value:
+            raise TwinkitError(
+                f"twin {public_id(twin_id)!r} is a decision twin: it decides (POST .../decide, "
+                "twinkit decide), it does not forecast"
+            )
         sha256 = head.sha256 if head is not None else None
         if sha256 is not None:
             try:

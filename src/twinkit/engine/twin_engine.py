@@ -18,8 +18,11 @@ import pandas as pd
 from twinkit.core.forecast import Forecast
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
+from twinkit.data.importers import read_table
 from twinkit.engine import (
+    clone_versions,
     clones,
+    cohort,
     fitting,
     ingest,
     ledger_view,
@@ -232,8 +235,9 @@ class TwinEngine:
     ) -> FitResult:
         """Fit a new version on the twin's earlier data, score it on its recent data, and
         promote it only if it is not worse there than the serving version (see
-        :func:`twinkit.engine.fitting.fit`)."""
-        return fitting.fit(
+        :func:`twinkit.engine.fitting.fit`). A decision twin's fit trains its clone (see
+        :func:`twinkit.engine.clone_versions.fit_clone`; ``seed`` and ``twin_uid`` apply)."""
+        return cohort.fit_twin(
             self.context,
             twin_id,
             model,
@@ -253,7 +257,7 @@ class TwinEngine:
         **kwargs: Any,
     ) -> tuple[list[FitResult], dict[str, str]]:
         """Fit every twin in turn; those that cannot be fitted come back with the reason."""
-        return fitting.fit_cohort(self.context, twin_ids, progress, **kwargs)
+        return cohort.fit_cohort(self.context, twin_ids, progress, **kwargs)
 
     def fit_population(
         self,
@@ -394,6 +398,19 @@ class TwinEngine:
         """Retrain the clone, top up its questions and guess every waiting one (see
         :func:`twinkit.engine.clones.refresh`)."""
         return clones.refresh(self.context, twin_id, **params)
+
+    def decide(
+        self, twin_id: str, items: pd.DataFrame | Path | str, source: str | None = None
+    ) -> clone_versions.Decisions:
+        """What the decision twin's serving clone would choose for each item (``item_id``
+        and the features it was trained on; a frame or a CSV/Parquet/JSON-lines file), with
+        the probability and whether the item lies in the donor's confusion zone; a broken
+        serving artifact fails over as forecasts do (see
+        :mod:`twinkit.engine.clone_versions`)."""
+        if not isinstance(items, pd.DataFrame):
+            source = source or str(items)
+            items = read_table(Path(items))
+        return clone_versions.decide(self.context, twin_id, items, source or "<items>")
 
     def clone_labels(self, owner: str) -> list[str]:
         """The labels the donors of ``owner``'s decision twins have given, sorted: those a

@@ -482,3 +482,37 @@ class RetractionPublic(BaseModel):
     batches: dict[str, int] = Field(description="batch id -> rows it lost")
     retraction_batch: int | None = Field(None, description="the retraction's own batch id")
     ledger_seq: int | None = Field(None, description="the ledger entry that records it")
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+class DecideItem(_In):
+    item_id: str = Field(min_length=1, max_length=256)
+    features: dict[Annotated[str, Field(max_length=256)], StrictFloat] = Field(
+        description="feature name -> value: the features the twin's clone was trained on"
+    )
+
+
+class DecideRequest(_In):
+    items: list[DecideItem] = Field(min_length=1, max_length=10_000)
+
+
+class ItemDecisionPublic(BaseModel):
+    item_id: str
+    label: str = Field(description="what the clone says the person would choose")
+    probability: float = Field(description="the clone's probability of that label")
+    proba: dict[str, float] = Field(description="label -> probability")
+    in_confusion_zone: bool = Field(
+        description="the person answers items like this differently from people in general"
+    )
+
+
+class DecisionsPublic(BaseModel):
+    twin_id: PublicTwinId
+    version: int | None = Field(description="the version that answered; null: the prior")
+    source: Literal["twin", "population"]
+    degraded: bool = Field(description="the serving version could not answer; a fallback did")
+    degraded_reason: str | None
+    features: list[str]
+    decisions: list[ItemDecisionPublic]

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from twinkit.service.routes import (
     clones,
     data,
+    decide,
     health,
     ledger,
     models,
@@ -27,6 +28,7 @@ V1_ROUTERS: tuple[APIRouter, ...] = (
     data.router,
     retractions.router,
     models.router,
+    decide.router,
     ledger.router,
     robustness.router,
     clones.router,

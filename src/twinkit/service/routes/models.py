@@ -51,11 +51,15 @@ def job_public(job: Job) -> JobPublic:
     status_code=202,
     response_model=JobPublic,
     summary="Start fitting a new version in the background; poll the job it answers",
-    responses={400: {"model": ErrorPublic, "description": "not a state twin"}},
+    description="A state twin fits a forecaster; a decision twin fits its clone (model "
+    "auto only: the clone is scored by agreement with the donor's held-out answers).",
+    responses={400: {"model": ErrorPublic, "description": "a model a decision twin has not"}},
 )
 def start_fit(body: FitRequest, twin: TwinDep, caller: OwnerDep, state: StateDep) -> JobPublic:
-    if twin.kind is not TwinKind.STATE:
-        raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
+    if twin.kind is TwinKind.DECISION and body.model != "auto":
+        raise TwinkitError(
+            f"twin {twin.id!r} is a decision twin: its model is its clone; fit with model auto"
+        )
     params = {"model": body.model, "seed": body.seed, "horizons": list(body.horizons)}
     return job_public(state.runner.submit_fit(twin.key, caller.name, params, twin.uid))
 

@@ -1,0 +1,462 @@
+"""A decision twin's clone as a versioned model: fit and register it, and ask it to decide.
+
+``fit_clone`` trains the clone as ``clone queries`` does (a population prior on the owner's
+other decision twins' labels, personalised on this donor's), scores it on the donor's
+held-out answers and registers a version (the clone's safetensors artifact, with the
+prior's artifact and the donor's confusion zone in its params), promoted only if its
+held-out agreement with the donor is not worse than the serving version's on the same
+items. Which answers are held out is fixed per item (a hash of its id), so a version was
+never trained on the items a later fit scores it on.
+
+``decide`` answers from the serving version: per item, the clone's label and probability,
+and whether the item lies in the donor's confusion zone: people in general (the prior)
+answer some class ``a`` there, and the donor answers ``b`` where people answer ``a`` more
+often than people do (a pair of the zone, with a positive excess, from the labels the
+version was trained on), so the clone's answer there is the one to check.
+A serving artifact that is broken falls over to the versions that served before it, then
+to the population prior, flagged ``degraded``, as forecasts do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from twinkit.clone.confusion import confusion_zone
+from twinkit.clone.metrics import agreement, kappa
+from twinkit.clone.model import CloneModel, expected_calibration_error
+from twinkit.core.digest import decisions_digest
+from twinkit.core.errors import (
+    IntegrityError,
+    NotFoundError,
+    Problem,
+    TwinGoneError,
+    TwinkitError,
+    ValidationError,
+)
+from twinkit.core.twin import Twin, TwinKind
+from twinkit.engine import clones, reads
+from twinkit.engine.fitting import Candidate, FitResult, register
+from twinkit.store import ledger, registry
+from twinkit.store.registry import ModelVersion
+
+if TYPE_CHECKING:
+    from twinkit.engine.context import EngineContext
+
+#: the registry's name of a decision twin's model
+CLONE = "clone"
+#: one answer in this many is held out to score versions (by a hash of the item's id)
+HOLDOUT_EVERY = 3
+
+
+def held_out(items: Sequence[str]) -> np.ndarray:
+    """Whether each item is held out: fixed per item id, whatever else is stored.
+
+    >>> held_out(["a", "b", "c", "d", "e", "f"]).tolist()
+    [False, True, False, False, True, False]
+    """
+    return np.asarray(
+        [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % HOLDOUT_EVERY == 0 for i in items],
+        dtype=bool,
+    )
+
+
+def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
+    twin = reads.get_twin(ctx, twin_id)
+    if twin.kind is not TwinKind.DECISION:
+        raise TwinkitError(f"twin {twin.id!r} is a state twin: only decision twins decide")
+    return twin
+
+
+def fit_clone(
+    ctx: EngineContext, twin_id: str, seed: int = 0, twin_uid: str | None = None
+) -> FitResult:
+    """Train, score and register a new version of the decision twin's clone (see the
+    module); with ``twin_uid``, only if the twin is still that one."""
+    from twinkit.clone.active import personalize
+    from twinkit.clone.prior import feature_columns, train_population
+
+    twin = _decision_twin(ctx, twin_id)
+    if twin_uid is not None and twin.uid != twin_uid:
+        raise TwinGoneError(f"twin {twin.id!r} was deleted; this fit was for that twin")
+    frame = clones.decisions(ctx, twin.owner)
+    mine_all = frame[frame["twin_id"] == twin.key] if not frame.empty else frame
+    if frame.empty or mine_all.empty:
+        raise TwinkitError(f"twin {twin.id!r} has no decisions yet: ingest some first")
+    if (frame["twin_id"] != twin.key).sum() == 0:
+        raise TwinkitError(
+            "a clone's population prior needs other decision twins' labels (twins of the "
+            "same owner); none are stored"
+        )
+    features = feature_columns(frame)
+    frame = frame.dropna(subset=features)
+    mine = frame[frame["twin_id"] == twin.key].sort_values("item_id", kind="stable")
+    others = frame[frame["twin_id"] != twin.key]
+    classes = sorted(frame["label"].astype(str).unique())
+    population = train_population(others, classes, features, seed)
+    held = held_out(mine["item_id"].astype(str).tolist())
+    x = mine[features].to_numpy(dtype=np.float64)
+    said = mine["label"].astype(str).to_numpy()
+    train_x, train_said = x[~held], said[~held]
+    pool = others[~others["item_id"].isin(set(mine["item_id"]))].drop_duplicates("item_id")
+    unlabeled = np.concatenate([train_x, pool[features].to_numpy(dtype=np.float64)])
+    clone = personalize(population, train_x, train_said.tolist(), unlabeled=unlabeled, seed=seed)
+    metrics = _scores(clone, population, x[held], said[held])
+    metrics["labels_trained"] = int((~held).sum())
+    zone = _zone(population, train_x, train_said, others, features)
+    with ctx.store.read() as conn:
+        current = registry.serving(conn, twin.key)
+    verdict, serving_metrics = _compare(ctx, metrics, current, features, x[held], said[held])
+    tensors, config = clone.get_state()
+    prior_sha = ctx.artifacts.save(*population.get_state())
+    params = {
+        "features": features,
+        "classes": classes,
+        "seed": seed,
+        "prior_sha256": prior_sha,
+        "clone_is_prior": clone is population,
+        "confusion_zone": zone,
+    }
+    data_hash = _data_hash(mine, features)
+    version, promoted, reason = register(
+        ctx,
+        twin,
+        current,
+        Candidate(CLONE, (tensors, {**config, "features": features}), params, metrics),
+        data_hash,
+        verdict,
+        {"labels_seen": len(mine), "held_out": int(held.sum())},
+    )
+    return FitResult(twin.id, version, CLONE, promoted, reason, metrics, serving_metrics)
+
+
+def _data_hash(mine: pd.DataFrame, features: list[str]) -> str:
+    rows = pd.DataFrame(
+        {
+            "twin_id": mine["twin_id"].astype(str),
+            "item_id": mine["item_id"].astype(str),
+            "features": [
+                json.dumps({f: float(v) for f, v in zip(features, r, strict=True)}, sort_keys=True)
+                for r in mine[features].to_numpy(dtype=np.float64)
+            ],
+            "label": mine["label"].astype(str),
+        }
+    )
+    return decisions_digest(rows)
+
+
+def _scores(
+    clone: CloneModel, population: CloneModel, x: np.ndarray, said: np.ndarray
+) -> dict[str, Any]:
+    """Held-out agreement with the donor, Cohen's kappa, calibration (ECE), and the
+    prior's agreement as a baseline; None where nothing is held out."""
+    if len(said) == 0:
+        return {"agreement": None, "kappa": None, "ece": None, "prior_agreement": None, "held": 0}
+    answered = clone.predict(x)
+    index = {c: i for i, c in enumerate(clone.classes)}
+    known = np.asarray([s in index for s in said])
+    ece = (
+        expected_calibration_error(
+            clone.predict_proba(x[known]), np.asarray([index[s] for s in said[known]])
+        )
+        if known.any()
+        else None
+    )
+    return {
+        "agreement": round(agreement(said.tolist(), answered), 4),
+        "kappa": round(kappa(said.tolist(), answered), 4),
+        "ece": None if ece is None else round(ece, 4),
+        "prior_agreement": round(agreement(said.tolist(), population.predict(x)), 4),
+        "held": len(said),
+    }
+
+
+def _zone(
+    population: CloneModel,
+    x: np.ndarray,
+    said: np.ndarray,
+    others: pd.DataFrame,
+    features: list[str],
+) -> list[dict[str, object]]:
+    """The pairs the donor swaps more (or less) than people in general, from the labels
+    the clone was trained on (as ``clone report`` computes it)."""
+    if len(said) == 0:
+        return []
+    index = {c: i for i, c in enumerate(population.classes)}
+    reference = np.asarray([index[v] for v in population.predict(x)], dtype=np.int64)
+    person = np.asarray([index.get(str(v), 0) for v in said], dtype=np.int64)
+    other_x = others[features].to_numpy(dtype=np.float64)
+    general = np.asarray([index[str(v)] for v in others["label"]], dtype=np.int64)
+    general_ref = np.asarray([index[v] for v in population.predict(other_x)], dtype=np.int64)
+    pairs = confusion_zone(
+        reference, person, general, population.classes, reference_general=general_ref, min_support=3
+    )
+    return [p.to_dict() for p in pairs]
+
+
+def _compare(
+    ctx: EngineContext,
+    metrics: dict[str, Any],
+    current: ModelVersion | None,
+    features: list[str],
+    x: np.ndarray,
+    said: np.ndarray,
+) -> tuple[tuple[bool, str], dict[str, Any] | None]:
+    """Promote or not: both versions scored on the same held-out answers."""
+    if current is None:
+        return (True, "first version of this twin"), None
+    if current.model != CLONE or current.params.get("features") != features:
+        return (True, f"serving v{current.version} does not decide on these features"), None
+    try:
+        serving = load_clone(ctx, current)
+    except (IntegrityError, TwinkitError) as exc:
+        return (True, f"serving v{current.version} cannot be loaded ({exc})"), None
+    if metrics["agreement"] is None:
+        return (False, f"no held-out answers to score on: v{current.version} stays"), None
+    theirs = {"agreement": round(agreement(said.tolist(), serving.predict(x)), 4)}
+    mine = float(metrics["agreement"])
+    if mine >= theirs["agreement"]:
+        return (
+            True,
+            f"held-out agreement {mine:.4g} is not worse than serving v{current.version}'s "
+            f"{theirs['agreement']:.4g}",
+        ), theirs
+    return (
+        False,
+        f"held-out agreement {mine:.4g} is worse than serving v{current.version}'s "
+        f"{theirs['agreement']:.4g}: v{current.version} stays",
+    ), theirs
+
+
+def load_clone(ctx: EngineContext, version: ModelVersion) -> CloneModel:
+    """The clone of a registry version; its artifact's sha256 is checked."""
+    tensors, config = ctx.artifacts.load(version.sha256)
+    if config.get("kind") != CLONE:
+        raise TwinkitError(f"v{version.version} is a {version.model} model, not a clone")
+    return CloneModel.from_state(tensors, config)
+
+
+@dataclass
+class Decision:
+    """What the clone would choose for one item."""
+
+    item_id: str
+    label: str
+    probability: float
+    proba: dict[str, float]
+    in_confusion_zone: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Decisions:
+    """The answers of one version (or a fallback) for a batch of items."""
+
+    twin_id: str
+    version: int | None
+    source: str  # "twin" or "population"
+    degraded: bool
+    degraded_reason: str | None
+    features: list[str]
+    decisions: list[Decision] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["decisions"] = [d.to_dict() for d in self.decisions]
+        return out
+
+
+def item_matrix(items: pd.DataFrame, features: Sequence[str], source: str) -> np.ndarray:
+    """The items' features in the model's order, as floats; any problem (a missing or
+    extra feature column, a value that is not a finite number, a repeated or empty item
+    id) rejects them all, naming the item row and column."""
+    problems: list[Problem] = []
+    if "item_id" not in items.columns:
+        problems.append(Problem("no item_id column", column="item_id"))
+    missing = [f for f in features if f not in items.columns]
+    extra = [c for c in items.columns if c not in (*features, "item_id", "twin_id", "label")]
+    if missing:
+        problems.append(
+            Problem(
+                f"missing feature column(s) {missing}; the clone decides on {list(features)}",
+                column=missing[0],
+            )
+        )
+    if extra:
+        problems.append(
+            Problem(
+                f"unknown column(s) {extra}: the clone decides on {list(features)}", column=extra[0]
+            )
+        )
+    if problems:
+        raise ValidationError(source, problems)
+    ids = items["item_id"].astype(str)
+    for row, (item, dup) in enumerate(zip(ids, ids.duplicated(), strict=True), start=1):
+        if not item.strip() or item == "nan":
+            problems.append(Problem("empty item_id", row=row, column="item_id"))
+        elif dup:
+            problems.append(Problem(f"item {item!r} appears twice", row=row, column="item_id"))
+    out = np.empty((len(items), len(features)), dtype=np.float64)
+    for j, name in enumerate(features):
+        for row, value in enumerate(items[name].tolist(), start=1):
+            number = _number(value)
+            if number is None:
+                problems.append(
+                    Problem(
+                        f"item {ids.iloc[row - 1]!r}: {value!r} is not a finite number",
+                        row=row,
+                        column=name,
+                    )
+                )
+            else:
+                out[row - 1, j] = number
+    if problems:
+        raise ValidationError(source, problems)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def decide(
+    ctx: EngineContext, twin_id: str, items: pd.DataFrame, source: str = "<items>"
+) -> Decisions:
+    """What the decision twin's serving clone would choose for each item (``item_id`` and
+    the features it was trained on), with failover (see the module)."""
+    twin = _decision_twin(ctx, twin_id)
+    with ctx.store.read() as conn:
+        head = registry.serving(conn, twin.key)
+    if head is None:
+        raise NotFoundError(f"twin {twin.id!r} has no serving model: run twinkit fit {twin_id}")
+    features = [str(f) for f in head.params.get("features", [])]
+    x = item_matrix(items, features, source)
+    ids = items["item_id"].astype(str).tolist()
+    prior = _prior(ctx, head)
+    try:
+        clone = load_clone(ctx, head)
+    except (IntegrityError, TwinkitError, ValueError, KeyError) as exc:
+        problem = f"serving v{head.version} (clone): its artifact is missing or broken ({exc})"
+        return _failover(ctx, twin, head, prior, x, ids, features, problem)
+    return _answers(twin, head.version, "twin", None, clone, prior, head, x, ids, features)
+
+
+def _prior(ctx: EngineContext, version: ModelVersion) -> CloneModel | None:
+    sha = version.params.get("prior_sha256")
+    if not isinstance(sha, str):
+        return None
+    try:
+        tensors, config = ctx.artifacts.load(sha)
+        return CloneModel.from_state(tensors, config)
+    except (IntegrityError, TwinkitError, ValueError, KeyError):
+        return None
+
+
+def _answers(
+    twin: Twin,
+    version: int | None,
+    source: str,
+    why: str | None,
+    clone: CloneModel,
+    prior: CloneModel | None,
+    zone_of: ModelVersion,
+    x: np.ndarray,
+    ids: list[str],
+    features: list[str],
+) -> Decisions:
+    proba = clone.predict_proba(x)
+    prior_proba = prior.predict_proba(x) if prior is not None else proba
+    swapped = {
+        str(p["expected"])
+        for p in zone_of.params.get("confusion_zone", [])
+        if float(p.get("excess", 0.0)) > 0
+    }
+    out = Decisions(twin.id, version, source, why is not None, why, features)
+    for i, item in enumerate(ids):
+        best = int(np.argmax(proba[i]))
+        expected = clone.classes[int(np.argmax(prior_proba[i]))]
+        out.decisions.append(
+            Decision(
+                item_id=item,
+                label=clone.classes[best],
+                probability=round(float(proba[i, best]), 4),
+                proba={c: round(float(v), 4) for c, v in zip(clone.classes, proba[i], strict=True)},
+                in_confusion_zone=expected in swapped,
+            )
+        )
+    return out
+
+
+def _failover(
+    ctx: EngineContext,
+    twin: Twin,
+    broken: ModelVersion,
+    prior: CloneModel | None,
+    x: np.ndarray,
+    ids: list[str],
+    features: list[str],
+    problem: str,
+) -> Decisions:
+    with ctx.store.read() as conn:
+        served = ledger.serving_history(ledger.entries(conn, twin.key)).get(twin.key, [])
+        earlier = [
+            registry.get_version(conn, twin.key, n)
+            for n in dict.fromkeys(reversed(served))
+            if n != broken.version
+        ]
+    for version in earlier:
+        if version is None or version.params.get("features") != features:
+            continue
+        try:
+            clone = load_clone(ctx, version)
+        except (IntegrityError, TwinkitError, ValueError, KeyError):
+            continue
+        why = f"{problem}; answered by v{version.version}, which served before it"
+        _record(ctx, twin, broken, problem, {"source": "twin", "version": version.version})
+        return _answers(twin, version.version, "twin", why, clone, prior, broken, x, ids, features)
+    if prior is not None:
+        why = f"{problem}; no earlier version can answer: answered by the population prior"
+        _record(ctx, twin, broken, problem, {"source": "population"})
+        return _answers(twin, None, "population", why, prior, prior, broken, x, ids, features)
+    _record(ctx, twin, broken, problem, None)
+    raise IntegrityError(
+        f"twin {twin.id!r}: {problem}, and neither an earlier version nor the population "
+        "prior can answer: fit the twin again"
+    )
+
+
+def _record(
+    ctx: EngineContext,
+    twin: Twin,
+    broken: ModelVersion,
+    problem: str,
+    served_by: dict[str, Any] | None,
+) -> None:
+    """A ``serving_failover`` entry, unless the twin's last one says the same already."""
+    payload = {
+        "version": broken.version,
+        "sha256": broken.sha256,
+        "problem": problem,
+        "served_by": served_by,
+    }
+    events = ["serving_failover", "model_promoted", "model_rolled_back", "twin_created"]
+    with ctx.store.write() as conn:
+        last = ledger.last_entry(conn, twin.key, events)
+        if last is not None and last.event == "serving_failover" and last.payload == payload:
+            return
+        ledger.append(conn, "serving_failover", twin.key, payload)
