@@ -701,12 +701,18 @@ def test_decide_refuses_items_that_do_not_fit_the_clone_naming_the_item_and_colu
 def test_cli_fit_and_decide_a_decision_twin(
     capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
 ) -> None:
-    # Prepare
-    for twin in [*OTHERS, DONOR]:
+    # Prepare (the donor opts in to the poison screen)
+    for twin in OTHERS:
         assert run(capsys, "twin", "create", twin, "--kind", "decision", "--db", db)[0] == 0
+    made = run(
+        capsys, "twin", "create", DONOR, "--kind", "decision", "--screen", "poison", "--db", db
+    )
+    assert made[0] == 0, made[2]
     data = tmp_path / "decisions.csv"
     pd.concat([others_frame(), donor_frame()]).to_csv(data, index=False)
     assert run(capsys, "ingest", str(data), "--db", db)[0] == 0
+    shown = json.loads(run(capsys, "twin", "show", DONOR, "--json", "--db", db)[1])
+    assert shown["metadata"]["screens"] == ["poison"]
     items = tmp_path / "items.csv"
     items_frame([(0.5, 2.5), (2.5, 0.5)]).to_csv(items, index=False)
     bad = tmp_path / "bad.csv"
@@ -726,3 +732,100 @@ def test_cli_fit_and_decide_a_decision_twin(
     assert answers["version"] == 1
     assert bad_code == 1
     assert "column 'f2'" in bad_err
+
+
+def test_queries_and_report_use_the_serving_clone_and_report_disagreements_and_advice(
+    store: TwinEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a fitted clone; from now on no prior may be trained (the served one is used)
+    store.fit(DONOR)
+    import twinkit.clone.prior as prior
+
+    def no_training(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("the serving clone's prior should have been used")
+
+    monkeypatch.setattr(prior, "train_population", no_training)
+    donor = donor_frame()
+    truth = dict(zip(donor["item_id"], rule(donor[FEATURES].to_numpy()), strict=True))
+
+    # Execute
+    asked = store.clone_queries(DONOR, k=3)
+    report = store.clone_report(DONOR, truth=truth)
+
+    # Assert
+    assert len(asked) == 3
+    differ = report["disagreements"]
+    assert len(differ["items"]) == min(differ["n"], 20)
+    for item in differ["items"]:
+        assert item["donor"] != item["clone"]
+    advice = report["advice"]
+    assert advice is not None and advice["n"] == len(donor)
+    # The donor's bias makes them wrong where the rule says "a" and f2 > 1.5
+    assert advice["donor_accuracy"] < 1.0
+    assert 0.0 <= advice["advised_accuracy"] <= 1.0
+
+
+def test_an_image_decision_twins_clone_is_a_cnn(engine: TwinEngine) -> None:
+    # Prepare: 4x4 "images" (16 pixel features) labelled by the brightness of their top half
+    rng = np.random.default_rng(3)
+    pixels = [f"px{i}" for i in range(16)]
+
+    def people(twin: str, n: int, start: int) -> pd.DataFrame:
+        x = rng.uniform(0.0, 1.0, (n, 16))
+        labels = np.where(x[:, :8].mean(axis=1) > 0.5, "bright", "dark")
+        frame = pd.DataFrame(x, columns=pixels)
+        ids = [f"img{start + i:03d}" for i in range(n)]
+        return frame.assign(twin_id=twin, item_id=ids, label=labels)
+
+    for twin in ("p1", "p2"):
+        engine.create_twin(twin, "decision", metadata={"image": [4, 4]})
+    engine.create_twin(DONOR, "decision", metadata={"image": [4, 4]})
+    engine.ingest(pd.concat([people("p1", 60, 0), people("p2", 60, 60), people(DONOR, 24, 200)]))
+
+    # Execute
+    fitted = engine.fit(DONOR)
+
+    # Assert
+    from twinkit.engine.clone_artifacts import load_clone
+
+    clone = load_clone(engine.context, engine.version(DONOR))
+    assert fitted.model == "clone"
+    assert clone.image_shape == (4, 4)
+
+
+def test_the_opt_in_poison_screen_holds_a_label_flippers_small_batches_not_an_honest_ones(
+    engine: TwinEngine,
+) -> None:
+    # Prepare: two donors who opted in, each with 60 honest labels stored
+    rng = np.random.default_rng(0)
+    swap = {"a": "b", "b": "c", "c": "a"}
+    held = {}
+    for who in ("honest", "flipper"):
+        engine.create_twin(who, "decision", metadata={"screens": ["poison"]})
+        x = rng.uniform(0.0, 3.0, (60, 2))
+        engine.ingest(frame_of(who, [f"h{i:02d}" for i in range(60)], x, rule(x)))
+
+        # Execute: answers arrive five at a time; the flipper's labels are all wrong
+        results = []
+        for batch in range(4):
+            x = rng.uniform(0.0, 3.0, (5, 2))
+            labels = rule(x).astype(object)
+            if who == "flipper":
+                labels = np.asarray([swap[v] for v in labels], dtype=object)
+            ids = [f"n{batch}{i}" for i in range(5)]
+            results.append(engine.ingest(frame_of(who, ids, x, labels)))
+        held[who] = sum(r.n_quarantined for r in results)
+
+    # Assert (seeded: 0 of 20 honest answers held, 19 of 20 flipped ones)
+    assert held["honest"] <= 2
+    assert held["flipper"] >= 15
+    reasons = {q["reason"] for q in engine.quarantine("flipper")}
+    assert all(r.startswith("possible poisoning: ") for r in reasons)
+
+
+def test_only_known_opt_in_screens_may_be_asked_for(engine: TwinEngine) -> None:
+    with pytest.raises(TwinkitError, match="opt-in screens of a decision twin \\(poison\\)"):
+        engine.create_twin("d1", "decision", metadata={"screens": ["magic"]})
+    with pytest.raises(TwinkitError, match="opt-in screens of a state twin \\(none\\)"):
+        engine.create_twin("s1", "state", metadata={"screens": ["poison"]})
+    assert engine.create_twin("d2", "decision", metadata={"screens": []}).screens == ()

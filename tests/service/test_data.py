@@ -181,7 +181,7 @@ def test_decisions_upload_and_read(client: TestClient, new_owner: Callable[[str]
     # Execute
     stored = _upload(client, "d1", "labels.csv", csv, alice)
     read = client.get("/v1/twins/d1/decisions", headers=alice)
-    fit = client.post("/v1/twins/d1/fit", json={}, headers=alice)
+    fit = client.post("/v1/twins/d1/fit", json={"model": "linear_ar"}, headers=alice)
 
     # Assert
     assert stored.json()["n_stored"] == 2
@@ -189,7 +189,7 @@ def test_decisions_upload_and_read(client: TestClient, new_owner: Callable[[str]
         {"item_id": "i1", "label": "yes", "features": {"x1": 0.5, "x2": 1.5}},
         {"item_id": "i2", "label": "no", "features": {"x1": 2.0, "x2": -1.0}},
     ]
-    assert fit.status_code == 400
+    assert fit.status_code == 400  # a decision twin's model is its clone
     assert "decision twin" in fit.json()["error"]["message"]
 
 

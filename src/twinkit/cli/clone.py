@@ -105,16 +105,35 @@ def clone_answer(
     console.print(f"{twin_id}: {result.n_stored} answers stored, {result.n_quarantined} held")
 
 
+def _truth(path: Path) -> dict[str, str]:
+    """item_id -> label from a CSV of right answers."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise TwinkitError(f"{path}: no such file")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("item_id", "label") if c not in frame.columns]
+    if missing:
+        raise TwinkitError(f"{path}: the truth file needs the columns item_id and label")
+    return dict(zip(frame["item_id"], frame["label"], strict=True))
+
+
 @clone_app.command("report")
 def clone_report(
     twin_id: str,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Right answers where known (item_id,label): adds the advice figures."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """How faithful the clone is to its donor, and the donor's personal confusion zone."""
-    with spinner("training the clone"):
-        report = engine_for(db).clone_report(twin_id, seed)
+    """How faithful the clone is to its donor, the donor's personal confusion zone, where
+    the clone disagrees with the donor, and (with --truth) whether its advice helps."""
+    known = _truth(truth) if truth is not None else None
+    with spinner("scoring the clone"):
+        report = engine_for(db).clone_report(twin_id, seed, known)
     if as_json:
         print_json(report)
         return
@@ -138,6 +157,16 @@ def clone_report(
             str(pair["support"]),
         )
     console.print(table)
+    differ = report["disagreements"]
+    console.print(f"the cross-validated clone disagrees with the donor on {differ['n']} items")
+    advice = report["advice"]
+    if advice is not None:
+        console.print(
+            f"where the right answer is known ({advice['n']} items): donor alone "
+            f"{advice['donor_accuracy']:.3f}, taking the clone's answer when it disagrees with "
+            f"confidence > {advice['threshold']:.2f}: {advice['advised_accuracy']:.3f} "
+            f"({advice['overrides']} overrides)"
+        )
 
 
 @eval_app.command("clone")

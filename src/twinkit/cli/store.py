@@ -54,6 +54,13 @@ def twin_create(
     metadata: Annotated[
         str | None, typer.Option(help="Metadata as a JSON object, e.g. '{\"age\": 41}'.")
     ] = None,
+    screen: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An opt-in ingest screen (repeatable). Decision twins: poison (holds answers "
+            "whose label contradicts the donor's others; works a few answers at a time)."
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Create a twin."""
@@ -69,6 +76,8 @@ def twin_create(
         if not sep:
             raise TwinkitError(f"--meta {item!r}: expected key=value")
         fields[key] = value
+    if screen:
+        fields["screens"] = list(dict.fromkeys(screen))
     twin = engine_for(db).create_twin(twin_id, kind, owner, fields, channel or [])
     console.print(f"created {twin.kind.value} twin [bold]{twin.id}[/bold] (owner {twin.owner})")
 

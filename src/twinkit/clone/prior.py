@@ -24,10 +24,21 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def train_population(
-    frame: pd.DataFrame, classes: Sequence[str], features: Sequence[str], seed: int
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    features: Sequence[str],
+    seed: int,
+    image_shape: tuple[int, int] | None = None,
 ) -> CloneModel:
-    """The prior: an MLP trained on these (other people's) decisions, temperature-scaled
-    on a tenth of them."""
+    """The prior: an MLP (a small CNN when the features are the pixels of an image of
+    ``image_shape``) trained on these (other people's) decisions, temperature-scaled on a
+    tenth of them."""
     x = frame[list(features)].to_numpy(dtype=np.float64)
-    model = CloneModel(classes, x.shape[1], hidden=(64,), seed=seed)
+    if image_shape is not None and image_shape[0] * image_shape[1] != x.shape[1]:
+        raise TwinkitError(
+            f"the twin's metadata says its items are {image_shape[0]}x{image_shape[1]} "
+            f"images ({image_shape[0] * image_shape[1]} pixels), but they have {x.shape[1]} "
+            "features"
+        )
+    model = CloneModel(classes, x.shape[1], hidden=(64,), image_shape=image_shape, seed=seed)
     return model.fit(x, frame["label"].astype(str).tolist(), calibrate_frac=0.1)

@@ -277,6 +277,10 @@ KNOWN_CHANNELS: dict[str, Channel] = {
 }
 
 
+#: the ingest screens a twin may opt in to (metadata ``"screens"``), by kind
+OPT_IN_SCREENS: dict[TwinKind, tuple[str, ...]] = {TwinKind.DECISION: ("poison",)}
+
+
 @dataclass(frozen=True)
 class Twin:
     """One individual's twin. ``channels`` empty means any channel is accepted."""
@@ -304,6 +308,51 @@ class Twin:
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise InvalidTwinError(f"twin {self.id!r}: a channel is declared twice in {names}")
+
+    def check_screens(self) -> None:
+        """Refuse metadata ``screens`` that are not opt-in screens of the twin's kind (at
+        creation; a stored twin loads whatever its metadata holds)."""
+        screens = self.metadata.get("screens")
+        if screens is None:
+            return
+        known = OPT_IN_SCREENS.get(self.kind, ())
+        wrong = [s for s in screens if s not in known] if isinstance(screens, list) else []
+        if not isinstance(screens, list) or wrong:
+            raise InvalidTwinError(
+                f"twin {self.id!r}: metadata.screens must list opt-in screens of a "
+                f"{self.kind.value} twin ({', '.join(known) or 'none'}), not {screens!r}"
+            )
+
+    @property
+    def screens(self) -> tuple[str, ...]:
+        """The opt-in ingest screens the twin's metadata asks for (``"screens":
+        ["poison"]``), besides the default ones.
+
+        >>> Twin("d1", TwinKind.DECISION, metadata={"screens": ["poison"]}).screens
+        ('poison',)
+        """
+        named = self.metadata.get("screens")
+        if not isinstance(named, list):
+            return ()
+        return tuple(str(s) for s in named if isinstance(s, str))
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` when the twin's metadata says its decisions' features are an
+        image's pixels (``"image": [height, width]``, each 1-512), else None: its clone is
+        then a small CNN.
+
+        >>> Twin("d1", TwinKind.DECISION, metadata={"image": [8, 8]}).image_shape
+        (8, 8)
+        """
+        shape = self.metadata.get("image")
+        if (
+            isinstance(shape, list | tuple)
+            and len(shape) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 512 for v in shape)
+        ):
+            return int(shape[0]), int(shape[1])
+        return None
 
     @property
     def ref(self) -> str:

@@ -43,6 +43,7 @@ from twinkit.core.errors import (
 )
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.engine import clones, reads
+from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.fitting import Candidate, FitResult, register
 from twinkit.store import ledger, registry
 from twinkit.store.registry import ModelVersion
@@ -50,8 +51,6 @@ from twinkit.store.registry import ModelVersion
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
 
-#: the registry's name of a decision twin's model
-CLONE = "clone"
 #: one answer in this many is held out to score versions (by a hash of the item's id)
 HOLDOUT_EVERY = 3
 
@@ -59,8 +58,8 @@ HOLDOUT_EVERY = 3
 def held_out(items: Sequence[str]) -> np.ndarray:
     """Whether each item is held out: fixed per item id, whatever else is stored.
 
-    >>> held_out(["a", "b", "c", "d", "e", "f"]).tolist()
-    [False, True, False, False, True, False]
+    >>> held_out([f"i{n}" for n in range(9)]).tolist()
+    [False, True, False, True, True, True, False, True, False]
     """
     return np.asarray(
         [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % HOLDOUT_EVERY == 0 for i in items],
@@ -100,7 +99,7 @@ def fit_clone(
     mine = frame[frame["twin_id"] == twin.key].sort_values("item_id", kind="stable")
     others = frame[frame["twin_id"] != twin.key]
     classes = sorted(frame["label"].astype(str).unique())
-    population = train_population(others, classes, features, seed)
+    population = train_population(others, classes, features, seed, twin.image_shape)
     held = held_out(mine["item_id"].astype(str).tolist())
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
@@ -235,14 +234,6 @@ def _compare(
     ), theirs
 
 
-def load_clone(ctx: EngineContext, version: ModelVersion) -> CloneModel:
-    """The clone of a registry version; its artifact's sha256 is checked."""
-    tensors, config = ctx.artifacts.load(version.sha256)
-    if config.get("kind") != CLONE:
-        raise TwinkitError(f"v{version.version} is a {version.model} model, not a clone")
-    return CloneModel.from_state(tensors, config)
-
-
 @dataclass
 class Decision:
     """What the clone would choose for one item."""
@@ -347,24 +338,13 @@ def decide(
     features = [str(f) for f in head.params.get("features", [])]
     x = item_matrix(items, features, source)
     ids = items["item_id"].astype(str).tolist()
-    prior = _prior(ctx, head)
+    prior = load_prior(ctx, head)
     try:
         clone = load_clone(ctx, head)
     except (IntegrityError, TwinkitError, ValueError, KeyError) as exc:
         problem = f"serving v{head.version} (clone): its artifact is missing or broken ({exc})"
         return _failover(ctx, twin, head, prior, x, ids, features, problem)
     return _answers(twin, head.version, "twin", None, clone, prior, head, x, ids, features)
-
-
-def _prior(ctx: EngineContext, version: ModelVersion) -> CloneModel | None:
-    sha = version.params.get("prior_sha256")
-    if not isinstance(sha, str):
-        return None
-    try:
-        tensors, config = ctx.artifacts.load(sha)
-        return CloneModel.from_state(tensors, config)
-    except (IntegrityError, TwinkitError, ValueError, KeyError):
-        return None
 
 
 def _answers(

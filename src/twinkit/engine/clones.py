@@ -15,7 +15,7 @@ questions, and say what the clone now guesses for each.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +23,19 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.digest import features_json
-from twinkit.core.errors import Problem, TwinGoneError, TwinkitError, ValidationError
+from twinkit.core.errors import (
+    IntegrityError,
+    Problem,
+    TwinGoneError,
+    TwinkitError,
+    ValidationError,
+)
 from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
 from twinkit.engine import reads
+from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins
-from twinkit.store import clone_queries, ledger, observations, twins
+from twinkit.store import clone_queries, ledger, observations, registry, twins
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
@@ -88,7 +95,10 @@ def clone_models(
     return _clone_models(ctx, _decision_twin(ctx, twin_id), seed)
 
 
-def _clone_models(ctx: EngineContext, twin: Twin, seed: int) -> Models:
+def _clone_models(ctx: EngineContext, twin: Twin, seed: int, use_serving: bool = True) -> Models:
+    """The models of :func:`clone_models`: the twin's serving clone version and its prior
+    when ``use_serving`` and one decides on the features and labels stored now, else a
+    prior and a clone trained here (seeded)."""
     from twinkit.clone.active import personalize
     from twinkit.clone.prior import feature_columns, train_population
 
@@ -104,16 +114,38 @@ def _clone_models(ctx: EngineContext, twin: Twin, seed: int) -> Models:
     mine = frame[frame["twin_id"] == twin_id]
     others = frame[frame["twin_id"] != twin_id]
     classes = sorted(frame["label"].astype(str).unique())
-    population = train_population(others, classes, features, seed)
     asked = set(_pending(ctx, twin_id)["item_id"])
     pool = others[~others["item_id"].isin(set(mine["item_id"]) | asked)]
     pool = pool.drop_duplicates("item_id").reset_index(drop=True)
+    served = _serving_models(ctx, twin, features, classes) if use_serving else None
+    if served is not None:
+        return served[0], served[1], mine, others, pool, features
+    population = train_population(others, classes, features, seed, twin.image_shape)
     x_mine = mine[features].to_numpy(dtype=np.float64)
     unlabeled = np.concatenate([x_mine, pool[features].to_numpy(dtype=np.float64)])
     clone = personalize(
         population, x_mine, mine["label"].astype(str).tolist(), unlabeled=unlabeled, seed=seed
     )
     return population, clone, mine, others, pool, features
+
+
+def _serving_models(
+    ctx: EngineContext, twin: Twin, features: list[str], classes: list[str]
+) -> tuple[CloneModel, CloneModel] | None:
+    """(prior, clone) of the twin's serving clone version, if it decides on these features
+    and labels and both artifacts load."""
+    with ctx.store.read() as conn:
+        head = registry.serving(conn, twin.key)
+    if head is None or head.model != CLONE or head.params.get("features") != features:
+        return None
+    if head.params.get("classes") != classes:
+        return None
+    prior = load_prior(ctx, head)
+    try:
+        clone = load_clone(ctx, head)
+    except (IntegrityError, TwinkitError, ValueError, KeyError):
+        return None
+    return None if prior is None else (prior, clone)
 
 
 def ask(
@@ -302,7 +334,7 @@ def refresh(
     uid = twin.uid
     if twin_uid is not None and uid != twin_uid:
         raise TwinGoneError(f"twin {twin.id!r} was deleted; this update was for that twin")
-    models = _clone_models(ctx, twin, seed)
+    models = _clone_models(ctx, twin, seed, use_serving=False)
     population, clone, mine, _, _, features = models
     short = k - len(_waiting(ctx, twin.key))
     asked = _ask_with(ctx, twin.key, models, short, strategy_name, seed, uid) if short > 0 else []
@@ -337,25 +369,64 @@ def refresh(
     }
 
 
-def report(ctx: EngineContext, twin_id: str, seed: int = 0) -> dict[str, Any]:
+def report(
+    ctx: EngineContext,
+    twin_id: str,
+    seed: int = 0,
+    truth: Mapping[str, str] | None = None,
+    advice_threshold: float = 0.9,
+) -> dict[str, Any]:
     """The clone against its donor (3-fold cross-validated agreement, clone versus the
-    population prior) and the donor's personal confusion zone."""
+    population prior), the donor's personal confusion zone, the items where the clone
+    disagrees with the donor, and, where ``truth`` (item id -> right answer) is known, the
+    advice figures: the donor's accuracy alone and if they took the clone's answer when it
+    disagrees with at least ``advice_threshold`` confidence. The prior is the serving
+    clone version's when there is one (else trained here)."""
     from twinkit.clone.active import personalize
     from twinkit.clone.confusion import confusion_zone
-    from twinkit.clone.metrics import agreement, fidelity, kappa
+    from twinkit.clone.metrics import advice, agreement, fidelity, kappa
 
     twin = _decision_twin(ctx, twin_id)
     population, clone, mine, others, pool, features = _clone_models(ctx, twin, seed)
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     held_clone: list[str] = [""] * len(said)
+    confidence = np.zeros(len(said))
     order = np.random.default_rng(seed).permutation(len(said))
     for fold in range(3):
         held = order[fold::3]
         kept = np.setdiff1d(order, held)
         fold_clone = personalize(population, x[kept], said[kept].tolist(), seed=seed)
-        for row, value in zip(held, fold_clone.predict(x[held]), strict=True):
-            held_clone[int(row)] = value
+        proba = fold_clone.predict_proba(x[held]) if len(held) else np.zeros((0, 1))
+        for row, p in zip(held, proba, strict=True):
+            held_clone[int(row)] = fold_clone.classes[int(np.argmax(p))]
+            confidence[int(row)] = float(np.max(p))
+    items = mine["item_id"].astype(str).tolist()
+    differ = [i for i in range(len(said)) if held_clone[i] != said[i]]
+    disagreements = {
+        "n": len(differ),
+        "items": [
+            {
+                "item_id": items[i],
+                "donor": said[i],
+                "clone": held_clone[i],
+                "confidence": round(confidence[i], 4),
+            }
+            for i in sorted(differ, key=lambda i: -confidence[i])[:20]
+        ],
+    }
+    known = [i for i in range(len(said)) if truth is not None and items[i] in truth]
+    advised = (
+        advice(
+            [truth[items[i]] for i in known] if truth is not None else [],
+            [said[i] for i in known],
+            [held_clone[i] for i in known],
+            confidence[known],
+            advice_threshold,
+        )
+        if known
+        else None
+    )
     by_population = population.predict(x) if len(x) else []
     index = {c: i for i, c in enumerate(population.classes)}
     general_ref = population.predict(others[features].to_numpy(dtype=np.float64))
@@ -386,6 +457,8 @@ def report(ctx: EngineContext, twin_id: str, seed: int = 0) -> dict[str, Any]:
         # Rows: what the donor said; columns: what the cross-validated clone said.
         "fidelity": fidelity(said.tolist(), held_clone, population.classes) if len(said) else None,
         "confusion_zone": [p.to_dict() for p in zone[:10]],
+        "disagreements": disagreements,
+        "advice": advised,
         "seed": seed,
     }
 

@@ -169,6 +169,18 @@ def channel_ids(conn: Conn, batch: SignalBatch, known: dict[str, Twin]) -> pd.Da
     return twins.channels_of(conn, list(known)) if new else existing
 
 
+def with_opt_ins(screens: Sequence[Screen], known: dict[str, Twin]) -> tuple[Screen, ...]:
+    """``screens`` and, for the twins that opted in (``Twin.screens``), the poison screen
+    run on their rows together with their stored decisions: it then works on answers that
+    arrive a few at a time. A caller that set its own poison screen keeps it alone."""
+    opted = sorted(key for key, twin in known.items() if "poison" in twin.screens)
+    if not opted or any(getattr(s, "name", "") == "poison" for s in screens):
+        return tuple(screens)
+    from twinkit.screen.poison import PoisonScreen
+
+    return (*screens, PoisonScreen(twins=opted, history=True))
+
+
 def ingest_batch(
     conn: Conn,
     batch: Batch,
@@ -219,10 +231,12 @@ def ingest_batch(
         screening = run_screens(batch, signal_screens, ScreenContext(ranges, stored))
     else:
         stored = observations.stored_decisions(conn, list(known))
+        screens = with_opt_ins(decision_screens, known)
+        history = stored if any(getattr(s, "uses_history", False) for s in screens) else None
         screening = run_screens(
             batch,
-            decision_screens,
-            ScreenContext(stored=stored[["twin_id", "item_id", "label"]]),
+            screens,
+            ScreenContext(stored=stored[["twin_id", "item_id", "label"]], history=history),
         )
     accepted, held = screening.accepted, screening.quarantined
     now = utc_now_iso()

@@ -9,7 +9,7 @@ store only through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -418,9 +418,13 @@ class TwinEngine:
         frame = clones.decisions(self.context, owner)
         return sorted(frame["label"].astype(str).unique()) if not frame.empty else []
 
-    def clone_report(self, twin_id: str, seed: int = 0) -> dict[str, Any]:
-        """Cross-validated fidelity of the clone and the donor's personal confusion zone."""
-        return clones.report(self.context, twin_id, seed)
+    def clone_report(
+        self, twin_id: str, seed: int = 0, truth: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Cross-validated fidelity of the clone, the donor's personal confusion zone, where
+        the clone disagrees with the donor and, with ``truth``, the advice figures (see
+        :func:`twinkit.engine.clones.report`)."""
+        return clones.report(self.context, twin_id, seed, truth)
 
     def robustness_items(self, twin_id: str) -> int:
         """How many labelled items a robustness report of the twin would use; refuses at

@@ -56,6 +56,7 @@ def create_twin(
         created_at=utc_now_iso(),
         uid=new_uid(),
     )
+    twin.check_screens()
     with ctx.store.write() as conn:
         # Only the owner's own twins are looked at: another owner's ids are theirs.
         similar = twins.find_twin_casefold(conn, owner, twin.id)

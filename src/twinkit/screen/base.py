@@ -18,11 +18,14 @@ class ScreenContext:
 
     ``ranges`` maps (twin_id, channel) to its plausible (low, high). ``stored`` holds the
     already stored rows that share a key with the batch (signals: twin_id, channel, t,
-    value; decisions: twin_id, item_id, label).
+    value; decisions: twin_id, item_id, label). ``history``: for a decisions batch, every
+    stored decision of its twins (twin_id, item_id, features as canonical JSON, label),
+    when a screen asks for it (``uses_history``).
     """
 
     ranges: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     stored: pd.DataFrame | None = None
+    history: pd.DataFrame | None = None
 
 
 class Screen(Protocol):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Collection, Sequence
 from typing import Literal, cast
 
 import numpy as np
@@ -82,6 +84,8 @@ class PoisonScreen:
         representation: Representation = "input",
         hidden: Sequence[int] = (64,),
         seed: int = 0,
+        twins: Collection[str] | None = None,
+        history: bool = False,
     ) -> None:
         if isinstance(method, str):
             chosen = ["loss", "spectral"] if method == "both" else [method]
@@ -107,6 +111,10 @@ class PoisonScreen:
         self.representation: Representation = representation
         self.hidden = tuple(hidden)
         self.seed = seed
+        #: the twins (store keys) it screens; None: every twin
+        self.twins = None if twins is None else frozenset(twins)
+        #: screen a batch together with the twin's stored decisions (ingest supplies them)
+        self.uses_history = history
 
     def __repr__(self) -> str:
         return f"PoisonScreen(method={self.method!r}, min_rows={self.min_rows})"
@@ -119,16 +127,19 @@ class PoisonScreen:
         labels = np.asarray([str(v) for v in batch.frame["label"]], dtype=object)
         usable = candidates & np.isfinite(batch.features).all(axis=1)
         for twin_id in pd.unique(twin_ids[usable]):
-            rows = np.flatnonzero(usable & (twin_ids == twin_id))
-            if len(rows) < self.min_rows:
+            if self.twins is not None and twin_id not in self.twins:
                 continue
-            given = labels[rows]
+            rows = np.flatnonzero(usable & (twin_ids == twin_id))
+            x_past, said_past = self._history(batch, context, str(twin_id), rows)
+            if len(rows) + len(said_past) < self.min_rows:
+                continue
+            given = np.concatenate([labels[rows], said_past])
             classes, counts = np.unique(given, return_counts=True)
-            judged = np.isin(given, classes[counts >= self.min_class_rows])
+            judged = np.isin(given, classes[counts >= self.min_class_rows])[: len(rows)]
             if len(classes) < 2 or not judged.any():
                 continue
             screening = screen_poison(
-                batch.features[rows],
+                np.concatenate([batch.features[rows], x_past]),
                 list(given),
                 [str(c) for c in classes],
                 methods=self.methods,
@@ -141,7 +152,31 @@ class PoisonScreen:
                 representation=self.representation,
                 hidden=self.hidden,
             )
-            held = screening.flagged & judged
-            for i, reason in zip(rows[held], screening.reasons[held], strict=True):
+            held = screening.flagged[: len(rows)] & judged
+            reasons = screening.reasons[: len(rows)]
+            for i, reason in zip(rows[held], reasons[held], strict=True):
                 out[i] = f"possible poisoning: {reason}"
         return out
+
+    def _history(
+        self, batch: DecisionBatch, context: ScreenContext, twin_id: str, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The twin's stored decisions on the batch's features (items the batch sends
+        again left out): features and labels; none without ``uses_history``."""
+        names = list(batch.feature_names)
+        none = (np.empty((0, len(names))), np.empty(0, dtype=object))
+        past = context.history
+        if not self.uses_history or past is None or past.empty:
+            return none
+        mine = past[past["twin_id"] == twin_id]
+        mine = mine[~mine["item_id"].isin(set(batch.frame["item_id"].iloc[rows]))]
+        x, said = [], []
+        for features, label in zip(mine["features"], mine["label"], strict=True):
+            values = json.loads(features)
+            row = [values.get(n) for n in names]
+            if all(isinstance(v, int | float) and math.isfinite(v) for v in row):
+                x.append([float(v) for v in row])
+                said.append(str(label))
+        if not said:
+            return none
+        return np.asarray(x, dtype=np.float64), np.asarray(said, dtype=object)

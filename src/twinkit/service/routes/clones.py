@@ -73,15 +73,8 @@ def _natural(name: str) -> list[tuple[int, int | str]]:
 
 def image_shape(twin: Twin) -> tuple[int, int] | None:
     """``(height, width)`` when the twin's metadata says its features are an image's pixels
-    (``"image": [height, width]``), else None."""
-    shape = twin.metadata.get("image")
-    if (
-        isinstance(shape, list | tuple)
-        and len(shape) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 512 for v in shape)
-    ):
-        return int(shape[0]), int(shape[1])
-    return None
+    (``"image": [height, width]``), else None (see :attr:`Twin.image_shape`)."""
+    return twin.image_shape
 
 
 def png_data_uri(pixels: np.ndarray) -> str:
