@@ -122,3 +122,45 @@ def test_eval_immunity_refuses_bad_files(
 
     code, _, err = run(capsys, "eval", "immunity", str(ragged), "--eps", "2")
     assert code == 1 and "--eps" in err
+
+
+def test_eval_immunity_runs_the_attacks_asked_for(
+    capsys: pytest.CaptureFixture[str], digits_npz: Path, tmp_path: Path
+) -> None:
+    # Execute
+    code, stdout, report = evaluate(
+        capsys, digits_npz, tmp_path,
+        "--attacks", "pgd_l2,bpda,pgd_l2", "--vaccine", "12", "--no-adv-training",
+        "--no-poisoning",
+    )  # fmt: skip
+    unknown = run(capsys, "eval", "immunity", str(digits_npz), "--attacks", "fgsm,cw")
+    forecaster = run(capsys, "eval", "immunity", str(digits_npz), "--attacks", "history_pgd")
+
+    # Assert: each once, in the order given, described in the threat model
+    assert code == 0, stdout
+    assert list(report["attacks"]) == ["pgd_l2", "bpda"]
+    described = report["threat_model"]["attacks"]
+    assert described["pgd_l2"]["norm"] == "l2" and described["bpda"]["norm"] == "linf"
+    assert report["threat_model"]["norm"] == "per attack"
+    assert unknown[0] == 1 and "unknown classifier attack 'cw': choose among" in unknown[2]
+    assert forecaster[0] == 1 and "unknown classifier attack 'history_pgd'" in forecaster[2]
+
+
+def test_eval_immunity_forecast_takes_one_forecaster_attack(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Prepare: a signals file (the attack is chosen before any twin is read)
+    signals = tmp_path / "signals.csv"
+    signals.write_text(
+        "twin_id,time,channel,value\np1,2026-01-01T00:00:00Z,glucose,100\n"
+        "p1,2026-01-01T00:05:00Z,glucose,102\n"
+    )
+
+    # Execute
+    two = run(capsys, "eval", "immunity", "--forecast", str(signals), "--attacks", "history_pgd,x")
+    classifier = run(capsys, "eval", "immunity", "--forecast", str(signals), "--attacks", "pgd")
+
+    # Assert
+    assert two[0] == 1 and "--forecast runs one attack at a time" in two[2]
+    assert classifier[0] == 1
+    assert "unknown forecaster attack 'pgd': choose among history_pgd" in classifier[2]

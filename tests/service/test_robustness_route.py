@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from twinkit.engine.robustness import MIN_LABELS, holdout_split, labelled_items
+from twinkit.immunity import registered_attacks
 from twinkit.service.state import ServiceState
 
 Headers = dict[str, str]
@@ -201,3 +202,22 @@ def test_features_are_scaled_by_the_twins_own_range_and_split_per_label(
         rows = np.asarray(labels) == label
         assert 1 <= held[rows].sum() < rows.sum()
     assert (holdout_split(labels, 1 / 3, seed=0) == held).all()
+
+
+def test_the_schema_lists_every_registered_classifier_attack(
+    client: TestClient, service: ServiceState, decision_twin: Callable[[str, str, int], Headers]
+) -> None:
+    # Prepare
+    alice = decision_twin("alice", "d1", MIN_LABELS)
+
+    # Execute
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    square = client.post("/v1/twins/d1/robustness", json={"attacks": ["square"]}, headers=alice)
+
+    # Assert: the enum is the registry's; an attack on images is refused at once
+    listed = schema["RobustnessRequest"]["properties"]["attacks"]["items"]["enum"]
+    assert listed == registered_attacks("classifier")
+    assert {"fgsm", "pgd", "pgd_l2", "bpda", "square"} <= set(listed)
+    assert square.status_code == 400
+    assert "the square attack perturbs images" in square.json()["error"]["message"]
+    assert service.engine.jobs.of_twin("d1") == []

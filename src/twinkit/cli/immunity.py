@@ -1,5 +1,6 @@
 """``twinkit eval immunity``: attack, vaccinate, adversarially train and screen poison on
-an image (or feature) classification set, and write the robustness report."""
+an image (or feature) classification set, and write the robustness report;
+``twinkit eval attacks``: the attacks it can run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,36 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from twinkit.cli.common import console, eval_app, read_signals, spinner
+from twinkit.cli.common import JsonOption, console, eval_app, read_signals, spinner
 from twinkit.core.errors import TwinkitError
+from twinkit.immunity import attack_class, registered_attacks
+from twinkit.immunity.evasion import DEFAULT_ATTACKS
+from twinkit.immunity.forecaster_attacks import DEFAULT_FORECASTER_ATTACK
+
+# Read when the commands are defined: the help lists every attack registered by then.
+_CLASSIFIER_ATTACKS = ", ".join(registered_attacks("classifier"))
+_FORECASTER_ATTACKS = ", ".join(registered_attacks("forecaster"))
+
+
+@eval_app.command("attacks")
+def eval_attacks(json_out: JsonOption = False) -> None:
+    """List the registered attacks: what each attacks, its norm and budget, whether it can
+    aim at a target, and whether it needs the model's gradient or only its answers."""
+    rows = [attack_class(name).describe() for name in registered_attacks()]
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("name", "attacks", "norm", "targeted", "access", "what it is")
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["attacks"]),
+            str(row["norm"]),
+            "yes" if row["targeted"] else "no",
+            str(row["access"]),
+            str(row["summary"]),
+        )
+    console.print(table)
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +71,18 @@ def eval_immunity(
     train: Annotated[
         Path | None, typer.Option(help="Training .npz; without it, 80% of DATA trains.")
     ] = None,
-    eps: Annotated[str, typer.Option(help="L-inf budgets, comma-separated.")] = "0.1,0.2,0.3",
+    eps: Annotated[
+        str, typer.Option(help="Budgets, comma-separated, in each attack's norm.")
+    ] = "0.1,0.2,0.3",
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Attacks to run, comma-separated (see `twinkit eval attacks`). Classifier "
+            f"attacks: {_CLASSIFIER_ATTACKS} (default {','.join(DEFAULT_ATTACKS)}); with "
+            f"--forecast, one forecaster attack: {_FORECASTER_ATTACKS} (default "
+            f"{DEFAULT_FORECASTER_ATTACK}).",
+        ),
+    ] = None,
     vaccine: Annotated[int, typer.Option(help="Vaccine samples.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     adv_training: Annotated[
@@ -109,8 +149,9 @@ def eval_immunity(
         int, typer.Option(help="With --forecast: forecast origins per twin, at most.")
     ] = 60,
 ) -> None:
-    """Clean accuracy, accuracy under FGSM and PGD (undefended, vaccinated replay and
-    adaptive, adversarially trained), and poison screening; print a table, write JSON.
+    """Clean accuracy, accuracy under attack (FGSM and PGD unless --attacks says otherwise;
+    undefended, vaccinated replay and adaptive, adversarially trained), and poison
+    screening; print a table, write JSON.
 
     With --forecast, forecasters instead: RMSE from true and from tampered histories
     (each of the last --window readings moved by at most --budget), before and after a
@@ -118,8 +159,11 @@ def eval_immunity(
     if forecast is not None:
         if data is not None:
             raise TwinkitError("give either DATA.npz (classifiers) or --forecast (forecasters)")
+        names = _names(attacks, (DEFAULT_FORECASTER_ATTACK,))
+        if len(names) != 1:
+            raise TwinkitError(f"--forecast runs one attack at a time, got {', '.join(names)}")
         report = _forecast_immunity(
-            forecast, target, horizons, models, budget, window, max_origins, seed
+            forecast, target, horizons, models, budget, window, max_origins, seed, names[0]
         )
     elif data is None:
         raise TwinkitError("give DATA.npz (classifiers) or --forecast SIGNALS (forecasters)")
@@ -130,6 +174,7 @@ def eval_immunity(
             data,
             train,
             eps,
+            _names(attacks, DEFAULT_ATTACKS),
             vaccine,
             seed,
             adv_training,
@@ -153,10 +198,21 @@ def eval_immunity(
         console.print(f"report: {html_out}")
 
 
+def _names(option: str | None, default: tuple[str, ...]) -> list[str]:
+    """The attack names of an --attacks option, once each, in the order given."""
+    if option is None:
+        return list(default)
+    names = list(dict.fromkeys(n.strip() for n in option.split(",") if n.strip()))
+    if not names:
+        raise TwinkitError("--attacks names no attack (see `twinkit eval attacks`)")
+    return names
+
+
 def _classifier_immunity(
     data: Path,
     train: Path | None,
     eps: str,
+    attacks: list[str],
     vaccine: int,
     seed: int,
     adv_training: bool,
@@ -196,6 +252,7 @@ def _classifier_immunity(
             eps=budgets,
             vaccine=vaccine,
             seed=seed,
+            attacks=attacks,
             adv_training=adv_training,
             adv_loss=adv_loss,
             adv_width=adv_width,
@@ -242,6 +299,7 @@ def _forecast_immunity(
     window: int,
     max_origins: int,
     seed: int,
+    attack: str,
 ) -> dict[str, Any]:
     from twinkit.eval.immunity_forecast import evaluate_forecast_immunity
     from twinkit.immunity.forecast import HistoryBudget
@@ -263,6 +321,7 @@ def _forecast_immunity(
             budget=HistoryBudget(eps=budget, window=window),
             max_origins=max_origins,
             seed=seed,
+            attack=attack,
         )
     table = Table(
         "model",

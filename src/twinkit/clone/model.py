@@ -221,6 +221,8 @@ class CloneModel:
         y = self.encode(labels)
         if len(y) == 0:
             raise TwinkitError("no labelled rows to train on")
+        if len(y) != len(x):
+            raise TwinkitError(f"{len(x)} rows of features but {len(y)} labels: give one each")
         rng = np.random.default_rng(self.seed)
         if prior is not None:
             if personal not in PERSONAL_MODES:

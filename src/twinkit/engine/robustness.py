@@ -1,5 +1,6 @@
 """A decision twin's robustness report: its clone, trained on the twin's own labels, under
-evasion attacks, undefended and vaccinated (:func:`~twinkit.eval.immunity.evaluate_immunity`).
+registered evasion attacks, undefended and vaccinated
+(:func:`~twinkit.immunity.evasion.evasion_report`).
 
 A twin's features are in the units its donor's items came in, while attack budgets are
 fractions of a valid range: each feature is scaled to [0, 1] by the smallest and largest
@@ -20,6 +21,8 @@ import numpy as np
 from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind, public_id
 from twinkit.engine import reads
+from twinkit.immunity.base import ClassifierAttack, attack_class
+from twinkit.immunity.evasion import DEFAULT_ATTACKS, evasion_report, split_items
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
@@ -82,37 +85,46 @@ def holdout_split(labels: Sequence[str], share: float, seed: int) -> np.ndarray:
     return held
 
 
+def check_attacks(attacks: Sequence[str]) -> None:
+    """Refuse, before any work, an attack that is not a registered classifier attack or
+    that perturbs images: a twin's decisions are attacked as flat features."""
+    for name in attacks:
+        cls = attack_class(name, "classifier")
+        if issubclass(cls, ClassifierAttack) and cls.needs_images:
+            raise TwinkitError(
+                f"the {name} attack perturbs images, and a twin's decisions are attacked as "
+                "flat features: choose another attack"
+            )
+
+
 def clone_robustness(
     ctx: EngineContext,
     twin_id: str,
     *,
     eps: Sequence[float] = (0.05, 0.1),
-    attacks: Sequence[str] = ("fgsm", "pgd"),
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
     vaccine: int = 100,
     pgd_steps: int = 20,
     adv_training: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The robustness report of the twin's clone (the immunity benchmark's layout, see
-    :func:`~twinkit.eval.immunity.evaluate_immunity`, without its poisoning part), plus
-    ``twin``, the scaling of the features and how the items were split."""
-    from twinkit.eval.immunity import evaluate_immunity
-
+    """The robustness report of the twin's clone (the immunity benchmark's layout without
+    its poisoning part, see :func:`~twinkit.immunity.evasion.evasion_report`; ``attacks``
+    any registered classifier attacks), plus ``twin``, the scaling of the features and
+    how the items were split."""
+    check_attacks(attacks)
     x, labels, names, low, high = labelled_items(ctx, twin_id)
     held = holdout_split(labels, TEST_SHARE, seed)
     y = np.asarray(labels, dtype=object)
-    report = evaluate_immunity(
-        x[~held],
-        y[~held].tolist(),
-        x[held],
-        y[held].tolist(),
+    items = split_items(x[~held], y[~held].tolist(), x[held], y[held].tolist())
+    report = evasion_report(
+        items,
         eps=eps,
         vaccine=vaccine,
         seed=seed,
         pgd_steps=pgd_steps,
         attacks=attacks,
         adv_training=adv_training,
-        poisoning=False,
     )
     report["twin"] = public_id(twin_id)
     report["data"]["source"] = (
@@ -128,4 +140,11 @@ def clone_robustness(
     return report
 
 
-__all__ = ["MIN_LABELS", "TEST_SHARE", "clone_robustness", "holdout_split", "labelled_items"]
+__all__ = [
+    "MIN_LABELS",
+    "TEST_SHARE",
+    "check_attacks",
+    "clone_robustness",
+    "holdout_split",
+    "labelled_items",
+]

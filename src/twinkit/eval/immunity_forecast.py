@@ -6,8 +6,9 @@ forecast``) and forecasts are made from test origins, each seeing the day before
 Per model and horizon the report gives the RMSE of:
 
 - ``clean``: forecasts from the true history;
-- ``undefended``: from a history tampered (:func:`~twinkit.immunity.forecast.attack_history`,
-  within the budget) to push each forecast further from the truth;
+- ``undefended``: from a history tampered by a registered forecaster attack (by default
+  ``history_pgd``, :func:`~twinkit.immunity.forecast.attack_history`), within the
+  budget, to push each forecast further from the truth;
 - ``vaccinated_replay``: the vaccinated model (fitted on
   :func:`~twinkit.immunity.forecast.vaccine_history`) fed the *same* tampered histories;
 - ``vaccinated_adaptive``: the vaccinated model fed a fresh attack against it.
@@ -27,7 +28,9 @@ import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.eval.forecast import split_twins
-from twinkit.immunity.forecast import HistoryBudget, attack_history, truth_at, vaccine_history
+from twinkit.immunity.base import AttackSettings, ForecasterAttack, forecaster_attack
+from twinkit.immunity.forecast import HistoryBudget, truth_at, vaccine_history
+from twinkit.immunity.forecaster_attacks import DEFAULT_FORECASTER_ATTACK
 from twinkit.models.base import Forecaster, forecaster_class
 
 #: what each model's error and low-alarm figures are reported under
@@ -62,11 +65,14 @@ def evaluate_forecast_immunity(
     threshold: float = 70.0,
     context_hours: float = 24.0,
     seed: int = 0,
+    attack: str = DEFAULT_FORECASTER_ATTACK,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Attack every model on every twin of long-format ``data`` (twin_id, time, channel,
-    value); return the JSON-ready report (see the module)."""
+    value) with the registered forecaster attack ``attack`` (``steps`` its steps);
+    return the JSON-ready report (see the module)."""
     say = progress or (lambda _: None)
+    attacker = forecaster_attack(attack, AttackSettings(steps=steps))
     hs = sorted({int(h) for h in horizons})
     if not hs or hs[0] <= 0:
         raise TwinkitError(f"horizons must be positive minutes, got {list(horizons)}")
@@ -106,11 +112,18 @@ def evaluate_forecast_immunity(
                 context.loc[context.index > origin, target] = np.nan
                 try:
                     row = _one_origin(
-                        clean_model, vaccinated, context, hs, truth, budget, steps, origin
+                        attacker, clean_model, vaccinated, context, hs, truth, budget, origin
                     )
                     low = (
                         _hide_low(
-                            clean_model, vaccinated, context, hs, budget, steps, origin, threshold
+                            attacker,
+                            clean_model,
+                            vaccinated,
+                            context,
+                            hs,
+                            budget,
+                            origin,
+                            threshold,
                         )
                         if truth[0] < threshold
                         else None
@@ -148,7 +161,7 @@ def evaluate_forecast_immunity(
             "threat_model": {
                 **budget.as_dict(),
                 "units": f"{target} units per reading",
-                "attack": "black-box PGD on finite-difference gradients of the forecast mean",
+                "attack": f"{attacker.name}: {attacker.summary()}",
                 "steps": steps,
                 "context_hours": context_hours,
             },
@@ -170,22 +183,22 @@ def evaluate_forecast_immunity(
 
 
 def _one_origin(
+    attacker: ForecasterAttack,
     clean_model: Forecaster,
     vaccinated: Forecaster,
     context: pd.DataFrame,
     hs: list[int],
     truth: np.ndarray,
     budget: HistoryBudget,
-    steps: int,
     origin: pd.Timestamp,
 ) -> dict[str, np.ndarray]:
     clean = clean_model.predict(context, hs).mean
-    attacked = attack_history(
-        clean_model, context, hs, _signs(clean, truth), budget, steps=steps, origin=origin
+    attacked = attacker.generate(
+        clean_model, context, hs, _signs(clean, truth), budget, origin=origin
     ).context
     vacc_clean = vaccinated.predict(context, hs).mean
-    adaptive = attack_history(
-        vaccinated, context, hs, _signs(vacc_clean, truth), budget, steps=steps, origin=origin
+    adaptive = attacker.generate(
+        vaccinated, context, hs, _signs(vacc_clean, truth), budget, origin=origin
     ).context
     return {
         "clean": clean,
@@ -197,12 +210,12 @@ def _one_origin(
 
 
 def _hide_low(
+    attacker: ForecasterAttack,
     clean_model: Forecaster,
     vaccinated: Forecaster,
     context: pd.DataFrame,
     hs: list[int],
     budget: HistoryBudget,
-    steps: int,
     origin: pd.Timestamp,
     threshold: float,
 ) -> dict[str, bool]:
@@ -210,8 +223,8 @@ def _hide_low(
     the attack raises it."""
     up = np.zeros(len(hs))
     up[0] = 1.0
-    raised = attack_history(clean_model, context, hs, up, budget, steps=steps, origin=origin)
-    raised_v = attack_history(vaccinated, context, hs, up, budget, steps=steps, origin=origin)
+    raised = attacker.generate(clean_model, context, hs, up, budget, origin=origin)
+    raised_v = attacker.generate(vaccinated, context, hs, up, budget, origin=origin)
 
     def flags(model: Forecaster, frame: pd.DataFrame) -> bool:
         return bool(model.predict(frame, hs[:1]).mean[0] < threshold)

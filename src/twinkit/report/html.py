@@ -172,16 +172,21 @@ def _accuracy_svg(attacks: dict[str, dict[str, dict[str, Any]]]) -> str:
     return _svg(fig)
 
 
+#: what the columns of a thresholded clone's per-attack table are called
+_CHECKED = {"pgd_bpda": "PGD through the threshold (BPDA)", "square": "Square (no gradient)"}
+
+
 def _checked_table(checked: Any) -> str:
     """A thresholded adversarially trained clone's accuracy under each attack alone."""
     if not isinstance(checked, dict) or not checked:
         return ""
+    columns = list(dict.fromkeys(k for values in checked.values() for k in values))
     rows = [
-        [str(eps), _pct(values.get("pgd_bpda")), _pct(values.get("square"))]
+        [str(eps), *(_pct(values.get(c)) for c in columns)]
         for eps, values in sorted(checked.items(), key=lambda item: float(item[0]))
     ]
     return _table(
-        ["eps", "PGD through the threshold (BPDA)", "Square (no gradient)"],
+        ["eps", *(_CHECKED.get(c, c) for c in columns)],
         rows,
         "adv. trained, thresholded: accuracy under each attack alone",
     )

@@ -1,20 +1,22 @@
 """A decision twin's robustness report: made in the background, then read back.
 
 ``POST`` starts a job that trains the twin's clone on its own labelled decisions and
-attacks it (FGSM, PGD) at the budgets asked, undefended and vaccinated
-(:func:`twinkit.engine.robustness.clone_robustness`); ``GET`` answers the newest finished
-report, in the layout of ``twinkit eval immunity``.
+attacks it (any registered classifier attack; FGSM and PGD by default) at the budgets
+asked, undefended and vaccinated (:func:`twinkit.engine.robustness.clone_robustness`);
+``GET`` answers the newest finished report, in the layout of ``twinkit eval immunity``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from twinkit.engine.jobs import JobStatus
-from twinkit.engine.robustness import MIN_LABELS
+from twinkit.engine.robustness import MIN_LABELS, check_attacks
+from twinkit.immunity import registered_attacks
+from twinkit.immunity.evasion import DEFAULT_ATTACKS
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
@@ -30,6 +32,14 @@ router = APIRouter(
 
 Budget = Annotated[float, Field(gt=0.0, le=1.0, strict=True)]
 
+#: the classifier attacks registered when this module is imported: the schema lists them
+ATTACK_NAMES = tuple(registered_attacks("classifier"))
+if TYPE_CHECKING:
+    AttackName = str
+else:
+    # A Literal made from the registry, so that the OpenAPI schema enumerates the names.
+    AttackName = Literal[ATTACK_NAMES]
+
 
 class RobustnessRequest(BaseModel):
     # Its numbers are JSON's, as in every request body (see schemas._In): not true or "3".
@@ -39,11 +49,15 @@ class RobustnessRequest(BaseModel):
         default=[0.05, 0.1],
         min_length=1,
         max_length=8,
-        description="attack budgets (L-infinity), each a fraction of every feature's range "
-        "among the twin's labelled items",
+        description="attack budgets, each a fraction of every feature's range among the "
+        "twin's labelled items, in each attack's norm (see `twinkit eval attacks`)",
     )
-    attacks: list[Literal["fgsm", "pgd"]] = Field(
-        default=["fgsm", "pgd"], min_length=1, max_length=2
+    attacks: list[AttackName] = Field(
+        default=list(DEFAULT_ATTACKS),
+        min_length=1,
+        max_length=len(ATTACK_NAMES),
+        description="registered classifier attacks to run (attacks that perturb images need "
+        "image items)",
     )
     vaccine: JsonInt = Field(
         default=100, ge=2, le=2000, description="vaccine samples to retrain on"
@@ -101,7 +115,8 @@ _NOT_YET: Responses = {
     responses={
         400: {
             "model": ErrorPublic,
-            "description": f"not a decision twin, or fewer than {MIN_LABELS} labelled decisions",
+            "description": f"not a decision twin, fewer than {MIN_LABELS} labelled decisions, "
+            "or an attack that perturbs images",
         }
     },
 )
@@ -109,7 +124,9 @@ def start_robustness(
     twin: TwinDep, caller: OwnerDep, state: StateDep, body: RobustnessRequest | None = None
 ) -> JobPublic:
     body = body or RobustnessRequest()
-    state.engine.robustness_items(twin.ref)  # refuses at once what the job would fail on
+    # Refuses at once what the job would fail on.
+    state.engine.robustness_items(twin.ref)
+    check_attacks(body.attacks)
     params = body.model_dump()
     params["eps"] = sorted(set(params["eps"]))
     params["attacks"] = sorted(set(params["attacks"]))
