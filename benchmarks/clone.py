@@ -43,7 +43,7 @@ from twinkit.clone.query import Pool
 from twinkit.clone.simulate import Swap, biased_answers, biased_donor, shift_for_share
 from twinkit.clone.strategies import STRATEGIES, strategy
 from twinkit.data.datasets.decisions import load_mnist_5k, load_music_gold, load_music_mturk
-from twinkit.eval.clone import evaluate_clones
+from twinkit.eval.clone_benchmark import evaluate_clones
 
 
 def machine() -> dict[str, Any]:

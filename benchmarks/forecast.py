@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
-from twinkit.eval.forecast import evaluate_forecasts
+from twinkit.eval.forecast_benchmark import evaluate_forecasts
 
 
 def ratios(report: dict[str, Any], horizons: list[int]) -> dict[str, Any]:

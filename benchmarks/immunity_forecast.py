@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
-from twinkit.eval.immunity_forecast import evaluate_forecast_immunity
-from twinkit.immunity.forecast import HistoryBudget
+from twinkit.eval.forecaster_immunity_benchmark import evaluate_forecast_immunity
+from twinkit.immunity.history_tampering import HistoryBudget
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

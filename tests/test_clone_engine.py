@@ -21,7 +21,7 @@ from sqlalchemy import select
 from twinkit.cli.testing import run
 from twinkit.core.errors import NotFoundError, TwinkitError, ValidationError
 from twinkit.engine import TwinEngine
-from twinkit.engine.clones import decisions
+from twinkit.engine.clone_questions import decisions
 from twinkit.store import tables
 
 SnapshotFn = Callable[[TwinEngine], dict[str, list[tuple[Any, ...]]]]  # conftest `snapshot`

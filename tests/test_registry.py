@@ -16,7 +16,7 @@ from sqlalchemy import update
 from twinkit.core.errors import NotFoundError, PromotionError, SchemaVersionError
 from twinkit.engine import TwinEngine
 from twinkit.store import tables
-from twinkit.store.registry import Status
+from twinkit.store.model_versions import Status
 
 SnapshotFn = Callable[[TwinEngine], dict[str, list[tuple[Any, ...]]]]  # conftest `snapshot`
 

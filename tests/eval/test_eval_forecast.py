@@ -11,7 +11,7 @@ import pytest
 
 from twinkit.cli import main
 from twinkit.data.datasets.synthetic import synthetic_cohort
-from twinkit.eval.forecast import evaluate_forecasts, split_twins
+from twinkit.eval.forecast_benchmark import evaluate_forecasts, split_twins
 
 
 def test_eval_command_writes_the_documented_layout(

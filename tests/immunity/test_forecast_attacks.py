@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.data.datasets.synthetic import synthetic_cohort
-from twinkit.eval.immunity_forecast import VARIANTS, evaluate_forecast_immunity
-from twinkit.immunity.forecast import (
+from twinkit.eval.forecaster_immunity_benchmark import VARIANTS, evaluate_forecast_immunity
+from twinkit.immunity.history_tampering import (
     HistoryBudget,
     TamperedHistory,
     attack_history,

@@ -14,7 +14,7 @@ from torch import nn
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
-from twinkit.eval.immunity import evaluate_immunity, normalise_images
+from twinkit.eval.immunity_benchmark import evaluate_immunity, normalise_images
 from twinkit.immunity import pgd, robust_accuracy
 from twinkit.immunity.vaccine import (
     _weight_perturbation,
@@ -299,7 +299,7 @@ def test_uint8_images_are_normalised() -> None:
 def test_large_images_are_screened_for_backdoors_on_a_hidden_layer() -> None:
     """8x8 digits are screened on their pixels; 28x28 MNIST digits on a hidden layer,
     where spectral signatures find the trigger (raw 28x28 pixels hid it completely)."""
-    from twinkit.eval.immunity import backdoor_representation
+    from twinkit.eval.immunity_benchmark import backdoor_representation
 
     assert backdoor_representation(64) == "input"
     assert backdoor_representation(784) == "hidden"

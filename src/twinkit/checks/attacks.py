@@ -28,7 +28,7 @@ from twinkit.immunity.base import (
     attack_class,
     registered_attacks,
 )
-from twinkit.immunity.forecast import HistoryBudget
+from twinkit.immunity.history_tampering import HistoryBudget
 from twinkit.models.linear_ar import LinearAR
 
 #: a check of an attack class

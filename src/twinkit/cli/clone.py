@@ -187,7 +187,7 @@ def eval_clone(
 ) -> None:
     """Clone each person with each query strategy; report agreement on held-out items."""
     from twinkit.data.importers import DecisionBatch, load_batch
-    from twinkit.eval.clone import evaluate_clones
+    from twinkit.eval.clone_benchmark import evaluate_clones
 
     try:
         budget_list = [int(b) for b in budgets.split(",") if b.strip()]

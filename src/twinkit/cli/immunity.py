@@ -226,7 +226,7 @@ def _classifier_immunity(
     flip_seeds: int,
     flip_threshold: float | None,
 ) -> dict[str, Any]:
-    from twinkit.eval.immunity import evaluate_immunity
+    from twinkit.eval.immunity_benchmark import evaluate_immunity
 
     try:
         budgets = [float(e) for e in eps.split(",") if e.strip()]
@@ -301,8 +301,8 @@ def _forecast_immunity(
     seed: int,
     attack: str,
 ) -> dict[str, Any]:
-    from twinkit.eval.immunity_forecast import evaluate_forecast_immunity
-    from twinkit.immunity.forecast import HistoryBudget
+    from twinkit.eval.forecaster_immunity_benchmark import evaluate_forecast_immunity
+    from twinkit.immunity.history_tampering import HistoryBudget
 
     try:
         steps = [int(h) for h in horizons.split(",") if h.strip()]

@@ -297,7 +297,7 @@ def eval_forecast(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
-    from twinkit.eval.forecast import evaluate_forecasts
+    from twinkit.eval.forecast_benchmark import evaluate_forecasts
 
     try:
         steps = [int(h) for h in horizons.split(",") if h.strip()]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import IntegrityError, TwinkitError
-from twinkit.store.registry import ModelVersion
+from twinkit.store.model_versions import ModelVersion
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext

@@ -42,11 +42,11 @@ from twinkit.core.errors import (
     ValidationError,
 )
 from twinkit.core.twin import Twin, TwinKind
-from twinkit.engine import clones, reads
+from twinkit.engine import clone_questions, reads
 from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.fitting import Candidate, FitResult, register
-from twinkit.store import ledger, registry
-from twinkit.store.registry import ModelVersion
+from twinkit.store import ledger, model_versions
+from twinkit.store.model_versions import ModelVersion
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
@@ -85,7 +85,7 @@ def fit_clone(
     twin = _decision_twin(ctx, twin_id)
     if twin_uid is not None and twin.uid != twin_uid:
         raise TwinGoneError(f"twin {twin.id!r} was deleted; this fit was for that twin")
-    frame = clones.decisions(ctx, twin.owner)
+    frame = clone_questions.decisions(ctx, twin.owner)
     mine_all = frame[frame["twin_id"] == twin.key] if not frame.empty else frame
     if frame.empty or mine_all.empty:
         raise TwinkitError(f"twin {twin.id!r} has no decisions yet: ingest some first")
@@ -111,7 +111,7 @@ def fit_clone(
     metrics["labels_trained"] = int((~held).sum())
     zone = _zone(population, train_x, train_said, others, features)
     with ctx.store.read() as conn:
-        current = registry.serving(conn, twin.key)
+        current = model_versions.serving(conn, twin.key)
     verdict, serving_metrics = _compare(ctx, metrics, current, features, x[held], said[held])
     tensors, config = clone.get_state()
     prior_sha = ctx.artifacts.save(*population.get_state())
@@ -332,7 +332,7 @@ def decide(
     the features it was trained on), with failover (see the module)."""
     twin = _decision_twin(ctx, twin_id)
     with ctx.store.read() as conn:
-        head = registry.serving(conn, twin.key)
+        head = model_versions.serving(conn, twin.key)
     if head is None:
         raise NotFoundError(f"twin {twin.id!r} has no serving model: run twinkit fit {twin_id}")
     features = [str(f) for f in head.params.get("features", [])]
@@ -395,7 +395,7 @@ def _failover(
     with ctx.store.read() as conn:
         served = ledger.serving_history(ledger.entries(conn, twin.key)).get(twin.key, [])
         earlier = [
-            registry.get_version(conn, twin.key, n)
+            model_versions.get_version(conn, twin.key, n)
             for n in dict.fromkeys(reversed(served))
             if n != broken.version
         ]

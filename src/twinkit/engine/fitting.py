@@ -29,8 +29,8 @@ from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
-from twinkit.store import ledger, observations, registry, twins
-from twinkit.store.registry import ModelVersion, Status
+from twinkit.store import ledger, model_versions, observations, twins
+from twinkit.store.model_versions import ModelVersion, Status
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def fit(
         raise TwinkitError(f"twin {twin.id!r} is a decision twin; forecasters need a state twin")
     with ctx.store.read() as conn:
         long = observations.read_signals(conn, twin_id)
-        current = registry.serving(conn, twin_id)
+        current = model_versions.serving(conn, twin_id)
     ctx.time_window.check_stored(twin.id, long["t"].to_numpy())
     frame = long_to_wide(long)
     target = target or reads.default_target(twin, frame)
@@ -181,7 +181,7 @@ def register(
             raise TwinGoneError(
                 f"twin {twin.id!r} was deleted while it was fitted; nothing was registered"
             )
-        version = registry.next_version(conn, key)
+        version = model_versions.next_version(conn, key)
         entry = ModelVersion(
             twin_id=key,
             version=version,
@@ -193,7 +193,7 @@ def register(
             data_hash=data_hash,
             created_at=utc_now_iso(),
         )
-        now_serving = registry.serving(conn, key)
+        now_serving = model_versions.serving(conn, key)
         changed = (now_serving.version if now_serving else None) != (
             current.version if current else None
         )
@@ -202,8 +202,8 @@ def register(
             reason = "the serving version changed while this one was fitted; promote by hand"
             entry = replace(entry, status=Status.REJECTED)
         if promoted and current is not None:
-            registry.set_status(conn, key, current.version, Status.RETIRED)
-        registry.insert_version(conn, entry)
+            model_versions.set_status(conn, key, current.version, Status.RETIRED)
+        model_versions.insert_version(conn, entry)
         ledger.append(
             conn,
             "model_registered",
@@ -282,16 +282,16 @@ def _compare(
 def promote(ctx: EngineContext, twin_id: str, version: int) -> None:
     twin_id = reads.get_twin(ctx, twin_id).key
     with ctx.store.write() as conn:
-        target = registry.get_version(conn, twin_id, version)
+        target = model_versions.get_version(conn, twin_id, version)
         if target is None:
             raise PromotionError(f"twin {public_id(twin_id)!r} has no model version {version}")
-        current = registry.serving(conn, twin_id)
+        current = model_versions.serving(conn, twin_id)
         if current is not None and current.version == version:
             raise PromotionError(f"version {version} of {public_id(twin_id)!r} is already serving")
         ctx.artifacts.load(target.sha256)  # never promote a broken artifact
         if current is not None:
-            registry.set_status(conn, twin_id, current.version, Status.RETIRED)
-        registry.set_status(conn, twin_id, version, Status.SERVING)
+            model_versions.set_status(conn, twin_id, current.version, Status.RETIRED)
+        model_versions.set_status(conn, twin_id, version, Status.SERVING)
         ledger.append(
             conn,
             "model_promoted",
@@ -309,7 +309,7 @@ def rollback(ctx: EngineContext, twin_id: str) -> int:
     """Serve the version that served before the current one; return its number."""
     twin_id = reads.get_twin(ctx, twin_id).key
     with ctx.store.write() as conn:
-        current = registry.serving(conn, twin_id)
+        current = model_versions.serving(conn, twin_id)
         if current is None:
             raise PromotionError(f"twin {public_id(twin_id)!r} has no serving model to roll back")
         served = ledger.serving_history(ledger.entries(conn, twin_id)).get(twin_id, [])
@@ -318,14 +318,14 @@ def rollback(ctx: EngineContext, twin_id: str) -> int:
             raise PromotionError(
                 f"twin {public_id(twin_id)!r}: no earlier version served before v{current.version}"
             )
-        previous = registry.get_version(conn, twin_id, earlier[-1])
+        previous = model_versions.get_version(conn, twin_id, earlier[-1])
         if previous is None:
             raise PromotionError(
                 f"twin {public_id(twin_id)!r}: v{earlier[-1]} is gone from the registry"
             )
         ctx.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
-        registry.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
-        registry.set_status(conn, twin_id, previous.version, Status.SERVING)
+        model_versions.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
+        model_versions.set_status(conn, twin_id, previous.version, Status.SERVING)
         ledger.append(
             conn,
             "model_rolled_back",

@@ -20,10 +20,10 @@ from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split
 from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.meta import meta_learn
-from twinkit.store import ledger, observations, registry, twins
+from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
-from twinkit.store.registry import PopulationVersion
+from twinkit.store.model_versions import PopulationVersion
 from twinkit.store.timeutil import utc_now_iso
 
 DEFAULT_POPULATION_MODEL = "gru"
@@ -72,7 +72,7 @@ def fit_population(
     started = time.perf_counter()
     window = window or TimeWindow()
     with store.read() as conn:
-        sharing = registry.sharing_owners(conn)
+        sharing = model_versions.sharing_owners(conn)
         if twin_ids:
             chosen = []
             for ref in twin_ids:
@@ -133,9 +133,9 @@ def fit_population(
     sha = artifacts.save(tensors, config)
     data_hash = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
     with store.write() as conn:
-        version = registry.next_population_version(conn)
+        version = model_versions.next_population_version(conn)
         metrics = {"twins": float(len(used)), "seconds": round(time.perf_counter() - started, 2)}
-        registry.insert_population(
+        model_versions.insert_population(
             conn,
             PopulationVersion(
                 version=version,
@@ -203,9 +203,9 @@ def load_population(
     With ``owner``: the newest that may serve that owner's twins (a version named that may
     not is :class:`NotFoundError`)."""
     with store.read() as conn:
-        known = registry.populations(conn)
+        known = model_versions.populations(conn)
         if owner is not None:
-            sharing = registry.sharing_owners(conn)
+            sharing = model_versions.sharing_owners(conn)
             known = [p for p in known if p.serves(owner, sharing)]
     if not known:
         if version is not None:
@@ -225,7 +225,7 @@ def share_population(store: Store, owner: str, share: bool = True) -> bool:
     if not OWNER_NAME_PATTERN.match(owner):
         raise TwinkitError(f"invalid owner name {owner!r}")
     with store.write() as conn:
-        changed = registry.set_sharing(conn, owner, share, utc_now_iso())
+        changed = model_versions.set_sharing(conn, owner, share, utc_now_iso())
         if changed:
             ledger.append(conn, "population_sharing", None, {"owner": owner, "share": share})
     return changed
@@ -234,10 +234,10 @@ def share_population(store: Store, owner: str, share: bool = True) -> bool:
 def sharing_owners(store: Store) -> list[str]:
     """The owners who pool their twins for shared population priors."""
     with store.read() as conn:
-        return sorted(registry.sharing_owners(conn))
+        return sorted(model_versions.sharing_owners(conn))
 
 
 def populations(store: Store) -> list[PopulationVersion]:
     """Every population prior, oldest first."""
     with store.read() as conn:
-        return registry.populations(conn)
+        return model_versions.populations(conn)

@@ -12,8 +12,8 @@ from twinkit.core.twin import Twin
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.context import EngineContext
 from twinkit.models.base import Forecaster, forecaster_class
-from twinkit.store import observations, registry, twins
-from twinkit.store.registry import ModelVersion
+from twinkit.store import model_versions, observations, twins
+from twinkit.store.model_versions import ModelVersion
 from twinkit.store.timeutil import from_micros, to_micros
 
 
@@ -67,9 +67,9 @@ def version(ctx: EngineContext, twin_id: str, number: int | None = None) -> Mode
     twin = get_twin(ctx, twin_id)
     with ctx.store.read() as conn:
         chosen = (
-            registry.get_version(conn, twin.key, number)
+            model_versions.get_version(conn, twin.key, number)
             if number is not None
-            else registry.serving(conn, twin.key)
+            else model_versions.serving(conn, twin.key)
         )
     if chosen is None:
         what = f"version {number}" if number is not None else "serving model"
@@ -81,7 +81,7 @@ def versions(ctx: EngineContext, twin_id: str) -> list[ModelVersion]:
     """Every registry version of the twin's model, oldest first."""
     key = get_twin(ctx, twin_id).key
     with ctx.store.read() as conn:
-        return registry.versions(conn, key)
+        return model_versions.versions(conn, key)
 
 
 def load_model(ctx: EngineContext, chosen: ModelVersion) -> Forecaster:

@@ -43,10 +43,10 @@ from twinkit.engine import reads
 from twinkit.engine.model_cache import FileState
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster
-from twinkit.store import ledger, observations, registry, twins
+from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
-from twinkit.store.registry import ModelVersion
-from twinkit.store.registry import ServingHead as ServingHead  # re-exported for the service
+from twinkit.store.model_versions import ModelVersion
+from twinkit.store.model_versions import ServingHead as ServingHead  # re-exported for the service
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
@@ -109,9 +109,9 @@ def serving_head(ctx: EngineContext, owner: str, twin_id: str) -> ServingHead | 
     has no such twin. A twin from before schema 7 is stored under its bare id: looked up
     second, and only if it is ``owner``'s."""
     with ctx.store.statement() as conn:
-        head = registry.serving_head(conn, twin_key(owner, twin_id))
+        head = model_versions.serving_head(conn, twin_key(owner, twin_id))
         if head is None:
-            head = registry.serving_head(conn, twin_id)
+            head = model_versions.serving_head(conn, twin_id)
     return head if head is not None and head.owner == owner else None
 
 
@@ -153,7 +153,7 @@ def serve_forecast(
     model: Forecaster | None = None
     failure: Exception | None = None
     with ctx.store.read() as conn:
-        head = registry.serving_head(conn, twin_id)
+        head = model_versions.serving_head(conn, twin_id)
         if checked is not None and (head is None or head.owner != checked.owner):
             raise TwinChangedError(f"no twin {twin_id!r}")
         if head is not None and head.kind == TwinKind.DECISION.value:
@@ -275,7 +275,7 @@ def _earlier_versions(ctx: EngineContext, broken: ModelVersion) -> list[ModelVer
 def _version(ctx: EngineContext, key: str, number: int) -> ModelVersion:
     """Version ``number`` of the twin stored under ``key``."""
     with ctx.store.read() as conn:
-        found = registry.get_version(conn, key, number)
+        found = model_versions.get_version(conn, key, number)
     if found is None:
         raise NotFoundError(f"twin {public_id(key)!r} has no model version {number}")
     return found

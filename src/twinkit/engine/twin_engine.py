@@ -20,8 +20,8 @@ from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
 from twinkit.data.importers import read_table
 from twinkit.engine import (
+    clone_questions,
     clone_versions,
-    clones,
     cohort,
     fitting,
     ingest,
@@ -50,7 +50,7 @@ from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
 from twinkit.store.integrity import VerifyReport
 from twinkit.store.ledger import LedgerEntry
-from twinkit.store.registry import ModelVersion, PopulationVersion, ServingHead
+from twinkit.store.model_versions import ModelVersion, PopulationVersion, ServingHead
 
 
 class TwinEngine:
@@ -378,26 +378,26 @@ class TwinEngine:
     ) -> list[dict[str, Any]]:
         """The ``k`` items the twin's clone most needs its donor to answer, recorded as
         asked: each with its confusion label and what the clone would answer."""
-        return clones.ask(self.context, twin_id, k, strategy, seed)
+        return clone_questions.ask(self.context, twin_id, k, strategy, seed)
 
     def clone_waiting(self, twin_id: str) -> list[dict[str, Any]]:
         """The questions asked and not answered yet, oldest first."""
-        return clones.waiting(self.context, twin_id)
+        return clone_questions.waiting(self.context, twin_id)
 
     def clone_answer(self, twin_id: str, path: Path | str) -> IngestResult:
         """Ingest the donor's answers to asked questions (any other row rejects the file)."""
-        return clones.answer(self.context, twin_id, path)
+        return clone_questions.answer(self.context, twin_id, path)
 
     def clone_answer_labels(
         self, twin_id: str, labels: Sequence[tuple[str, str]], source: str
     ) -> IngestResult:
         """Ingest the donor's labels for waiting questions, as ``(item_id, label)`` pairs."""
-        return clones.answer_labels(self.context, twin_id, labels, source)
+        return clone_questions.answer_labels(self.context, twin_id, labels, source)
 
     def clone_refresh(self, twin_id: str, **params: Any) -> dict[str, Any]:
         """Retrain the clone, top up its questions and guess every waiting one (see
-        :func:`twinkit.engine.clones.refresh`)."""
-        return clones.refresh(self.context, twin_id, **params)
+        :func:`twinkit.engine.clone_questions.refresh`)."""
+        return clone_questions.refresh(self.context, twin_id, **params)
 
     def decide(
         self, twin_id: str, items: pd.DataFrame | Path | str, source: str | None = None
@@ -415,7 +415,7 @@ class TwinEngine:
     def clone_labels(self, owner: str) -> list[str]:
         """The labels the donors of ``owner``'s decision twins have given, sorted: those a
         clone of ``owner``'s may answer."""
-        frame = clones.decisions(self.context, owner)
+        frame = clone_questions.decisions(self.context, owner)
         return sorted(frame["label"].astype(str).unique()) if not frame.empty else []
 
     def clone_report(
@@ -423,8 +423,8 @@ class TwinEngine:
     ) -> dict[str, Any]:
         """Cross-validated fidelity of the clone, the donor's personal confusion zone, where
         the clone disagrees with the donor and, with ``truth``, the advice figures (see
-        :func:`twinkit.engine.clones.report`)."""
-        return clones.report(self.context, twin_id, seed, truth)
+        :func:`twinkit.engine.clone_questions.report`)."""
+        return clone_questions.report(self.context, twin_id, seed, truth)
 
     def robustness_items(self, twin_id: str) -> int:
         """How many labelled items a robustness report of the twin would use; refuses at

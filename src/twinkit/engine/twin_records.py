@@ -19,7 +19,7 @@ from twinkit.engine import reads
 from twinkit.engine.context import EngineContext
 from twinkit.engine.owners import OWNER_NAME_PATTERN
 from twinkit.store import jobs as store_jobs
-from twinkit.store import ledger, observations, registry, twins
+from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.db import new_uid
 from twinkit.store.timeutil import utc_now_iso
 
@@ -90,7 +90,7 @@ def twin_summary(ctx: EngineContext, twin_id: str) -> dict[str, Any]:
     twin = reads.get_twin(ctx, twin_id)
     with ctx.store.read() as conn:
         counts = observations.count_rows(conn, twin.key)
-        serving = registry.serving(conn, twin.key)
+        serving = model_versions.serving(conn, twin.key)
     return {**twin.to_dict(), **counts, "serving_version": serving.version if serving else None}
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from twinkit.clone.model import CloneModel
     from twinkit.immunity.attacks import Bound, Labels, Target
-    from twinkit.immunity.forecast import HistoryBudget, TamperedHistory
+    from twinkit.immunity.history_tampering import HistoryBudget, TamperedHistory
     from twinkit.models.base import Forecaster
 
 #: what an attack attacks: a clone's answers, or a forecaster's forecasts
@@ -161,7 +161,7 @@ class ClassifierAttack(Attack):
 
 class ForecasterAttack(Attack):
     """An evasion attack on a forecaster: the last readings of its history moved, within a
-    :class:`~twinkit.immunity.forecast.HistoryBudget`, to push its forecast."""
+    :class:`~twinkit.immunity.history_tampering.HistoryBudget`, to push its forecast."""
 
     attacks: ClassVar[Victim] = "forecaster"
 

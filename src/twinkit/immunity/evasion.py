@@ -25,7 +25,7 @@ true training labels for its perturbed rows, and the clone retrained from scratc
 mixed with the clean rows; the adversarially trained clone is trained once, at the
 largest budget, and attacked at every budget.
 
-The immunity benchmark (:func:`twinkit.eval.immunity.evaluate_immunity`) adds poisoning
+The immunity benchmark (:func:`twinkit.eval.immunity_benchmark.evaluate_immunity`) adds poisoning
 to this report; a decision twin's robustness job
 (:func:`twinkit.engine.robustness.clone_robustness`) runs it on the twin's own labels.
 """

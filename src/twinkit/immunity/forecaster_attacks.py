@@ -1,5 +1,5 @@
 """twinkit's evasion attack on forecasters, registered by name: black-box PGD on a
-history (:func:`~twinkit.immunity.forecast.attack_history`)."""
+history (:func:`~twinkit.immunity.history_tampering.attack_history`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from twinkit.immunity.base import (
     ForecasterAttack,
     register_attack,
 )
-from twinkit.immunity.forecast import HistoryBudget, TamperedHistory, attack_history
+from twinkit.immunity.history_tampering import HistoryBudget, TamperedHistory, attack_history
 from twinkit.models.base import Forecaster
 
 

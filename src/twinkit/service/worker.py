@@ -87,7 +87,7 @@ def run_clone(
     store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
 ) -> None:
     """Retrain a decision twin's clone on its donor's labels, top up its questions and send
-    its guesses (as for :func:`twinkit.engine.clones.refresh`)."""
+    its guesses (as for :func:`twinkit.engine.clone_questions.refresh`)."""
     _answer(
         "clone update",
         store_url,

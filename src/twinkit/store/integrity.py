@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from twinkit.store import ledger, observations, registry, tables
+from twinkit.store import ledger, model_versions, observations, tables
 from twinkit.store.artifacts import ArtifactStore
 
 
@@ -68,7 +68,7 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
                 f"entry {seq}: a held row was modified, added or deleted"
             )
 
-    for p in registry.populations(conn):
+    for p in model_versions.populations(conn):
         report.problems += _check_model(
             f"population model v{p.version}",
             registered.get(("*population*", p.version)),
@@ -76,9 +76,11 @@ def verify_store(conn: Connection, artifacts: ArtifactStore) -> VerifyReport:
             artifacts,
         )
 
-    versions = registry.all_versions(conn)
+    versions = model_versions.all_versions(conn)
     history = ledger.serving_history(entries)
-    serving_now = {v.twin_id: v.version for v in versions if v.status == registry.Status.SERVING}
+    serving_now = {
+        v.twin_id: v.version for v in versions if v.status == model_versions.Status.SERVING
+    }
     for twin_id in sorted(set(serving_now) | {t for t, s in history.items() if s}):
         said = history.get(twin_id, [])
         if serving_now.get(twin_id) != (said[-1] if said else None):

@@ -2,7 +2,7 @@
 
 The clone is not a stored artifact: it is the population prior (the owner's other
 decision twins' labels) personalised on the donor's labels, retrained with a fixed seed
-whenever it is needed (:mod:`twinkit.engine.clones`). That takes seconds, so it runs as a
+whenever it is needed (:mod:`twinkit.engine.clone_questions`). That takes seconds, so it runs as a
 background job (kind ``clone``) through the job runner: ``POST .../clone/queries`` starts
 one, and ``POST .../clone/answers`` ingests the labels at once (the same ingest pipeline
 and ledger as any decisions batch) and then starts one. The job retrains the clone, asks

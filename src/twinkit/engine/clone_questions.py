@@ -35,7 +35,7 @@ from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
 from twinkit.engine import reads
 from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins
-from twinkit.store import clone_queries, ledger, observations, registry, twins
+from twinkit.store import clone_queries, ledger, model_versions, observations, twins
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _serving_models(
     """(prior, clone) of the twin's serving clone version, if it decides on these features
     and labels and both artifacts load."""
     with ctx.store.read() as conn:
-        head = registry.serving(conn, twin.key)
+        head = model_versions.serving(conn, twin.key)
     if head is None or head.model != CLONE or head.params.get("features") != features:
         return None
     if head.params.get("classes") != classes:

@@ -7,10 +7,10 @@ Per model and horizon the report gives the RMSE of:
 
 - ``clean``: forecasts from the true history;
 - ``undefended``: from a history tampered by a registered forecaster attack (by default
-  ``history_pgd``, :func:`~twinkit.immunity.forecast.attack_history`), within the
+  ``history_pgd``, :func:`~twinkit.immunity.history_tampering.attack_history`), within the
   budget, to push each forecast further from the truth;
 - ``vaccinated_replay``: the vaccinated model (fitted on
-  :func:`~twinkit.immunity.forecast.vaccine_history`) fed the *same* tampered histories;
+  :func:`~twinkit.immunity.history_tampering.vaccine_history`) fed the *same* tampered histories;
 - ``vaccinated_adaptive``: the vaccinated model fed a fresh attack against it.
 
 ``hide_low``: at origins where glucose at the first horizon is below ``threshold``
@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
-from twinkit.eval.forecast import split_twins
+from twinkit.eval.forecast_benchmark import split_twins
 from twinkit.immunity.base import AttackSettings, ForecasterAttack, forecaster_attack
-from twinkit.immunity.forecast import HistoryBudget, truth_at, vaccine_history
 from twinkit.immunity.forecaster_attacks import DEFAULT_FORECASTER_ATTACK
+from twinkit.immunity.history_tampering import HistoryBudget, truth_at, vaccine_history
 from twinkit.models.base import Forecaster, forecaster_class
 
 #: what each model's error and low-alarm figures are reported under

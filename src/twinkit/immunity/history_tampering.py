@@ -16,7 +16,7 @@ budget after each one (a black-box PGD).
   days, in which blocks of readings are replaced by attacks against the clean model,
   the readings after them left true: what the twin should have forecast from a
   tampered history.
-- :func:`evaluate_forecast_immunity` (in :mod:`twinkit.eval.immunity_forecast`) runs
+- :func:`evaluate_forecast_immunity` (in :mod:`twinkit.eval.forecaster_immunity_benchmark`) runs
   the benchmark.
 """
 
