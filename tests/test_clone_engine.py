@@ -733,6 +733,15 @@ def test_cli_fit_and_decide_a_decision_twin(
     assert bad_code == 1
     assert "column 'f2'" in bad_err
 
+    # Execute / Assert: a damaged clone artifact makes `ledger verify` exit 2
+    check = TwinEngine(db)
+    try:
+        flip_artifact_byte(check, check.version(DONOR).sha256)
+    finally:
+        check.store.dispose()
+    code, _, err = run(capsys, "ledger", "verify", "--db", db)
+    assert code == 2, err
+
 
 def test_queries_and_report_use_the_serving_clone_and_report_disagreements_and_advice(
     store: TwinEngine, monkeypatch: pytest.MonkeyPatch

@@ -576,3 +576,25 @@ def test_a_decision_twin_is_fitted_and_decides_over_http_for_its_owner_only(
     assert other_model.status_code == 400
     models = client.get(f"/v1/twins/{DONOR}/models", headers=alice).json()
     assert [(m["version"], m["model"], m["status"]) for m in models] == [(1, "clone", "serving")]
+
+    # Execute: 20 more answers, a second fit, then a rollback
+    more = decision_frame(20, seed=5, bias=True).assign(item_id=[f"m{i:03d}" for i in range(20)])
+    upload(client, DONOR, more, alice)
+    second = client.post(f"/v1/twins/{DONOR}/fit", json={"model": "auto"}, headers=alice)
+    job2 = finished_job(client, f"/v1/twins/{DONOR}/jobs/{second.json()['id']}", alice)
+    serving = [
+        m["version"]
+        for m in client.get(f"/v1/twins/{DONOR}/models", headers=alice).json()
+        if m["status"] == "serving"
+    ]
+    rolled = client.post(f"/v1/twins/{DONOR}/models/rollback", headers=alice)
+
+    # Assert: v2 serves only if the gate let it; a rollback then serves v1 again
+    assert job2["status"] == "done", job2
+    assert serving == ([2] if job2["result"]["promoted"] else [1])
+    if job2["result"]["promoted"]:
+        assert rolled.json() == {"version": 1}
+        decided = client.post(f"/v1/twins/{DONOR}/decide", json=items, headers=alice)
+        assert decided.json()["version"] == 1
+    else:
+        assert rolled.status_code == 409  # nothing served before v1
