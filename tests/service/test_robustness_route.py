@@ -220,4 +220,27 @@ def test_the_schema_lists_every_registered_classifier_attack(
     assert {"fgsm", "pgd", "pgd_l2", "bpda", "square"} <= set(listed)
     assert square.status_code == 400
     assert "the square attack perturbs images" in square.json()["error"]["message"]
-    assert service.engine.jobs.of_twin("d1") == []
+    assert service.engine.jobs.of_twin("alice/d1") == []
+
+
+def test_square_is_accepted_for_a_twin_whose_items_are_images(
+    client: TestClient, service: ServiceState, new_owner: Callable[[str], Headers]
+) -> None:
+    # Prepare: 4x4 "images" (16 pixel features), labelled by their top half's brightness
+    alice = new_owner("alice")
+    body = {"id": "img", "kind": "decision", "metadata": {"image": [4, 4]}}
+    assert client.post("/v1/twins", json=body, headers=alice).status_code == 201
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (MIN_LABELS + 6, 16))
+    frame = pd.DataFrame(x, columns=[f"px{i}" for i in range(16)])
+    frame.insert(0, "item_id", [f"i{i:03d}" for i in range(len(frame))])
+    frame["label"] = np.where(x[:, :8].mean(axis=1) > 0.5, "bright", "dark")
+    files = {"file": ("images.csv", frame.to_csv(index=False).encode(), "text/csv")}
+    upload = client.post("/v1/twins/img/observations/upload", files=files, headers=alice)
+    assert upload.status_code == 200, upload.text
+
+    # Execute
+    started = client.post("/v1/twins/img/robustness", json={"attacks": ["square"]}, headers=alice)
+
+    # Assert: queued as a job (the job attacks 4x4 images)
+    assert started.status_code == 202, started.text
+    assert started.json()["params"]["attacks"] == ["square"]

@@ -85,15 +85,17 @@ def holdout_split(labels: Sequence[str], share: float, seed: int) -> np.ndarray:
     return held
 
 
-def check_attacks(attacks: Sequence[str]) -> None:
-    """Refuse, before any work, an attack that is not a registered classifier attack or
-    that perturbs images: a twin's decisions are attacked as flat features."""
+def check_attacks(attacks: Sequence[str], image_shape: tuple[int, int] | None = None) -> None:
+    """Refuse, before any work, an attack that is not a registered classifier attack, or
+    that perturbs images when the twin's decisions are flat features (a twin whose
+    metadata says ``"image": [h, w]`` is attacked as images of that shape)."""
     for name in attacks:
         cls = attack_class(name, "classifier")
-        if issubclass(cls, ClassifierAttack) and cls.needs_images:
+        if issubclass(cls, ClassifierAttack) and cls.needs_images and image_shape is None:
             raise TwinkitError(
-                f"the {name} attack perturbs images, and a twin's decisions are attacked as "
-                "flat features: choose another attack"
+                f"the {name} attack perturbs images, and this twin's decisions are flat "
+                'features (its metadata has no "image": [height, width]): choose another '
+                "attack"
             )
 
 
@@ -112,11 +114,12 @@ def clone_robustness(
     its poisoning part, see :func:`~twinkit.immunity.evasion.evasion_report`; ``attacks``
     any registered classifier attacks), plus ``twin``, the scaling of the features and
     how the items were split."""
-    check_attacks(attacks)
+    shape = reads.get_twin(ctx, twin_id).image_shape
+    check_attacks(attacks, shape)
     x, labels, names, low, high = labelled_items(ctx, twin_id)
     held = holdout_split(labels, TEST_SHARE, seed)
     y = np.asarray(labels, dtype=object)
-    items = split_items(x[~held], y[~held].tolist(), x[held], y[held].tolist())
+    items = split_items(x[~held], y[~held].tolist(), x[held], y[held].tolist(), shape)
     report = evasion_report(
         items,
         eps=eps,

@@ -126,7 +126,7 @@ def start_robustness(
     body = body or RobustnessRequest()
     # Refuses at once what the job would fail on.
     state.engine.robustness_items(twin.ref)
-    check_attacks(body.attacks)
+    check_attacks(body.attacks, twin.image_shape)
     params = body.model_dump()
     params["eps"] = sorted(set(params["eps"]))
     params["attacks"] = sorted(set(params["attacks"]))
