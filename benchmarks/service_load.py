@@ -27,6 +27,12 @@ The owner's rate limit is raised for the run (the limiter still runs on every re
 one token sends all the load here, where in use many owners would. The server inherits
 the environment, so ``TWINKIT_SWITCH_INTERVAL_MS`` sets its workers' GIL switch interval
 (default 1 ms; the JSON records it).
+
+``--tenants`` runs another benchmark instead (issue #16, see :func:`main_tenants`): two
+owners, B's forecasts and one fit measured alone, then while owner A holds its job quota
+full of fits and uploads files; the JSON gives B's figures under the flood over B's alone,
+from one run, and whether B's fit started within one job slot. Example:
+``python benchmarks/service_load.py --tenants --seed 0``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import multiprocessing
 import os
@@ -47,11 +54,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +147,10 @@ def process_tree_cpu_s(root: int) -> float:
     return sum(process_tree_cpu_by_pid(root).values())
 
 
-def process_tree_cpu_by_pid(root: int) -> dict[int, float]:
-    """User + system CPU seconds of ``root`` and of each descendant so far (Linux /proc)."""
+def process_tree_cpu_by_pid(root: int, reaped: bool = False) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` and of each descendant so far (Linux /proc).
+    ``reaped``: with those of each one's children that ended and were waited for (a fit
+    job's process, once its worker joined it)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -154,7 +166,8 @@ def process_tree_cpu_by_pid(root: int) -> dict[int, float]:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+        # utime, stime; then cutime, cstime (the reaped children's)
+        cpu[pid] = sum(int(x) for x in fields[11 : 15 if reaped else 13]) / tick
         todo.extend(children.get(pid, []))
     return cpu
 
@@ -163,12 +176,20 @@ def process_tree_cpu_by_pid(root: int) -> dict[int, float]:
 
 
 async def _setup(
-    base: str, admin_token: str, twins: list[str], seed: int, concurrency: int
+    base: str,
+    admin_token: str,
+    twins: list[str],
+    seed: int,
+    concurrency: int,
+    owner: str = "bench",
+    first_k: int = 0,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Create ``owner`` (its token is returned) and its ``twins``, and post each a day of
+    readings (twin ``i``'s are :func:`glucose_rows` ``(first_k + i, seed)``)."""
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
         answer = await client.post(
             "/v1/owners",
-            json={"name": "bench"},
+            json={"name": owner},
             headers={"Authorization": f"Bearer {admin_token}"},
         )
         answer.raise_for_status()
@@ -184,7 +205,7 @@ async def _setup(
             created.raise_for_status()
         create_s = time.perf_counter() - started
 
-        bodies = [{"rows": glucose_rows(k, seed)} for k in range(len(twins))]
+        bodies = [{"rows": glucose_rows(first_k + k, seed)} for k in range(len(twins))]
         gate = asyncio.Semaphore(concurrency)
         latencies: list[float] = []
 
@@ -497,16 +518,12 @@ def cache_lookups(base: str) -> dict[str, int]:
     return found
 
 
-def run_load(
-    base: str, server_pid: int, token: str, twins: list[str], plan: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    here, there = multiprocessing.get_context("spawn").Pipe()
-    port = int(base.rsplit(":", 1)[1])
-    generator = multiprocessing.get_context("spawn").Process(
-        target=run_generator, args=(port, token, twins, plan, there), name="load-generator"
-    )
-    lookups = cache_lookups(base)
-    generator.start()
+def _warm_up(
+    here: Connection, base: str, plan: dict[str, Any], lookups: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The parent's side of the generator's warm-up: a pass at a time until two passes in a
+    row had no forecast cache miss (or ``plan["warmup_passes"]`` were made). ``lookups``:
+    the cache's counts before the generator started."""
     warmup: list[dict[str, Any]] = []
     for k in range(plan["warmup_passes"]):
         _, passed = here.recv()
@@ -521,29 +538,73 @@ def run_load(
         here.send("enough" if enough else "again")
         if enough:
             break
+    return warmup
+
+
+def _measure_step(
+    here: Connection,
+    base: str,
+    server_pid: int,
+    wait_idle: bool = True,
+    during: Callable[[], None] | None = None,
+    reaped: bool = False,
+) -> dict[str, Any]:
+    """Have the generator run its next step and return it, with the server's CPU and the
+    forecast cache's counts over the step. ``wait_idle``: first wait until the server is
+    idle. ``during`` runs in a thread from the step's start; the step is returned once it
+    has returned too (its CPU and cache counts are taken when the step ends). ``reaped``:
+    count the CPU of the server's children that ended meanwhile (fit jobs' processes)."""
+    drain_s = wait_until_idle(server_pid) if wait_idle else None
+    load_before, by_pid = os.getloadavg()[0], process_tree_cpu_by_pid(server_pid, reaped)
+    server_cpu = sum(by_pid.values())
+    lookups = cache_lookups(base)
+    here.send("go")
+    side = None if during is None else threading.Thread(target=during, name="during-step")
+    if side is not None:
+        side.start()
+    step: dict[str, Any] = here.recv()[1]
+    after = process_tree_cpu_by_pid(server_pid, reaped)
+    now = cache_lookups(base)
+    load_after = os.getloadavg()[0]
+    if side is not None:
+        side.join()
+    step["cache_hits"] = now["hit"] - lookups["hit"]
+    step["cache_misses"] = now["miss"] - lookups["miss"]
+    step["server_cpu_s"] = round(sum(after.values()) - server_cpu, 2)
+    # How the work spread over the server's processes (the workers, busiest first).
+    step["server_cpu_s_per_process"] = sorted(
+        (round(after[p] - by_pid.get(p, 0.0), 2) for p in after), reverse=True
+    )
+    step["server_cpu_ms_per_request"] = round(1e3 * step["server_cpu_s"] / step["requests"], 2)
+    step["generator_cpu_ms_per_request"] = round(
+        1e3 * step["generator_cpu_s"] / step["requests"], 3
+    )
+    step["server_drain_before_s"] = drain_s
+    step["loadavg_1m_before_after"] = [round(load_before, 2), round(load_after, 2)]
+    return step
+
+
+def _start_generator(
+    base: str, token: str, twins: list[str], plan: dict[str, Any]
+) -> tuple[Connection, BaseProcess]:
+    here, there = multiprocessing.get_context("spawn").Pipe()
+    port = int(base.rsplit(":", 1)[1])
+    generator = multiprocessing.get_context("spawn").Process(
+        target=run_generator, args=(port, token, twins, plan, there), name="load-generator"
+    )
+    generator.start()
+    return here, generator
+
+
+def run_load(
+    base: str, server_pid: int, token: str, twins: list[str], plan: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    lookups = cache_lookups(base)
+    here, generator = _start_generator(base, token, twins, plan)
+    warmup = _warm_up(here, base, plan, lookups)
     steps = []
     for _ in plan["steps"]:
-        drain_s = wait_until_idle(server_pid)
-        load_before, by_pid = os.getloadavg()[0], process_tree_cpu_by_pid(server_pid)
-        server_cpu = sum(by_pid.values())
-        lookups = cache_lookups(base)
-        here.send("go")
-        _, step = here.recv()
-        after = process_tree_cpu_by_pid(server_pid)
-        now = cache_lookups(base)
-        step["cache_hits"] = now["hit"] - lookups["hit"]
-        step["cache_misses"] = now["miss"] - lookups["miss"]
-        step["server_cpu_s"] = round(sum(after.values()) - server_cpu, 2)
-        # How the work spread over the server's processes (the workers, busiest first).
-        step["server_cpu_s_per_process"] = sorted(
-            (round(after[p] - by_pid.get(p, 0.0), 2) for p in after), reverse=True
-        )
-        step["server_cpu_ms_per_request"] = round(1e3 * step["server_cpu_s"] / step["requests"], 2)
-        step["generator_cpu_ms_per_request"] = round(
-            1e3 * step["generator_cpu_s"] / step["requests"], 3
-        )
-        step["server_drain_before_s"] = drain_s
-        step["loadavg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        step = _measure_step(here, base, server_pid)
         step["target_met"] = (
             step["p99_ms"] is not None
             and step["p99_ms"] <= TARGET["p99_ms_max"]
@@ -555,6 +616,661 @@ def run_load(
     here.recv()  # done
     generator.join(timeout=30)
     return warmup, steps
+
+
+# -- two tenants (issue #16) -------------------------------------------------------------
+
+#: B's forecast p99 while A floods, over B's alone, at most; B's fit within one job slot
+TENANT_TARGET: dict[str, Any] = {"b_p99_ratio_max": 2.0, "b_fit_within_one_job_slot": True}
+OWNER_A, OWNER_B = "tenant-a", "tenant-b"
+#: a job that has ended, as the API names it
+ENDED = ("done", "failed", "cancelled")
+#: seconds a slot may take to pass from a job that ended to the next: the worker thread
+#: records the end, takes the next job from its queue and records its start (two store
+#: writes; the runs measure it: ``handover_s`` in the JSON)
+HANDOVER_S = 0.1
+
+
+def _utc_s(stamp: str | None) -> float | None:
+    """A store timestamp (ISO 8601 with its UTC offset) as POSIX seconds."""
+    return None if stamp is None else datetime.fromisoformat(stamp).timestamp()
+
+
+def job_records(db_file: Path) -> list[dict[str, Any]]:
+    """Every job of the store, read from its SQLite file (the API does not show which
+    server process runs a job): id, owner, twin, status, the runner's pid, and when it was
+    created, started and finished, as POSIX seconds."""
+    query = (
+        "SELECT id, owner, twin_id, status, runner, created_at, started_at, finished_at, error "
+        "FROM jobs ORDER BY id"
+    )
+    with closing(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=30)) as conn:
+        rows = conn.execute(query).fetchall()
+    return [
+        {
+            "id": int(r[0]),
+            "owner": r[1],
+            "twin": r[2],
+            "status": r[3],
+            # runner: host:pid:instance (service/jobs.py); one JobRunner per worker process
+            "runner_pid": int(r[4].rsplit(":", 2)[1]) if r[4] else None,
+            "created": _utc_s(r[5]),
+            "started": _utc_s(r[6]),
+            "finished": _utc_s(r[7]),
+            "error": r[8],
+        }
+        for r in rows
+    ]
+
+
+def _jobs_at(jobs: list[dict[str, Any]], t: float, runner: int | None = None) -> dict[str, int]:
+    """How many of ``jobs`` (of ``runner``'s, if given) were queued and running at ``t``."""
+    mine = [j for j in jobs if runner is None or j["runner_pid"] == runner]
+
+    def ended_by(j: dict[str, Any]) -> bool:
+        return j["finished"] is not None and j["finished"] <= t
+
+    queued = sum(
+        j["created"] <= t and (j["started"] is None or j["started"] > t) and not ended_by(j)
+        for j in mine
+    )
+    running = sum(j["started"] is not None and j["started"] <= t and not ended_by(j) for j in mine)
+    return {"queued": int(queued), "running": int(running)}
+
+
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def fit_wait(
+    b: dict[str, Any], a_jobs: list[dict[str, Any]], client: dict[str, Any], a_run_s: float | None
+) -> dict[str, Any]:
+    """B's fit job ``b`` (a record of :func:`job_records`) against A's jobs: how long it
+    waited and what for. ``client``: what B's client saw (POSIX s); ``a_run_s``: A's median
+    job run time. See :func:`main_tenants` for "within one job slot"."""
+    c, s, f = b["created"], b["started"], b["finished"]
+    if s is None:
+        return {"job_id": b["id"], "twin": b["twin"], "status": b["status"], "error": b["error"]}
+    # A's jobs asked for before B's ended (none for B alone: A's flood comes later)
+    a_jobs = [j for j in a_jobs if f is None or j["created"] < f]
+
+    def first_end(runner: int | None = None) -> float | None:
+        ends = [
+            j["finished"]
+            for j in a_jobs
+            if j["finished"] is not None
+            and j["finished"] > c
+            and (runner is None or j["runner_pid"] == runner)
+        ]
+        return min(ends) if ends else None
+
+    def in_time(end: float | None) -> bool:
+        # started into a slot free already, or at most a hand-over after ``end``
+        return end is None or s <= end + HANDOVER_S
+
+    here = b["runner_pid"]
+    first, first_here = first_end(), first_end(here)
+    ahead = [j for j in a_jobs if j["started"] is not None and c < j["started"] < s]
+    ahead_here = [j for j in ahead if j["runner_pid"] == here]
+    ended = [j for j in a_jobs if j["finished"] is not None and c < j["finished"] <= s]
+    return {
+        "job_id": b["id"],
+        "twin": b["twin"],
+        "status": b["status"],
+        "runner_pid": b["runner_pid"],
+        "wait_s": _r(s - c),
+        "run_s": _r(None if f is None else f - s),
+        "total_s": _r(None if f is None else f - c),
+        "wait_in_a_job_runs": _r(None if not a_run_s else (s - c) / a_run_s, 2),
+        "client_post_to_running_seen_s": _r(client["running_seen"] - client["sent"]),
+        "client_post_to_done_seen_s": _r(client["done_seen"] - client["sent"]),
+        "a_jobs_at_submit": _jobs_at(a_jobs, c),
+        "a_jobs_at_start": _jobs_at(a_jobs, s),
+        "a_jobs_on_its_runner_at_submit": _jobs_at(a_jobs, c, b["runner_pid"]),
+        "a_jobs_ended_while_it_waited": len(ended),
+        "a_jobs_ended_on_its_runner_while_it_waited": sum(j["runner_pid"] == here for j in ended),
+        "first_a_job_end_after_submit_s": _r(None if first is None else first - c),
+        "started_minus_first_a_job_end_s": _r(None if first is None else s - first),
+        "started_minus_first_a_job_end_on_its_runner_s": _r(
+            None if first_here is None else s - first_here
+        ),
+        "a_jobs_started_ahead": len(ahead),
+        "a_jobs_started_ahead_on_its_runner": len(ahead_here),
+        "within_one_job_slot": not ahead and in_time(first),
+        "within_one_job_slot_of_its_runner": not ahead_here and in_time(first_here),
+    }
+
+
+def _one_fit(base: str, token: str, twin: str, model: str, seed: int) -> dict[str, Any]:
+    """Fit ``twin`` through the API and follow its job to the end (polled every 50 ms): the
+    job's id and when (POSIX s) the request was sent and the client saw it run and end."""
+    auth = {"Authorization": f"Bearer {token}"}
+    sent = time.time()
+    # A connection of its own, as a client that fits now and then would open: the server
+    # process that accepts it queues and runs the job.
+    answer = httpx.post(
+        f"{base}/v1/twins/{twin}/fit", json={"model": model, "seed": seed}, headers=auth, timeout=60
+    )
+    answer.raise_for_status()
+    url = f"{base}/v1/twins/{twin}/jobs/{answer.json()['id']}"
+    running_seen = None
+    with httpx.Client(headers=auth, timeout=60) as client:
+        while True:
+            status = client.get(url).json()
+            now = time.time()
+            if status["status"] != "queued" and running_seen is None:
+                running_seen = now
+            if status["status"] in ENDED:
+                break
+            time.sleep(0.05)
+    return {
+        "job_id": int(answer.json()["id"]),
+        "status": status["status"],
+        "error": status["error"],
+        "sent": sent,
+        "running_seen": running_seen,
+        "done_seen": now,
+    }
+
+
+def b_fits(
+    base: str, token: str, twins: list[str], args: argparse.Namespace, out: list[Any]
+) -> Callable[[], None]:
+    """What B's fits do during a step: ``args.b_fit_at`` s into it, fit ``twins`` one after
+    another (a second apart); each outcome (or the exception) appended to ``out``."""
+
+    def run() -> None:
+        time.sleep(args.b_fit_at)
+        for twin in twins:
+            try:
+                out.append(_one_fit(base, token, twin, args.fit_model, args.seed))
+            except Exception as exc:  # raised again in the main thread
+                out.append(exc)
+                return
+            time.sleep(1.0)
+
+    return run
+
+
+def _upload_body(k: int, chunk: int, rows: int, seed: int) -> bytes:
+    """CSV of twin ``k``'s readings ``chunk`` (``rows`` 5-minute readings each, after its
+    first day): glucose around 130 with a daily swing and noise, seeded."""
+    rng = np.random.default_rng([seed, 11, k, chunk])
+    steps = DAY_READINGS + chunk * rows + np.arange(rows)
+    value = np.clip(
+        130 + 30 * np.sin(2 * np.pi * steps / DAY_READINGS) + rng.normal(0, 8, rows), 50, 350
+    )
+    times = np.datetime64("2026-01-01T00:00:00") + steps.astype("timedelta64[m]") * 5
+    lines = [
+        f"{t}+00:00,glucose,{v:.1f}\n"
+        for t, v in zip(np.datetime_as_string(times, unit="s"), value, strict=True)
+    ]
+    return ("time,channel,value\n" + "".join(lines)).encode()
+
+
+def run_flood(
+    port: int,
+    token: str,
+    twins: list[str],
+    cfg: dict[str, Any],
+    stop: Any,
+    report: Connection,
+) -> None:
+    """Owner A's flood (its own process) until ``stop`` (an Event) is set; see
+    :func:`main_tenants`. Sends ("full", ...) at the first 429 of a fit, then its counts."""
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()  # stop was set
+        ended = asyncio.Event()  # one of A's jobs ended
+        outstanding: dict[int, str] = {}
+        counts: Counter[str] = Counter()
+        retry_after_seen: set[str] = set()
+        upload_s: list[float] = []
+
+        async def watch_stop() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            done.set()
+
+        async def until(event: asyncio.Event, timeout: float) -> None:
+            waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(done.wait())]
+            _, pending = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+
+        async def fits() -> None:
+            # no keep-alive: each fit on a new connection, as many clients' would be, so
+            # that the server's processes share A's jobs as the kernel hands them out
+            limits = httpx.Limits(max_keepalive_connections=0)
+            told_full, k = False, 0
+            async with httpx.AsyncClient(
+                base_url=base, headers=auth, timeout=120, limits=limits
+            ) as client:
+                while not done.is_set():
+                    twin = twins[k % len(twins)]
+                    ended.clear()
+                    answer = await client.post(
+                        f"/v1/twins/{twin}/fit", json={"model": cfg["model"], "seed": cfg["seed"]}
+                    )
+                    if answer.status_code == 202:
+                        outstanding[int(answer.json()["id"])] = twin
+                        counts["fits_accepted"] += 1
+                        k += 1
+                        continue
+                    counts[f"fits_{answer.status_code}"] += 1
+                    if answer.status_code != 429:
+                        await asyncio.sleep(1.0)
+                        continue
+                    if not told_full:
+                        told_full = True
+                        report.send(("full", time.time(), len(outstanding)))
+                    retry_after = answer.headers.get("Retry-After", "1")
+                    retry_after_seen.add(retry_after)
+                    # Ask again after Retry-After, or as soon as one of A's jobs ends (what
+                    # the refusal says: "ask again when one has ended"), whichever is first.
+                    await until(ended, float(retry_after))
+                    if ended.is_set():
+                        counts["retries_after_a_job_ended"] += 1
+                    elif not done.is_set():
+                        counts["retries_after_retry_after"] += 1
+
+        async def poll() -> None:
+            async with httpx.AsyncClient(base_url=base, headers=auth, timeout=120) as client:
+                while not done.is_set():
+                    for job_id, twin in list(outstanding.items()):
+                        status = (await client.get(f"/v1/twins/{twin}/jobs/{job_id}")).json()
+                        if status["status"] in ENDED:
+                            del outstanding[job_id]
+                            counts[f"jobs_{status['status']}"] += 1
+                            ended.set()
+                    await asyncio.sleep(cfg["poll_s"])
+
+        async def uploads() -> None:
+            limits = httpx.Limits(max_connections=cfg["upload_inflight"])
+            inflight: set[asyncio.Task[None]] = set()
+            pause_until = 0.0
+
+            async def one(client: httpx.AsyncClient, j: int) -> None:
+                nonlocal pause_until
+                k, chunk = j % len(twins), j // len(twins)
+                body = _upload_body(cfg["first_k"] + k, chunk, cfg["upload_rows"], cfg["seed"])
+                files = {"file": (f"{twins[k]}-{chunk}.csv", body, "text/csv")}
+                sent = loop.time()
+                try:
+                    answer = await client.post(
+                        f"/v1/twins/{twins[k]}/observations/upload", files=files
+                    )
+                except Exception as exc:
+                    counts[f"uploads_{type(exc).__name__}"] += 1
+                    return
+                counts[f"uploads_{answer.status_code}"] += 1
+                if answer.status_code == 200:
+                    upload_s.append(loop.time() - sent)
+                    counts["rows_stored"] += int(answer.json()["n_stored"])
+                elif answer.status_code == 429:
+                    pause_until = loop.time() + float(answer.headers.get("Retry-After", "1"))
+
+            async with httpx.AsyncClient(
+                base_url=base, headers=auth, timeout=120, limits=limits
+            ) as client:
+                due, j = loop.time(), 0
+                while not done.is_set():
+                    if loop.time() < due:
+                        await asyncio.sleep(due - loop.time())
+                        continue
+                    due += 1.0 / cfg["uploads_per_s"]
+                    if loop.time() < pause_until:
+                        counts["uploads_paused_by_retry_after"] += 1
+                    elif len(inflight) >= cfg["upload_inflight"]:
+                        counts["uploads_skipped_at_inflight_cap"] += 1
+                    else:
+                        task = asyncio.create_task(one(client, j))
+                        inflight.add(task)
+                        task.add_done_callback(inflight.discard)
+                        j += 1
+                await asyncio.gather(*inflight)
+
+        started, cpu = time.time(), resource.getrusage(resource.RUSAGE_SELF)
+        work = [watch_stop()]
+        if cfg["fits"]:
+            work += [fits(), poll()]
+        else:
+            report.send(("full", started, 0))  # no fits: nothing to wait for
+        if cfg["uploads_per_s"] > 0:
+            work.append(uploads())
+        await asyncio.gather(*work)
+        seconds = time.time() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        lat = np.array(upload_s) * 1e3
+        return {
+            "seconds": round(seconds, 1),
+            # A's client shares the machine's cores with the server, as the generator does
+            "client_cpu_s": round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 2),
+            "counts": dict(sorted(counts.items())),
+            "fits_accepted_per_s": round(counts["fits_accepted"] / seconds, 2),
+            "retry_after_seen": sorted(retry_after_seen),
+            "jobs_unfinished_at_stop": len(outstanding),
+            "uploads": {
+                "ok_per_s": round(len(upload_s) / seconds, 1),
+                "rows_per_s": round(counts["rows_stored"] / seconds),
+                "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+                "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+            },
+        }
+
+    report.send(("report", asyncio.run(main())))
+    report.close()
+
+
+def _a_jobs_summary(a_jobs: list[dict[str, Any]], since: float, until: float) -> dict[str, Any]:
+    """A's jobs created in [since, until]: how many ended how, how long they waited and ran,
+    and which server process ran them."""
+    mine = [j for j in a_jobs if since <= j["created"] <= until]
+    run = [j["finished"] - j["started"] for j in mine if j["finished"] and j["started"]]
+    wait = [j["started"] - j["created"] for j in mine if j["started"]]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(float(np.percentile(xs, q)), 2) if xs else None
+
+    return {
+        "created": len(mine),
+        "by_status": dict(Counter(j["status"] for j in mine)),
+        "by_runner_pid": {
+            str(k): v for k, v in sorted(Counter(j["runner_pid"] for j in mine).items())
+        },
+        "run_s_p50": pct(run, 50),
+        "run_s_p90": pct(run, 90),
+        "wait_s_p50": pct(wait, 50),
+        "wait_s_max": pct(wait, 100),
+    }
+
+
+def handovers(jobs: list[dict[str, Any]]) -> list[float]:
+    """Each job that was waiting in its process's queue when that process's previous job
+    ended (one slot per process): the seconds from that end to its start."""
+    gaps = []
+    by_runner: dict[int, list[dict[str, Any]]] = {}
+    for j in jobs:
+        if j["started"] is not None and j["runner_pid"] is not None:
+            by_runner.setdefault(j["runner_pid"], []).append(j)
+    for started in by_runner.values():
+        started.sort(key=lambda j: j["started"])
+        for prev, job in itertools.pairwise(started):
+            if prev["finished"] is not None and job["created"] < prev["finished"]:
+                gaps.append(job["started"] - prev["finished"])
+    return gaps
+
+
+def idle_slots(
+    jobs: list[dict[str, Any]], a_jobs: list[dict[str, Any]], t0: float, t1: float
+) -> dict[str, float]:
+    """For each server process that ran a job: the seconds of [t0, t1] in which it ran none
+    while A had jobs queued in another process (each process starts only the jobs it
+    accepted), sampled every 10 ms."""
+    runners = sorted({j["runner_pid"] for j in jobs if j["runner_pid"] is not None})
+    idle = dict.fromkeys(runners, 0)
+    for t in np.arange(t0, t1, 0.01):
+        queued = {pid: _jobs_at(a_jobs, t, pid)["queued"] for pid in runners}
+        for pid in runners:
+            elsewhere = sum(n for other, n in queued.items() if other != pid)
+            if elsewhere and _jobs_at(jobs, t, pid)["running"] == 0:
+                idle[pid] += 1
+    return {str(pid): round(n * 0.01, 2) for pid, n in idle.items()}
+
+
+def main_tenants(
+    args: argparse.Namespace, load_start: tuple[float, float, float]
+) -> dict[str, Any]:
+    """Two owners on one server (issue #16). B's forecasts and fits, first alone, then while
+    A floods; B's figures under the flood over B's alone, in one run.
+
+    Setup: owners ``tenant-a`` and ``tenant-b``, ``--tenant-twins`` state twins each
+    (``a-0000``..., ``b-0000``...), a day of readings each over HTTP; B's twins fitted
+    (``--fit-model``) in this process. The load generator (as in the rate series: its own
+    process, open loop) warms B's forecasts up, then measures two steps of
+    ``GET /v1/twins/{random B twin}/forecast`` (default horizons, answered from the forecast
+    cache but for the twin B refits), ``--tenant-rate`` per second for
+    ``--tenant-duration`` s, the same requests in both:
+
+    1. **alone**: A is idle (and the server too when it starts). ``--b-fit-at`` s in, B fits
+       ``--b-fits`` twins, one after another.
+    2. **contended**: A floods, from its own process, from ``--a-ramp`` s after its job quota
+       first filled until B's step and fits are over. Fits: A posts ``POST .../fit`` for its
+       twins in turn, each on a new connection, until one is refused (429, the quota:
+       ``TWINKIT_MAX_JOBS_PER_OWNER`` queued or running); then it asks again after the
+       answer's Retry-After or as soon as one of its jobs ends (it polls them every
+       ``--a-poll`` s), whichever is first, so it holds its quota full all along.
+       Uploads: ``--a-uploads-per-s`` a second (the default rate limit's 600 a minute;
+       every owner's limit is raised for this run so that B's forecasts pass), each a CSV of
+       ``--a-upload-rows`` new 5-minute readings for the next of A's twins through
+       ``POST .../observations/upload``, at most ``--a-upload-inflight`` unanswered; a 429
+       pauses them for its Retry-After. B does as in the alone step, on other twins.
+
+    B's fit wait is the job record's ``started_at - created_at`` (the client's view, from
+    the POST to the poll that saw it run, is given too). Job records, with the server
+    process that queued and ran each, are read from the store's file afterwards.
+
+    **Within one job slot**: a job slot is one job running at a time in one server process
+    (``TWINKIT_FIT_WORKERS`` per process, times ``--workers``). From the job records, with
+    ``c``, ``s`` B's job's ``created_at`` and ``started_at`` and ``F`` the first
+    ``finished_at`` after ``c`` among A's jobs: B's fit started within one job slot when
+    ``s <= F + HANDOVER_S`` (or B started before any A job ended: a slot was free) and no A
+    job started between ``c`` and ``s``. That is, the first slot that came free after B
+    submitted went to B, so B waited at most for the rest of one A job; ``HANDOVER_S``
+    (0.1 s) allows for a slot's hand-over (the worker thread records the end, takes the
+    next job and records its start; the JSON gives the hand-overs A's jobs had:
+    ``handover_s``). An A job taken from a queue just before B's was queued but recorded
+    as started just after would count against B; that window is one store write. Each
+    server process queues the jobs it accepted in its own fair queue and starts only
+    those, so the JSON also gives the same test against the process that accepted B's job
+    alone (``within_one_job_slot_of_its_runner``, with ``F`` its first A job end), how
+    many A jobs ended while B waited, B's wait over A's median job run time
+    (``wait_in_a_job_runs``), and how long each process's slot sat idle while A had jobs
+    queued in the other.
+
+    Targets: B's forecast p99 contended <= 2x alone (and no errors); every B fit of the
+    contended step within one job slot.
+    """
+    n = args.tenant_twins
+    a_twins = [f"a-{k:04d}" for k in range(n)]
+    b_twins = [f"b-{k:04d}" for k in range(n)]
+    if 2 * args.b_fits > n:
+        raise SystemExit("--b-fits: B fits other twins in each step; give more --tenant-twins")
+    admin_token = secrets.token_urlsafe(32)
+    settings = load_settings(admin_token=admin_token)  # as the server reads its environment
+    ctx = multiprocessing.get_context("spawn")
+    report: dict[str, Any] = {"benchmark": "service_load", "mode": "two_tenants"}
+    with tempfile.TemporaryDirectory() as tmp:
+        db_file = Path(tmp) / "service.db"
+        db_url = f"sqlite:///{db_file}"
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with serve(db_url, port, args.workers, admin_token, Path(tmp) / "server.log") as server:
+            b_token, b_created, b_ingest = asyncio.run(
+                _setup(base, admin_token, b_twins, args.seed, args.ingest_concurrency, OWNER_B)
+            )
+            a_token, a_created, a_ingest = asyncio.run(
+                _setup(base, admin_token, a_twins, args.seed, args.ingest_concurrency, OWNER_A, n)
+            )
+            engine = TwinEngine(db_url)
+            started = time.perf_counter()
+            for twin in b_twins:
+                engine.fit(twin, model=args.fit_model, seed=args.seed)
+            engine_fit_s = time.perf_counter() - started
+            engine.store.dispose()
+
+            plan = {
+                "steps": [("cached", float(args.tenant_rate), 0.0)] * 2,
+                "duration_s": args.tenant_duration,
+                "connections": args.connections,
+                "warmup_passes": args.warmup_passes,
+                "warmup_rate": 400.0,
+                "seed": args.seed,
+            }
+            lookups = cache_lookups(base)
+            here, generator = _start_generator(base, b_token, b_twins, plan)
+            warmup = _warm_up(here, base, plan, lookups)
+
+            alone_fits: list[Any] = []
+            alone_twins = b_twins[: args.b_fits]
+            alone = _measure_step(
+                here,
+                base,
+                server.pid,
+                during=b_fits(base, b_token, alone_twins, args, alone_fits),
+                reaped=True,
+            )
+
+            stop = ctx.Event()
+            reports, there = ctx.Pipe(duplex=False)
+            cfg = {
+                "model": args.fit_model,
+                "seed": args.seed,
+                "fits": not args.a_no_fits,
+                "poll_s": args.a_poll,
+                "uploads_per_s": args.a_uploads_per_s,
+                "upload_rows": args.a_upload_rows,
+                "upload_inflight": args.a_upload_inflight,
+                "first_k": n,
+            }
+            flood = ctx.Process(
+                target=run_flood, args=(port, a_token, a_twins, cfg, stop, there), name="flood"
+            )
+            flood_start = time.time()
+            flood.start()
+            there.close()
+            if not reports.poll(180):
+                raise RuntimeError("owner A's job quota did not fill within 180 s")
+            _, quota_full_at, a_outstanding = reports.recv()
+            time.sleep(args.a_ramp)
+            contended_fits: list[Any] = []
+            contended_twins = b_twins[args.b_fits : 2 * args.b_fits]
+            contended = _measure_step(
+                here,
+                base,
+                server.pid,
+                wait_idle=False,
+                during=b_fits(base, b_token, contended_twins, args, contended_fits),
+                reaped=True,
+            )
+            stop.set()
+            _, flood_report = reports.recv()
+            flood_end = time.time()
+            flood.join(timeout=30)
+            here.recv()  # done
+            generator.join(timeout=30)
+            jobs = job_records(db_file)
+
+    for outcome in alone_fits + contended_fits:
+        if isinstance(outcome, Exception):
+            raise outcome
+    by_id = {j["id"]: j for j in jobs}
+    a_jobs = [j for j in jobs if j["owner"] == OWNER_A]
+    a_summary = _a_jobs_summary(a_jobs, flood_start, flood_end)
+    a_summary["slot_idle_s_while_a_queued_elsewhere"] = idle_slots(
+        jobs, a_jobs, quota_full_at, flood_end
+    )
+    a_summary["slot_idle_window_s"] = round(flood_end - quota_full_at, 1)
+    gaps = handovers(jobs) if settings.fit_workers == 1 else []
+    handover_s = {
+        "count": len(gaps),
+        "p50": _r(float(np.percentile(gaps, 50))) if gaps else None,
+        "max": _r(max(gaps)) if gaps else None,
+    }
+    a_run_s = a_summary["run_s_p50"]
+    b_alone = [fit_wait(by_id[f["job_id"]], a_jobs, f, a_run_s) for f in alone_fits]
+    b_contended = [fit_wait(by_id[f["job_id"]], a_jobs, f, a_run_s) for f in contended_fits]
+
+    def ratio(x: float | None, y: float | None, digits: int = 2) -> float | None:
+        return None if x is None or not y else round(x / y, digits)
+
+    wait_alone = float(np.median([f["wait_s"] for f in b_alone]))
+    wait_contended = float(np.median([f["wait_s"] for f in b_contended]))
+    ratios = {
+        "b_p50_contended_over_alone": ratio(contended["p50_ms"], alone["p50_ms"]),
+        "b_p99_contended_over_alone": ratio(contended["p99_ms"], alone["p99_ms"]),
+        "b_max_contended_over_alone": ratio(contended["max_ms"], alone["max_ms"]),
+        "b_fit_wait_contended_over_alone": ratio(wait_contended, wait_alone, 1),
+        "b_fit_total_contended_over_alone": ratio(
+            float(np.median([f["total_s"] for f in b_contended])),
+            float(np.median([f["total_s"] for f in b_alone])),
+        ),
+    }
+    p99_ratio = ratios["b_p99_contended_over_alone"]
+    report.update(
+        {
+            "data": {
+                "kind": "synthetic glucose (daily swing + bounded random walk), 5-minute grid",
+                "twins_per_owner": n,
+                "readings_per_twin": DAY_READINGS,
+                "model": f"{args.fit_model} per twin (B's fitted in process, then by B's jobs)",
+                "a_upload": f"CSV of {args.a_upload_rows} new readings of one of A's twins",
+            },
+            "seed": args.seed,
+            "server": {
+                "command": "twinkit serve --db sqlite:///<tmp>/service.db "
+                f"--workers {args.workers}",
+                "store": "SQLite file (WAL)",
+                "rate_limit": "raised for the run: TWINKIT_RATE_LIMIT_PER_MINUTE=1e9",
+                "switch_interval_ms": settings.switch_interval_ms,
+                "fit_workers_per_process": settings.fit_workers,
+                "job_slots": settings.fit_workers * args.workers,
+                "max_jobs_per_owner": settings.max_jobs_per_owner,
+                "max_upload_rows": settings.max_upload_rows,
+            },
+            "setup": {
+                "create_twins": {"b": b_created, "a": a_created},
+                "ingest_over_http": {"b": b_ingest, "a": a_ingest},
+                "engine_fits_b": {"twins": n, "seconds": round(engine_fit_s, 1)},
+                "b_forecast_warmup": warmup,
+            },
+            "b_forecasts": {
+                "request": "GET /v1/twins/{random B twin}/forecast (horizons 30, 60 min), "
+                "open loop, the same requests in both steps",
+                "alone": alone,
+                "contended": contended,
+            },
+            "b_fits": {"alone": b_alone, "contended": b_contended, "handover_s": handover_s},
+            "a_flood": {
+                "quota_full_after_s": round(quota_full_at - flood_start, 1),
+                "jobs_accepted_when_full": a_outstanding,
+                "ramp_s_before_b_measured": args.a_ramp,
+                "fits": not args.a_no_fits,
+                "uploads_per_s_offered": args.a_uploads_per_s,
+                "client": flood_report,
+                "jobs": a_summary,
+            },
+            "ratios": ratios,
+            "target": TENANT_TARGET,
+            "target_met": {
+                "b_p99_within_2x": p99_ratio is not None
+                and p99_ratio <= TENANT_TARGET["b_p99_ratio_max"]
+                and contended["errors"] == 0,
+                "b_fit_within_one_job_slot": all(f.get("within_one_job_slot") for f in b_contended),
+            },
+            "machine": machine(load_start),
+        }
+    )
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "loadavg_before": [round(x, 2) for x in load_start],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "note": "server and load generator share these cores; so did any other work",
+    }
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -595,11 +1311,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "without a cache miss",
     )
     parser.add_argument("--seed", type=int, default=0)
+    tenants = parser.add_argument_group(
+        "two tenants", "--tenants: owner B measured alone, then while owner A floods"
+    )
+    tenants.add_argument(
+        "--tenants",
+        action="store_true",
+        help="run the two-tenant benchmark (issue #16) instead of the rate series",
+    )
+    tenants.add_argument("--tenant-twins", type=int, default=50, help="twins of each owner")
+    tenants.add_argument("--tenant-rate", type=float, default=100.0, help="B's forecasts/s")
+    tenants.add_argument("--tenant-duration", type=float, default=30.0, help="s per step")
+    tenants.add_argument("--fit-model", default="linear_ar", help="of every fit")
+    tenants.add_argument("--b-fits", type=int, default=1, help="B's fits per step, in turn")
+    tenants.add_argument("--b-fit-at", type=float, default=5.0, help="s into a step")
+    tenants.add_argument(
+        "--a-ramp", type=float, default=10.0, help="s of A's flood after its quota filled"
+    )
+    tenants.add_argument("--a-poll", type=float, default=0.2, help="A polls its jobs (s)")
+    tenants.add_argument(
+        "--a-no-fits", action="store_true", help="A only uploads (to tell the causes apart)"
+    )
+    tenants.add_argument("--a-uploads-per-s", type=float, default=10.0)
+    tenants.add_argument("--a-upload-rows", type=int, default=DAY_READINGS)
+    tenants.add_argument("--a-upload-inflight", type=int, default=4)
     args = parser.parse_args(argv)
     if not Path("/proc/self/stat").exists():
         parser.error("this benchmark reads CPU times from /proc: it runs on Linux")
 
     load_start = os.getloadavg()
+    if args.tenants:
+        return main_tenants(args, load_start)
     twins = [f"bench-{k:04d}" for k in range(args.twins)]
     admin_token = secrets.token_urlsafe(32)
     report: dict[str, Any] = {"benchmark": "service_load"}
@@ -689,16 +1431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 series: bool(found) and all(s["target_met"] for s in found)
                 for series, found in at_target.items()
             },
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.machine(),
-                "cpus": os.cpu_count(),
-                "python": sys.version.split()[0],
-                "sqlite": sqlite3.sqlite_version,
-                "loadavg_before": [round(x, 2) for x in load_start],
-                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "note": "server and load generator share these cores; so did any other work",
-            },
+            "machine": machine(load_start),
         }
     )
     print(json.dumps(report, indent=2))

@@ -118,5 +118,6 @@ class TwinGoneError(NotFoundError):
 class QuotaExceededError(TwinkitError):
     """An owner asked for more work than its quota allows at once; ask again later."""
 
-    #: seconds after which asking again may succeed (a hint for Retry-After)
+    #: seconds after which asking again may succeed (a hint for Retry-After; the job
+    #: book sets it from how long the owner's jobs run)
     retry_after_s = 30

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twinkit.core.errors import NotFoundError, QuotaExceededError
@@ -11,6 +12,19 @@ from twinkit.store.jobs import Job, JobStatus
 
 __all__ = ["Job", "JobStatus", "Jobs"]
 from twinkit.store.timeutil import utc_now_iso
+
+
+def retry_after_s(run_seconds: list[float]) -> int:
+    """When asking again may succeed: about when one of the owner's jobs ends, the median
+    run of its recent jobs (at least 1 s, at most 30 s; 5 s without any history).
+
+    >>> retry_after_s([]), retry_after_s([3.2, 4.0, 60.0]), retry_after_s([0.1])
+    (5, 4, 1)
+    """
+    if not run_seconds:
+        return 5
+    median = sorted(run_seconds)[len(run_seconds) // 2]
+    return max(1, min(30, math.ceil(median)))
 
 
 class Jobs:
@@ -50,10 +64,12 @@ class Jobs:
             if max_unfinished is not None:
                 unfinished = jobs.count_unfinished(conn, owner)
                 if unfinished >= max_unfinished:
-                    raise QuotaExceededError(
+                    refused = QuotaExceededError(
                         f"owner {owner!r} has {unfinished} job(s) queued or running, the most "
                         f"allowed ({max_unfinished}): ask again when one has ended"
                     )
+                    refused.retry_after_s = retry_after_s(jobs.recent_run_seconds(conn, owner))
+                    raise refused
             job_id = jobs.insert_job(
                 conn, twin_id, owner, kind, params, runner, utc_now_iso(), twin_uid
             )

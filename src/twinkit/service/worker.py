@@ -8,6 +8,7 @@ with the same arguments: (store_url, artifacts_dir, twin_id, params, answer pipe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -21,6 +22,23 @@ UNEXPECTED = "the {kind} raised an unexpected error; the server log has its trac
 TWIN_UID = "twin_uid"
 
 
+#: how much lower than the server's a job's CPU priority is (``nice``; 0 keeps it equal):
+#: training yields the cores to the workers answering requests
+DEFAULT_JOB_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower this (child) process's CPU priority by ``TWINKIT_JOB_NICENESS`` (default
+    :data:`DEFAULT_JOB_NICENESS`); a no-op where the OS has no ``nice``."""
+    raw = os.environ.get("TWINKIT_JOB_NICENESS", str(DEFAULT_JOB_NICENESS))
+    try:
+        niceness = max(0, min(19, int(raw)))
+    except ValueError:
+        niceness = DEFAULT_JOB_NICENESS
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
+
+
 def _answer(
     kind: str,
     store_url: str,
@@ -32,6 +50,7 @@ def _answer(
     """Run ``work`` on a fresh engine and send ``{"status": "done", "result": ...}``,
     ``{"status": "failed", "error": ...}`` or, when ``twin`` (id, uid) is not the twin
     that has the id now, ``{"status": "cancelled", "error": ...}`` on the pipe."""
+    _lower_priority()
     try:
         engine = TwinEngine(store_url, artifacts=Path(artifacts_dir))
         twin_id, uid = twin if twin is not None else ("", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -112,6 +113,24 @@ def count_unfinished(conn: Connection, owner: str) -> int:
             select(func.count()).where(j.owner == owner, j.status.in_(UNFINISHED))
         ).scalar_one()
     )
+
+
+def recent_run_seconds(conn: Connection, owner: str, last: int = 20) -> list[float]:
+    """How long ``owner``'s ``last`` finished jobs ran (start to end), newest first."""
+    j = tables.jobs.c
+    rows = conn.execute(
+        select(j.started_at, j.finished_at)
+        .where(j.owner == owner, j.started_at.is_not(None), j.finished_at.is_not(None))
+        .order_by(j.id.desc())
+        .limit(last)
+    ).all()
+    out = []
+    for started, finished in rows:
+        seconds = (
+            datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+        ).total_seconds()
+        out.append(max(0.0, seconds))
+    return out
 
 
 def cancel_twin_jobs(conn: Connection, twin_id: str, reason: str, when: str) -> list[int]:
