@@ -184,9 +184,10 @@ def test_attacks_unfit_for_the_items_are_refused_before_any_work() -> None:
         evasion_report(items, attacks=["fgsm", "cw"])
     with pytest.raises(TwinkitError, match="unknown classifier attack 'history_pgd'"):
         evasion_report(items, attacks=["history_pgd"])
-    with pytest.raises(TwinkitError, match="a twin's decisions are attacked as flat features"):
+    with pytest.raises(TwinkitError, match="this twin's decisions are flat features"):
         check_attacks(["pgd", "square"])
     check_attacks(["fgsm", "pgd", "pgd_l2", "bpda"])
+    check_attacks(["pgd", "square"], image_shape=(4, 4))  # a twin whose items are images
 
 
 PLUGIN = '''
