@@ -825,7 +825,7 @@ def test_the_opt_in_poison_screen_holds_a_label_flippers_small_batches_not_an_ho
             results.append(engine.ingest(frame_of(who, ids, x, labels)))
         held[who] = sum(r.n_quarantined for r in results)
 
-    # Assert (seeded: 0 of 20 honest answers held, 19 of 20 flipped ones)
+    # Assert (seeded: 0 of 20 honest answers held, 18 of 20 flipped ones)
     assert held["honest"] <= 2
     assert held["flipper"] >= 15
     reasons = {q["reason"] for q in engine.quarantine("flipper")}

@@ -20,7 +20,6 @@ to the population prior, flagged ``degraded``, as forecasts do.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import pandas as pd
 from twinkit.clone.confusion import confusion_zone
 from twinkit.clone.metrics import agreement, kappa
 from twinkit.clone.model import CloneModel, expected_calibration_error
-from twinkit.core.digest import decisions_digest
+from twinkit.core.digest import decisions_digest, features_json
 from twinkit.core.errors import (
     IntegrityError,
     NotFoundError,
@@ -45,7 +44,8 @@ from twinkit.core.twin import Twin, TwinKind
 from twinkit.engine import clone_questions, reads
 from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.fitting import Candidate, FitResult, register
-from twinkit.store import ledger, model_versions
+from twinkit.engine.serving import earlier_versions, record_failover
+from twinkit.store import model_versions
 from twinkit.store.model_versions import ModelVersion
 
 if TYPE_CHECKING:
@@ -141,10 +141,7 @@ def _data_hash(mine: pd.DataFrame, features: list[str]) -> str:
         {
             "twin_id": mine["twin_id"].astype(str),
             "item_id": mine["item_id"].astype(str),
-            "features": [
-                json.dumps({f: float(v) for f, v in zip(features, r, strict=True)}, sort_keys=True)
-                for r in mine[features].to_numpy(dtype=np.float64)
-            ],
+            "features": features_json(features, mine[features].to_numpy(dtype=np.float64)),
             "label": mine["label"].astype(str),
         }
     )
@@ -392,51 +389,22 @@ def _failover(
     features: list[str],
     problem: str,
 ) -> Decisions:
-    with ctx.store.read() as conn:
-        served = ledger.serving_history(ledger.entries(conn, twin.key)).get(twin.key, [])
-        earlier = [
-            model_versions.get_version(conn, twin.key, n)
-            for n in dict.fromkeys(reversed(served))
-            if n != broken.version
-        ]
-    for version in earlier:
-        if version is None or version.params.get("features") != features:
+    for version in earlier_versions(ctx, broken):
+        if version.params.get("features") != features:
             continue
         try:
             clone = load_clone(ctx, version)
         except (IntegrityError, TwinkitError, ValueError, KeyError):
             continue
         why = f"{problem}; answered by v{version.version}, which served before it"
-        _record(ctx, twin, broken, problem, {"source": "twin", "version": version.version})
+        record_failover(ctx, broken, problem, {"source": "twin", "version": version.version})
         return _answers(twin, version.version, "twin", why, clone, prior, broken, x, ids, features)
     if prior is not None:
         why = f"{problem}; no earlier version can answer: answered by the population prior"
-        _record(ctx, twin, broken, problem, {"source": "population"})
+        record_failover(ctx, broken, problem, {"source": "population"})
         return _answers(twin, None, "population", why, prior, prior, broken, x, ids, features)
-    _record(ctx, twin, broken, problem, None)
+    record_failover(ctx, broken, problem, None)
     raise IntegrityError(
         f"twin {twin.id!r}: {problem}, and neither an earlier version nor the population "
         "prior can answer: fit the twin again"
     )
-
-
-def _record(
-    ctx: EngineContext,
-    twin: Twin,
-    broken: ModelVersion,
-    problem: str,
-    served_by: dict[str, Any] | None,
-) -> None:
-    """A ``serving_failover`` entry, unless the twin's last one says the same already."""
-    payload = {
-        "version": broken.version,
-        "sha256": broken.sha256,
-        "problem": problem,
-        "served_by": served_by,
-    }
-    events = ["serving_failover", "model_promoted", "model_rolled_back", "twin_created"]
-    with ctx.store.write() as conn:
-        last = ledger.last_entry(conn, twin.key, events)
-        if last is not None and last.event == "serving_failover" and last.payload == payload:
-            return
-        ledger.append(conn, "serving_failover", twin.key, payload)

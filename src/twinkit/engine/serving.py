@@ -222,12 +222,12 @@ def _failover(
     problem: str,
 ) -> ServedForecast:
     twin_id = broken.twin_id
-    for version in _earlier_versions(ctx, broken):
+    for version in earlier_versions(ctx, broken):
         try:
             forecast = ctx.serving_models.load(version.sha256).predict(frame, horizons)
         except _LOAD_ERRORS:
             continue  # broken too, or cannot forecast these horizons: try the one before
-        _record(ctx, broken, problem, {"source": "twin", "version": version.version})
+        record_failover(ctx, broken, problem, {"source": "twin", "version": version.version})
         return ServedForecast(
             replace(forecast, model=version.model, version=version.version),
             "twin",
@@ -242,7 +242,9 @@ def _failover(
         except ForecastInputError:
             pass
         else:
-            _record(ctx, broken, problem, {"source": "population", "version": population_version})
+            record_failover(
+                ctx, broken, problem, {"source": "population", "version": population_version}
+            )
             return ServedForecast(
                 replace(forecast, model=f"population:{forecast.model}", version=population_version),
                 "population",
@@ -250,14 +252,14 @@ def _failover(
                 f"{problem}; no earlier version can answer: answered by population model "
                 f"v{population_version}",
             )
-    _record(ctx, broken, problem, None)
+    record_failover(ctx, broken, problem, None)
     raise IntegrityError(
         f"twin {public_id(twin_id)!r}: {problem}, and neither an earlier version nor a "
         "population model can answer: fit the twin again or restore the artifact"
     )
 
 
-def _earlier_versions(ctx: EngineContext, broken: ModelVersion) -> list[ModelVersion]:
+def earlier_versions(ctx: EngineContext, broken: ModelVersion) -> list[ModelVersion]:
     """The versions that served before the broken one, most recent first."""
     with ctx.store.read() as conn:
         entries = ledger.entries(conn, broken.twin_id)
@@ -300,7 +302,7 @@ def _population(ctx: EngineContext, broken: ModelVersion) -> tuple[int, Forecast
     return prior[0].version, prior[1]
 
 
-def _record(
+def record_failover(
     ctx: EngineContext, broken: ModelVersion, problem: str, served_by: dict[str, Any] | None
 ) -> None:
     """Append a failover entry, unless the twin's last one says the same already."""
