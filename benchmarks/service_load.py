@@ -981,7 +981,7 @@ def _a_jobs_summary(a_jobs: list[dict[str, Any]], since: float, until: float) ->
         "created": len(mine),
         "by_status": dict(Counter(j["status"] for j in mine)),
         "by_runner_pid": {
-            str(k): v for k, v in sorted(Counter(j["runner_pid"] for j in mine).items())
+            str(k): v for k, v in sorted(Counter(j["runner_pid"] for j in mine).items(), key=str)
         },
         "run_s_p50": pct(run, 50),
         "run_s_p90": pct(run, 90),
@@ -991,14 +991,14 @@ def _a_jobs_summary(a_jobs: list[dict[str, Any]], since: float, until: float) ->
 
 
 def handovers(jobs: list[dict[str, Any]]) -> list[float]:
-    """Each job that was waiting in its process's queue when that process's previous job
-    ended (one slot per process): the seconds from that end to its start."""
+    """Each job that was waiting when the previous job of the process that ran it ended
+    (one slot per process): the seconds from that end to its start."""
     gaps = []
-    by_runner: dict[int, list[dict[str, Any]]] = {}
+    by_slot: dict[int, list[dict[str, Any]]] = {}
     for j in jobs:
         if j["started"] is not None and j["runner_pid"] is not None:
-            by_runner.setdefault(j["runner_pid"], []).append(j)
-    for started in by_runner.values():
+            by_slot.setdefault(j["runner_pid"], []).append(j)
+    for started in by_slot.values():
         started.sort(key=lambda j: j["started"])
         for prev, job in itertools.pairwise(started):
             if prev["finished"] is not None and job["created"] < prev["finished"]:
@@ -1007,20 +1007,15 @@ def handovers(jobs: list[dict[str, Any]]) -> list[float]:
 
 
 def idle_slots(
-    jobs: list[dict[str, Any]], a_jobs: list[dict[str, Any]], t0: float, t1: float
-) -> dict[str, float]:
-    """For each server process that ran a job: the seconds of [t0, t1] in which it ran none
-    while A had jobs queued in another process (each process starts only the jobs it
-    accepted), sampled every 10 ms."""
-    runners = sorted({j["runner_pid"] for j in jobs if j["runner_pid"] is not None})
-    idle = dict.fromkeys(runners, 0)
+    jobs: list[dict[str, Any]], a_jobs: list[dict[str, Any]], slots: int, t0: float, t1: float
+) -> float:
+    """The seconds of [t0, t1] in which fewer than ``slots`` jobs ran (the service's job
+    slots, within the host's cap) while A had jobs queued, sampled every 10 ms."""
+    idle = 0
     for t in np.arange(t0, t1, 0.01):
-        queued = {pid: _jobs_at(a_jobs, t, pid)["queued"] for pid in runners}
-        for pid in runners:
-            elsewhere = sum(n for other, n in queued.items() if other != pid)
-            if elsewhere and _jobs_at(jobs, t, pid)["running"] == 0:
-                idle[pid] += 1
-    return {str(pid): round(n * 0.01, 2) for pid, n in idle.items()}
+        if _jobs_at(a_jobs, t)["queued"] and _jobs_at(jobs, t)["running"] < slots:
+            idle += 1
+    return round(idle * 0.01, 2)
 
 
 def main_tenants(
@@ -1053,7 +1048,7 @@ def main_tenants(
 
     B's fit wait is the job record's ``started_at - created_at`` (the client's view, from
     the POST to the poll that saw it run, is given too). Job records, with the server
-    process that queued and ran each, are read from the store's file afterwards.
+    process that claimed and ran each, are read from the store's file afterwards.
 
     **Within one job slot**: a job slot is one job running at a time in one server process
     (``TWINKIT_FIT_WORKERS`` per process, times ``--workers``). From the job records, with
@@ -1064,14 +1059,13 @@ def main_tenants(
     submitted went to B, so B waited at most for the rest of one A job; ``HANDOVER_S``
     (0.1 s) allows for a slot's hand-over (the worker thread records the end, takes the
     next job and records its start; the JSON gives the hand-overs A's jobs had:
-    ``handover_s``). An A job taken from a queue just before B's was queued but recorded
-    as started just after would count against B; that window is one store write. Each
-    server process queues the jobs it accepted in its own fair queue and starts only
-    those, so the JSON also gives the same test against the process that accepted B's job
-    alone (``within_one_job_slot_of_its_runner``, with ``F`` its first A job end), how
-    many A jobs ended while B waited, B's wait over A's median job run time
-    (``wait_in_a_job_runs``), and how long each process's slot sat idle while A had jobs
-    queued in the other.
+    ``handover_s``). The job queue is the store's, shared by the server processes: the
+    first free slot anywhere claims the next job, and the claim records the start in the
+    same store write. The JSON also gives the same test against the
+    process that claimed B's job alone (``within_one_job_slot_of_its_runner``, with ``F``
+    its first A job end), how many A jobs ended while B waited, B's wait over A's median
+    job run time (``wait_in_a_job_runs``), and how long fewer jobs ran than the service
+    has slots while A had jobs queued (``slot_idle_s_while_a_queued``).
 
     Targets: B's forecast p99 contended <= 2x alone (and no errors); every B fit of the
     contended step within one job slot.
@@ -1172,8 +1166,9 @@ def main_tenants(
     by_id = {j["id"]: j for j in jobs}
     a_jobs = [j for j in jobs if j["owner"] == OWNER_A]
     a_summary = _a_jobs_summary(a_jobs, flood_start, flood_end)
-    a_summary["slot_idle_s_while_a_queued_elsewhere"] = idle_slots(
-        jobs, a_jobs, quota_full_at, flood_end
+    slots = settings.fit_workers * args.workers
+    a_summary["slot_idle_s_while_a_queued"] = idle_slots(
+        jobs, a_jobs, slots, quota_full_at, flood_end
     )
     a_summary["slot_idle_window_s"] = round(flood_end - quota_full_at, 1)
     gaps = handovers(jobs) if settings.fit_workers == 1 else []
@@ -1220,6 +1215,7 @@ def main_tenants(
                 "switch_interval_ms": settings.switch_interval_ms,
                 "fit_workers_per_process": settings.fit_workers,
                 "job_slots": settings.fit_workers * args.workers,
+                "ingest_processes_per_process": settings.ingest_processes,
                 "max_jobs_per_owner": settings.max_jobs_per_owner,
                 "max_upload_rows": settings.max_upload_rows,
             },

@@ -10,8 +10,11 @@ dict[str, str]]`` for ``new_owner``.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import pandas as pd
@@ -61,6 +64,14 @@ def state_of(client: TestClient) -> ServiceState:
     state = cast(FastAPI, client.app).state.twinkit
     assert isinstance(state, ServiceState)
     return state
+
+
+@pytest.fixture
+def crash_worker(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The module of stand-in job entry points (``crash_worker.py``), with its folder on
+    ``sys.path`` so that a job's child process can import it by name too."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    return importlib.import_module("crash_worker")
 
 
 @pytest.fixture

@@ -30,3 +30,16 @@ def done_soon(
     time.sleep(0.2)
     answer.send({"status": "done", "result": {"twin_id": twin_id}})
     answer.close()
+
+
+def tell_niceness(
+    store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
+) -> None:
+    """A fit that answers with the CPU niceness its process runs at."""
+    answer.send({"status": "done", "result": {"niceness": os.nice(0)}})
+    answer.close()
+
+
+def exit_hard_ingest(store_url: str, artifacts_dir: str, *batch: Any) -> None:
+    """An ingest process that dies with its batch (as ``exit_hard``)."""
+    os._exit(3)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from twinkit.core.errors import IntegrityError
@@ -302,9 +303,12 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "7"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "8"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
     assert len(row.uid) == 32
+    # schema 8's indexes of the shared job queue
+    indexes = {i["name"] for i in sa.inspect(reopened.engine).get_indexes("jobs")}
+    assert {"ix_jobs_status_runner", "ix_jobs_owner_started"} <= indexes
     reopened.dispose()
 
 

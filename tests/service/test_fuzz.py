@@ -23,11 +23,11 @@ accepted by the schema; a refusal by the request validator itself still fails it
 from __future__ import annotations
 
 import hashlib
-import importlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -116,12 +116,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> _Template:
 
 
 @pytest.fixture
-def fuzzed(
-    template: _Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[_Fuzzed]:
+def fuzzed(template: _Template, tmp_path: Path, crash_worker: ModuleType) -> Iterator[_Fuzzed]:
     """A started app over a fresh copy of the template store."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    quick = importlib.import_module("crash_worker").exit_hard
+    quick = crash_worker.exit_hard
     folder = tmp_path / "store"
     shutil.copytree(template.folder, folder)
     settings_ = ServiceSettings.model_validate(

@@ -3,13 +3,11 @@ a child that dies fails its job and nothing else; a broken serving artifact fail
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
-from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from twinkit.service.state import ServiceState
@@ -87,13 +85,11 @@ def test_a_fit_that_fails_in_its_process_fails_the_job_with_the_reason(
 def test_a_crashing_fit_process_fails_its_job_and_the_server_serves_on(
     make_client: Callable[..., TestClient],
     admin: Headers,
-    monkeypatch: pytest.MonkeyPatch,
+    crash_worker: ModuleType,
     finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare: the child runs a worker that dies at once with exit code 3
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    crash = importlib.import_module("crash_worker")
-    client = make_client(fit_worker=crash.exit_hard)
+    client = make_client(fit_worker=crash_worker.exit_hard)
     token = client.post("/v1/owners", json={"name": "alice"}, headers=admin).json()["token"]
     alice = {"Authorization": f"Bearer {token}"}
     client.post("/v1/twins", json={"id": "p1", "kind": "state"}, headers=alice)
@@ -112,13 +108,11 @@ def test_a_crashing_fit_process_fails_its_job_and_the_server_serves_on(
 def test_a_fit_past_its_timeout_is_stopped_and_failed(
     make_client: Callable[..., TestClient],
     admin: Headers,
-    monkeypatch: pytest.MonkeyPatch,
+    crash_worker: ModuleType,
     finished_job: Callable[[TestClient, str, Headers], dict[str, Any]],
 ) -> None:
     # Prepare
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    slow = importlib.import_module("crash_worker")
-    client = make_client(fit_worker=slow.sleep_long, fit_timeout_s=1.0)
+    client = make_client(fit_worker=crash_worker.sleep_long, fit_timeout_s=1.0)
     token = client.post("/v1/owners", json={"name": "alice"}, headers=admin).json()["token"]
     alice = {"Authorization": f"Bearer {token}"}
     client.post("/v1/twins", json={"id": "p1", "kind": "state"}, headers=alice)
@@ -242,12 +236,10 @@ def test_deleting_a_twin_cancels_its_running_fit_and_the_new_twin_does_not_inher
     make_client: Callable[..., TestClient],
     admin: Headers,
     app_state: Callable[[TestClient], ServiceState],
-    monkeypatch: pytest.MonkeyPatch,
+    crash_worker: ModuleType,
 ) -> None:
     # Prepare: alice's fit runs (a child that would sleep for ten minutes)
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    slow = importlib.import_module("crash_worker")
-    client = make_client(fit_worker=slow.sleep_long)
+    client = make_client(fit_worker=crash_worker.sleep_long)
     state = app_state(client)
     owners = {}
     for name in ("alice", "bob"):

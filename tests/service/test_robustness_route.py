@@ -244,3 +244,55 @@ def test_square_is_accepted_for_a_twin_whose_items_are_images(
     # Assert: queued as a job (the job attacks 4x4 images)
     assert started.status_code == 202, started.text
     assert started.json()["params"]["attacks"] == ["square"]
+
+
+def images_csv(n: int, side: int = 6, seed: int = 0) -> bytes:
+    """``n`` decisions on ``side`` x ``side`` grey images in [0, 1] (row-major pixels
+    p00, p01...): "left" when the left half is brighter, else "right"."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.uniform(0.0, 0.4, (n, side, side))
+    left = np.arange(n) % 2 == 0
+    pixels[left, :, : side // 2] += 0.5
+    pixels[~left, :, side // 2 :] += 0.5
+    flat = pixels.reshape(n, -1)
+    frame = pd.DataFrame(flat, columns=[f"p{i:02d}" for i in range(side * side)])
+    frame.insert(0, "item_id", [f"img{i:03d}" for i in range(n)])
+    frame["label"] = np.where(left, "left", "right")
+    return frame.to_csv(index=False).encode()
+
+
+def test_an_image_twin_is_attacked_by_square_as_images(
+    client: TestClient, new_owner: Callable[[str], Headers]
+) -> None:
+    # Prepare: a decision twin whose metadata says its items are 6x6 images
+    alice = new_owner("alice")
+    made = client.post(
+        "/v1/twins",
+        json={"id": "eyes", "kind": "decision", "metadata": {"image": [6, 6]}},
+        headers=alice,
+    )
+    assert made.status_code == 201, made.text
+    files = {"file": ("labels.csv", images_csv(N_ITEMS), "text/csv")}
+    stored = client.post("/v1/twins/eyes/observations/upload", files=files, headers=alice)
+    assert stored.status_code == 200, stored.text
+
+    # Execute: Square, the query-based attack only image twins accept
+    started = client.post(
+        "/v1/twins/eyes/robustness",
+        json={"eps": [0.1], "attacks": ["square"], "vaccine": 12},
+        headers=alice,
+    )
+    assert started.status_code == 202, started.text
+    job = _finished_job(client, f"/v1/twins/eyes/jobs/{started.json()['id']}", alice)
+    report = client.get("/v1/twins/eyes/robustness", headers=alice).json()["report"]
+
+    # Assert: a CNN on 6x6 images, attacked by Square within its budget
+    assert job["status"] == "done", job
+    assert report["model"]["kind"] == "cnn"
+    assert report["model"]["image_shape"] == [6, 6]
+    assert report["data"]["n_features"] == 36
+    assert list(report["attacks"]) == ["square"]
+    scores = report["attacks"]["square"]["0.1"]
+    for key in ("undefended", "vaccinated_replay", "vaccinated_adaptive"):
+        assert 0.0 <= scores[key] <= 1.0
+    assert report["threat_model"]["attacks"]["square"]["access"] == "query"

@@ -61,6 +61,10 @@ class ValidationError(TwinkitError):
             f"({len(problems)} problem(s)):\n{shown}{tail}"
         )
 
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[str, list[Problem]]]:
+        # as made, so that it crosses a process boundary (the service's ingest processes)
+        return (type(self), (self.source, self.problems))
+
 
 class TooLargeError(TwinkitError):
     """A batch with more rows, columns or cells than allowed; refused whole, before decoding.
@@ -79,6 +83,9 @@ class TooLargeError(TwinkitError):
             f"{source}: the upload has more than {limit} {what} ({named}); nothing was stored: "
             f"split it into smaller batches"
         )
+
+    def __reduce__(self) -> tuple[type[TooLargeError], tuple[str, str, int, str | None]]:
+        return (type(self), (self.source, self.what, self.limit, self.setting))
 
     def naming(self, setting: str) -> TooLargeError:
         """The same error, its message naming the setting that sets the limit."""

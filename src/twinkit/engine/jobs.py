@@ -34,8 +34,8 @@ class Jobs:
     server starting up can tell the jobs of a server that died from those of one still running.
 
     >>> book = Jobs(Store("sqlite://"))
-    >>> job = book.create("p1", "clinic-a", "fit", {"model": "linear_ar"}, runner="h:1")
-    >>> book.start(job.id)
+    >>> job = book.create("p1", "clinic-a", "fit", {"model": "linear_ar"})
+    >>> book.claim("h:1", ["fit"]).id == job.id
     True
     >>> book.finish(job.id, {"version": 1})
     >>> book.get(job.id).status.value
@@ -51,14 +51,17 @@ class Jobs:
         owner: str,
         kind: str,
         params: dict[str, Any],
-        runner: str,
+        runner: str | None = None,
         twin_uid: str | None = None,
         max_unfinished: int | None = None,
     ) -> Job:
         """Record a queued job for the twin whose uid is ``twin_uid`` (see
-        :attr:`twinkit.core.twin.Twin.uid`). With ``max_unfinished``, an owner who has that
-        many jobs queued or running already gets :class:`QuotaExceededError` instead (the
-        count and the insert are one transaction, so concurrent requests cannot overrun it).
+        :attr:`twinkit.core.twin.Twin.uid`). Without ``runner`` the job waits in the shared
+        queue for the first runner to :meth:`claim` it; with one, it is that runner's.
+
+        With ``max_unfinished``, an owner who has that many jobs queued or running already
+        gets :class:`QuotaExceededError` instead (the count and the insert are one
+        transaction, so concurrent requests cannot overrun it).
         """
         with self.store.write() as conn:
             if max_unfinished is not None:
@@ -106,6 +109,16 @@ class Jobs:
     def unfinished(self) -> list[Job]:
         with self.store.read() as conn:
             return jobs.unfinished_jobs(conn)
+
+    def claim(self, runner: str, kinds: list[str]) -> Job | None:
+        """Start the next job of the shared queue (one of ``kinds``) for ``runner``, owners
+        in turn over every runner of the store (see :func:`twinkit.store.jobs.claim_next`);
+        None if none is waiting. Two runners never claim the same job."""
+        with self.store.statement() as conn:
+            if not jobs.has_unclaimed(conn, kinds):
+                return None  # the common case of an idle runner: no write lock taken
+        with self.store.write() as conn:
+            return jobs.claim_next(conn, runner, utc_now_iso(), kinds)
 
     def start(self, job_id: int) -> bool:
         """Mark a queued job running; False if it is not queued any more (or is gone)."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
 import numpy as np
 
 from twinkit.core.errors import TwinkitError
+from twinkit.core.plugins import load_plugins
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,11 +224,13 @@ def unregister_attack(name: str) -> None:
 
 def registered_attacks(attacks: Victim | None = None) -> list[str]:
     """Names of the registered attacks, sorted; only those on ``attacks`` if given."""
+    load_plugins()
     return sorted(n for n, cls in _REGISTRY.items() if attacks is None or cls.attacks == attacks)
 
 
 def attack_class(name: str, attacks: Victim | None = None) -> type[Attack]:
     """The attack registered as ``name``; with ``attacks``, it must attack that."""
+    load_plugins()
     cls = _REGISTRY.get(name)
     if cls is None or (attacks is not None and cls.attacks != attacks):
         what = f"{attacks} attack" if attacks is not None else "attack"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import QUANTILE_LEVELS, Forecast, make_forecast
+from twinkit.core.plugins import load_plugins
 from twinkit.data.grid import (
     check_frame,
     detect_step_minutes,
@@ -45,11 +46,13 @@ def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
 
 def registered_forecasters() -> list[str]:
     """Names of every forecaster that can be built by name, baselines first."""
+    load_plugins()
     first = [n for n in ("persistence", "linear_ar") if n in _REGISTRY]
     return first + sorted(n for n in _REGISTRY if n not in first)
 
 
 def forecaster_class(name: str) -> type[Forecaster]:
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:

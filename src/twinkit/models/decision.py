@@ -22,6 +22,7 @@ import numpy as np
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
+from twinkit.core.plugins import load_plugins
 
 
 @runtime_checkable
@@ -93,10 +94,12 @@ def unregister_decision_model(name: str) -> None:
 
 def registered_decision_models() -> list[str]:
     """Names of every registered decision model, sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
 def _entry(name: str) -> _Entry:
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:

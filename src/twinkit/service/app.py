@@ -16,6 +16,7 @@ from twinkit.core.errors import TwinkitError
 from twinkit.engine import TwinEngine
 from twinkit.service.docs import install_docs
 from twinkit.service.errors import install_error_handlers
+from twinkit.service.ingest_pool import IngestPool
 from twinkit.service.jobs import FitWorker, JobRunner
 from twinkit.service.logs import configure_logging
 from twinkit.service.metrics import ServiceMetrics
@@ -96,11 +97,13 @@ def create_app(
             worker=fit_worker,
             max_jobs_per_owner=settings.max_jobs_per_owner,
         ),
+        ingest=IngestPool(engine, settings.ingest_processes, settings.ingest_niceness),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.runner.recover_orphans()
+        state.ingest.warm()
         yield
         state.runner.close()
 

@@ -1,12 +1,15 @@
-"""Running jobs (fits, robustness reports): a thread per job waits on a child process
-that does the work.
+"""Running jobs (fits, robustness reports): a thread per job slot claims a job from the
+store's shared queue and waits on a child process that does the work.
 
 Requests never wait on training: ``submit`` records a queued job and returns (or refuses
-it, past the owner's quota of unfinished jobs). ``fit_workers`` threads take jobs of every
-kind, owners in turn (:class:`~twinkit.service.fairqueue.FairQueue`); each starts a child
-process ("spawn") running the kind's entry point (:data:`JOB_WORKERS`), waits for its
-answer on a pipe, and records the outcome in the jobs table. A child that crashes, is
-killed or runs past the timeout fails its job; the server goes on serving.
+it, past the owner's quota of unfinished jobs). Each server process has ``fit_workers``
+job slots, threads that claim queued jobs of every kind from the store (any server
+process's, owners in turn over the whole store: :func:`twinkit.store.jobs.claim_next`),
+so a slot that comes free anywhere takes the next owner's job. A slot starts a child
+process ("spawn") running the kind's entry point (:data:`JOB_WORKERS`) at a lower CPU
+priority, waits for its answer on a pipe, and records the outcome in the jobs table. A
+child that crashes, is killed or runs past the timeout fails its job; the server goes on
+serving. Queued jobs outlive a server that stops: the next one to run claims them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -28,10 +30,15 @@ from typing import Any
 from twinkit.core.twin import public_id, twin_key
 from twinkit.engine import TwinEngine
 from twinkit.engine.jobs import Job
-from twinkit.service.fairqueue import FairQueue
 from twinkit.service.logs import LOGGER_NAME
 from twinkit.service.metrics import ServiceMetrics
-from twinkit.service.worker import TWIN_UID, run_clone, run_fit, run_robustness
+from twinkit.service.worker import (
+    TWIN_UID,
+    lower_priority,
+    run_clone,
+    run_fit,
+    run_robustness,
+)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -44,7 +51,8 @@ JOB_WORKERS: Mapping[str, JobWorker] = {
     "robustness": run_robustness,
     "clone": run_clone,
 }
-STOPPED_BEFORE = "the server stopped before the job ran; start it again"
+#: how often an idle job slot looks for jobs that other server processes accepted, in s
+CLAIM_POLL_S = 0.25
 STOPPED_DURING = (
     "the server stopped while the job ran; the twin's model list shows whether a version "
     "was registered"
@@ -68,16 +76,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-@dataclass(frozen=True)
-class _Queued:
-    """A job handed to the worker threads."""
-
-    job_id: int
-    kind: str
-    twin_id: str
-    params: dict[str, Any]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -121,10 +119,10 @@ class JobRunner:
         # host:pid:instance; the instance tells apart two apps of one process (tests).
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._context = multiprocessing.get_context("spawn")
-        # Owners take turns: one owner's flood of fits waits behind itself, not others.
-        self._queue: FairQueue[_Queued] = FairQueue()
         self._lock = threading.Lock()
+        self._wake = threading.Condition()  # a job was submitted here, or close()
         self._running: dict[int, BaseProcess] = {}
+        self._claimed: set[int] = set()  # jobs this runner has claimed and not yet recorded
         self._cancelled: set[int] = set()
         self._stopping = threading.Event()
         self._threads = [
@@ -145,21 +143,16 @@ class JobRunner:
         twin_uid: str | None = None,
     ) -> Job:
         """Record a queued job of ``kind`` (a key of :data:`JOB_WORKERS`) for ``owner``'s twin
-        stored under the key ``twin_id`` whose uid is ``twin_uid`` and hand it to the pool;
-        return at once. The child is told the uid (``params["twin_uid"]``): work for a twin
-        deleted meanwhile writes nothing."""
+        stored under the key ``twin_id`` whose uid is ``twin_uid`` in the shared queue and
+        wake a free slot of this process; return at once. The child is told the uid
+        (``params["twin_uid"]``): work for a twin deleted meanwhile writes nothing."""
         if kind not in self.entry_points:
             raise ValueError(f"no job kind {kind!r}; known: {sorted(self.entry_points)}")
         job = self.engine.jobs.create(
-            twin_id, owner, kind, params, self.runner_id, twin_uid, self.max_jobs_per_owner
+            twin_id, owner, kind, params, None, twin_uid, self.max_jobs_per_owner
         )
-        child_params = params if twin_uid is None else {**params, TWIN_UID: twin_uid}
-        # The child addresses the twin as owner/id, which names it whatever its key.
-        ref = twin_key(owner, public_id(twin_id))
-        try:
-            self._queue.put(owner, _Queued(job.id, kind, ref, child_params))
-        except RuntimeError:  # closed meanwhile: the server is stopping
-            self.engine.jobs.fail(job.id, STOPPED_BEFORE)
+        with self._wake:
+            self._wake.notify()
         return job
 
     def submit_fit(
@@ -173,6 +166,8 @@ class JobRunner:
         ended as cancelled already, by the twin's deletion); queued ones will not start."""
         with self._lock:
             for job_id in job_ids:
+                if job_id not in self._claimed:
+                    continue  # another runner's, or never claimed: it will not start
                 self._cancelled.add(job_id)  # a child started after this is stopped too
                 process = self._running.get(job_id)
                 if process is not None:
@@ -197,40 +192,54 @@ class JobRunner:
         return orphans
 
     def close(self) -> None:
-        """Stop: running children are terminated, queued jobs fail; waits for the threads."""
+        """Stop: running children are terminated (their jobs fail), queued jobs stay queued
+        for the next server; waits for the threads."""
         with self._lock:
             self._stopping.set()
             for process in self._running.values():
                 process.terminate()
-        never_ran = self._queue.close()
+        with self._wake:
+            self._wake.notify_all()
         for thread in self._threads:
             thread.join()
-        for queued in never_ran:
-            self.engine.jobs.fail(queued.job_id, STOPPED_BEFORE)
 
     # -- one job, in a worker thread ------------------------------------------------------
 
     def _serve(self) -> None:
-        """A worker thread: take jobs in the owners' turn until the queue closes."""
-        while (queued := self._queue.get()) is not None:
-            self._run(queued.job_id, queued.kind, queued.twin_id, queued.params)
+        """A job slot: claim the next job in the owners' turn, run it, until close()."""
+        kinds = sorted(self.entry_points)
+        while not self._stopping.is_set():
+            try:
+                job = self.engine.jobs.claim(self.runner_id, kinds)
+            except Exception:
+                log.exception("cannot claim a job from the store")
+                job = None
+            if job is None:
+                with self._wake:
+                    if not self._stopping.is_set():
+                        self._wake.wait(timeout=CLAIM_POLL_S)
+                continue
+            self._run(job)
 
-    def _run(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
+    def _run(self, job: Job) -> None:
+        params = job.params if job.twin_uid is None else {**job.params, TWIN_UID: job.twin_uid}
+        # The child addresses the twin as owner/id, which names it whatever its key.
+        ref = twin_key(job.owner, public_id(job.twin_id))
+        with self._lock:
+            self._claimed.add(job.id)
         try:
-            self._run_job(job_id, kind, twin_id, params)
+            self._run_job(job.id, job.kind, ref, params)
         except Exception:
             # The thread must go on serving: log the error at least (the store was
             # unreachable, say, when the outcome was to be recorded).
-            log.exception("job runner error", extra={"job_id": job_id, "kind": kind})
+            log.exception("job runner error", extra={"job_id": job.id, "kind": job.kind})
+        finally:
+            with self._lock:
+                self._claimed.discard(job.id)
+                self._cancelled.discard(job.id)
 
     def _run_job(self, job_id: int, kind: str, twin_id: str, params: dict[str, Any]) -> None:
-        if self._stopping.is_set():
-            self.engine.jobs.fail(job_id, STOPPED_BEFORE)
-            return
-        if not self.engine.jobs.start(job_id):
-            with self._lock:
-                self._cancelled.discard(job_id)
-            return  # cancelled with its twin while it waited
+        """Run a job this runner claimed (it is marked running already)."""
         if kind == "fit":
             self.metrics.fits_started.inc()
         started = time.perf_counter()
@@ -257,6 +266,7 @@ class JobRunner:
             name=f"twinkit-{kind}-{job_id}",
         )
         process.start()
+        lower_priority(process.pid)  # before the child's imports, which cost seconds of CPU
         writer.close()  # the child holds the only write end: its exit means end of file
         with self._lock:
             self._running[job_id] = process

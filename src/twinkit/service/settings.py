@@ -34,6 +34,22 @@ class ServiceSettings(BaseSettings):
         ".jsonl) or the JSON rows of POST .../observations (413 above it; counted before a "
         "file is decoded). The JSON rows' schema caps them at 100,000 whatever this says.",
     )
+    ingest_processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Processes of each server process that decode and ingest uploads and "
+        "JSON batches, so that one owner's batches do not hold the GIL that answers other "
+        "owners' requests; 0 ingests in the worker's own threads.",
+    )
+    ingest_niceness: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="How much lower than the workers' the ingest processes' CPU priority is "
+        "(nice): bulk writes yield the cores to the requests being answered; 0 keeps it "
+        "equal.",
+    )
     max_upload_columns: int = Field(
         2_000,
         ge=4,

@@ -1,5 +1,5 @@
-"""What one app holds: the engine, its settings, metrics, rate limiter, job runner and the
-caches of one worker process (token owners, forecast answers)."""
+"""What one app holds: the engine, its settings, metrics, rate limiter, job runner, ingest
+pool and the caches of one worker process (token owners, forecast answers)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from twinkit.engine import TwinEngine
 from twinkit.engine.serving import ForecastCache
 from twinkit.service.auth import TokenCache
+from twinkit.service.ingest_pool import IngestPool
 from twinkit.service.jobs import JobRunner
 from twinkit.service.metrics import ServiceMetrics
 from twinkit.service.ratelimit import RateLimiter
@@ -23,6 +24,8 @@ class ServiceState:
     metrics: ServiceMetrics
     limiter: RateLimiter
     runner: JobRunner
+    #: where batches are decoded and ingested (see ``ingest_pool``)
+    ingest: IngestPool
     #: token sha256 -> owner name, trusted for a few seconds (see ``auth``)
     tokens: TokenCache = field(default_factory=TokenCache)
     #: forecast answers (JSON) by what they depend on (see ``engine.serving``)

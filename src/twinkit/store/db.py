@@ -103,6 +103,9 @@ def _add_columns(conn: Connection, stored_version: int) -> None:
             for index in table.indexes:
                 if column.name in index.columns:
                     index.create(conn, checkfirst=True)
+    for version, index in tables.ADDED_INDEXES:
+        if version > stored_version:
+            index.create(conn, checkfirst=True)
 
 
 def new_uid() -> str:

@@ -69,7 +69,7 @@ def insert_job(
     owner: str,
     kind: str,
     params: dict[str, Any],
-    runner: str,
+    runner: str | None,
     created_at: str,
     twin_uid: str | None = None,
 ) -> int:
@@ -162,6 +162,61 @@ def mark_running(conn: Connection, job_id: int, when: str) -> bool:
         .values(status=JobStatus.RUNNING.value, started_at=when)
     )
     return done.rowcount == 1
+
+
+def claim_next(conn: Connection, runner: str, when: str, kinds: list[str]) -> Job | None:
+    """Start the next job of the shared queue (queued, no runner yet, of one of ``kinds``)
+    for ``runner``; None if there is none. Call it in a write transaction: the pick and the
+    update must not interleave with another runner's.
+
+    Owners take turns, over every runner of the store: the owner with the fewest jobs
+    running goes first, then the one whose last job started longest ago (or never), then
+    the one waiting longest; within an owner, first come first served.
+    """
+    j = tables.jobs.c
+    queued = conn.execute(
+        select(j.id, j.owner)
+        .where(j.status == JobStatus.QUEUED.value, j.runner.is_(None), j.kind.in_(kinds))
+        .order_by(j.id)
+    ).all()
+    if not queued:
+        return None
+    first: dict[str, int] = {}
+    for job_id, owner in queued:
+        first.setdefault(str(owner), int(job_id))
+    running = {
+        str(owner): int(count)
+        for owner, count in conn.execute(
+            select(j.owner, func.count())
+            .where(j.status == JobStatus.RUNNING.value, j.owner.in_(list(first)))
+            .group_by(j.owner)
+        )
+    }
+    last_start = {
+        str(owner): str(started)
+        for owner, started in conn.execute(
+            select(j.owner, func.max(j.started_at))
+            .where(j.owner.in_(list(first)), j.started_at.is_not(None))
+            .group_by(j.owner)
+        )
+        if started is not None
+    }
+    owner = min(first, key=lambda o: (running.get(o, 0), last_start.get(o, ""), first[o]))
+    claimed = conn.execute(
+        update(tables.jobs)
+        .where(j.id == first[owner], j.status == JobStatus.QUEUED.value, j.runner.is_(None))
+        .values(status=JobStatus.RUNNING.value, started_at=when, runner=runner)
+    )
+    return get_job(conn, first[owner]) if claimed.rowcount == 1 else None
+
+
+def has_unclaimed(conn: Connection, kinds: list[str]) -> bool:
+    """Whether the shared queue holds a job of one of ``kinds`` (a cheap read)."""
+    j = tables.jobs.c
+    query = select(j.id).where(
+        j.status == JobStatus.QUEUED.value, j.runner.is_(None), j.kind.in_(kinds)
+    )
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def mark_finished(

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
@@ -249,6 +249,10 @@ sessions = Table(
 )
 
 Index("ix_jobs_twin_uid", jobs.c.twin_uid)
+# The shared queue (status, runner) and the owners' turns (owner, started_at) of the
+# job runners; added in schema 8.
+JOBS_QUEUE_INDEX = Index("ix_jobs_status_runner", jobs.c.status, jobs.c.runner)
+JOBS_OWNER_INDEX = Index("ix_jobs_owner_started", jobs.c.owner, jobs.c.started_at)
 
 #: columns added after their table was created: (schema version, table, column). Their
 #: indexes are made with them, and a store opened at an older version gets both.
@@ -259,6 +263,9 @@ ADDED_COLUMNS = (
     (7, twins, twins.c.name),
     (7, population_models, population_models.c.owners),
 )
+
+#: indexes added to tables that existed before: (schema version, index)
+ADDED_INDEXES = ((8, JOBS_QUEUE_INDEX), (8, JOBS_OWNER_INDEX))
 
 #: columns that hold a twin's key, which version 7 made longer (PostgreSQL enforces it)
 KEY_COLUMNS = (

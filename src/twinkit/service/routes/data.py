@@ -17,7 +17,6 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from twinkit.core.errors import NotFoundError, TooLargeError
 from twinkit.core.twin import TwinKind
-from twinkit.data.importers import read_table_bytes
 from twinkit.engine.ingest import IngestResult
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import ApiError
@@ -40,33 +39,13 @@ from twinkit.service.schemas import (
     SignalPage,
     SignalPublic,
 )
-from twinkit.service.settings import ServiceSettings
 from twinkit.service.state import ServiceState
+from twinkit.service.worker import UploadLimits
 
 router = APIRouter(
     prefix="/twins/{twin_id}", tags=["data"], responses={**AUTH_RESPONSES, **TWIN_RESPONSES}
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
-
-
-def _limit_setting(what: str) -> str:
-    """The environment variable of a ``TooLargeError``'s limit: rows, columns or cells."""
-    return f"TWINKIT_MAX_UPLOAD_{what.upper()}"
-
-
-def read_upload(raw: bytes, name: str, source: str, settings: ServiceSettings) -> pd.DataFrame:
-    """An uploaded file as a frame; over a limit of the settings, 413 before it is decoded."""
-    try:
-        return read_table_bytes(
-            raw,
-            name,
-            source,
-            max_rows=settings.max_upload_rows,
-            max_columns=settings.max_upload_columns,
-            max_cells=settings.max_upload_cells,
-        )
-    except TooLargeError as exc:
-        raise exc.naming(_limit_setting(exc.what)) from None
 
 
 def _counted(state: ServiceState, result: IngestResult, kind: str) -> IngestPublic:
@@ -94,13 +73,13 @@ def upload_name(filename: str | None) -> str:
     summary="Ingest signal rows (a state twin's readings)",
     responses=BODY_RESPONSES,
 )
-def post_observations(
+async def post_observations(
     body: ObservationBatch, twin: TwinDep, caller: OwnerDep, state: StateDep
 ) -> IngestPublic:
     source = f"api:{caller.name}:rows"
     limit = state.settings.max_upload_rows
     if len(body.rows) > limit:
-        raise TooLargeError(source, "rows", limit, _limit_setting("rows"))
+        raise TooLargeError(source, "rows", limit, UploadLimits.setting("rows"))
     frame = pd.DataFrame(
         {
             "time": [r.time for r in body.rows],
@@ -108,7 +87,7 @@ def post_observations(
             "value": [r.value for r in body.rows],
         }
     )
-    result = state.engine.ingest(frame, twin=twin.ref, source=source)
+    result = await state.ingest.rows(frame, twin.ref, source)
     return _counted(state, result, "signals")
 
 
@@ -125,7 +104,7 @@ def post_observations(
         },
     },
 )
-def upload_observations(
+async def upload_observations(
     file: Annotated[UploadFile, File(description="the batch; twin_id may be left out")],
     twin: TwinDep,
     caller: OwnerDep,
@@ -133,8 +112,11 @@ def upload_observations(
 ) -> IngestPublic:
     name = upload_name(file.filename)
     source = f"api:{caller.name}:{name}"
-    frame = read_upload(file.file.read(), name, source, state.settings)
-    result = state.engine.ingest(frame, twin=twin.ref, source=source)
+    settings = state.settings
+    limits = UploadLimits(
+        settings.max_upload_rows, settings.max_upload_columns, settings.max_upload_cells
+    )
+    result = await state.ingest.upload(await file.read(), name, source, twin.ref, limits)
     return _counted(state, result, "signals" if twin.kind is TwinKind.STATE else "decisions")
 
 
