@@ -838,3 +838,29 @@ def test_only_known_opt_in_screens_may_be_asked_for(engine: TwinEngine) -> None:
     with pytest.raises(TwinkitError, match="opt-in screens of a state twin \\(none\\)"):
         engine.create_twin("s1", "state", metadata={"screens": ["poison"]})
     assert engine.create_twin("d2", "decision", metadata={"screens": []}).screens == ()
+
+
+def test_the_clone_update_fits_a_version_on_new_answers_and_asks_with_the_serving_one(
+    engine: TwinEngine,
+) -> None:
+    # Prepare: a donor with no answers yet, and people in general
+    for twin in [*OTHERS, DONOR]:
+        engine.create_twin(twin, "decision")
+    engine.ingest(others_frame(), source="others")
+
+    # Execute: the service's clone job, before any answer, after them, and again
+    first = engine.clone_update(DONOR, k=4)
+    engine.ingest(pd.DataFrame(answer_rows(engine.clone_waiting(DONOR))), source="answers")
+    second = engine.clone_update(DONOR, k=4)
+    third = engine.clone_update(DONOR, k=4)
+
+    # Assert: no version before answers (the prior asks); then v1, fitted on the answers
+    # and serving the guesses; nothing new, no new version
+    assert first["fit"] is None and len(first["asked"]) == 4
+    assert second["fit"] is not None
+    assert (second["fit"]["version"], second["fit"]["promoted"]) == (1, True)
+    assert engine.version(DONOR).version == 1
+    assert third["fit"] is None
+    assert [v.version for v in engine.models(DONOR)] == [1]
+    assert set(second["guesses"]) == {q["item_id"] for q in engine.clone_waiting(DONOR)}
+    assert engine.verify().ok

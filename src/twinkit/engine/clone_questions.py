@@ -323,18 +323,22 @@ def refresh(
     strategy_name: str = "confusion",
     seed: int = 0,
     twin_uid: str | None = None,
+    use_serving: bool = False,
 ) -> dict[str, Any]:
-    """Retrain the clone on the donor's labels so far, ask new questions until ``k`` wait,
-    and give the clone's guess on every waiting question: ``clone_says``, ``confidence``
-    (its probability) and ``proba`` per class. What a service runs after the donor answers.
-    With ``twin_uid``, only for that twin (a job's): one deleted meanwhile is left alone."""
+    """Ask new questions until ``k`` wait, and give the clone's guess on every waiting
+    question: ``clone_says``, ``confidence`` (its probability) and ``proba`` per class. The
+    clone is the twin's serving version when ``use_serving`` and one decides on the stored
+    features and labels (the service's clone job fits one first:
+    :func:`twinkit.engine.clone_versions.update_clone`), else one retrained here on the
+    donor's labels so far. With ``twin_uid``, only for that twin (a job's): one deleted
+    meanwhile is left alone."""
     if k < 1:
         raise TwinkitError(f"k must be at least 1, got {k}")
     twin = _decision_twin(ctx, twin_id)
     uid = twin.uid
     if twin_uid is not None and uid != twin_uid:
         raise TwinGoneError(f"twin {twin.id!r} was deleted; this update was for that twin")
-    models = _clone_models(ctx, twin, seed, use_serving=False)
+    models = _clone_models(ctx, twin, seed, use_serving=use_serving)
     population, clone, mine, _, _, features = models
     short = k - len(_waiting(ctx, twin.key))
     asked = _ask_with(ctx, twin.key, models, short, strategy_name, seed, uid) if short > 0 else []

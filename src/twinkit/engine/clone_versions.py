@@ -23,7 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -74,11 +74,37 @@ def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
     return twin
 
 
+@overload
 def fit_clone(
-    ctx: EngineContext, twin_id: str, seed: int = 0, twin_uid: str | None = None
-) -> FitResult:
+    ctx: EngineContext,
+    twin_id: str,
+    seed: int = 0,
+    twin_uid: str | None = None,
+    only_if_new: Literal[False] = False,
+) -> FitResult: ...
+
+
+@overload
+def fit_clone(
+    ctx: EngineContext,
+    twin_id: str,
+    seed: int = 0,
+    twin_uid: str | None = None,
+    only_if_new: bool = False,
+) -> FitResult | None: ...
+
+
+def fit_clone(
+    ctx: EngineContext,
+    twin_id: str,
+    seed: int = 0,
+    twin_uid: str | None = None,
+    only_if_new: bool = False,
+) -> FitResult | None:
     """Train, score and register a new version of the decision twin's clone (see the
-    module); with ``twin_uid``, only if the twin is still that one."""
+    module); with ``twin_uid``, only if the twin is still that one. With ``only_if_new``,
+    None (and nothing trained) when the twin's newest version was fitted on the same
+    answers."""
     from twinkit.clone.active import personalize
     from twinkit.clone.prior import feature_columns, train_population
 
@@ -97,6 +123,12 @@ def fit_clone(
     features = feature_columns(frame)
     frame = frame.dropna(subset=features)
     mine = frame[frame["twin_id"] == twin.key].sort_values("item_id", kind="stable")
+    data_hash = _data_hash(mine, features)
+    if only_if_new:
+        with ctx.store.read() as conn:
+            newest = model_versions.versions(conn, twin.key)[-1:]
+        if newest and newest[0].model == CLONE and newest[0].data_hash == data_hash:
+            return None
     others = frame[frame["twin_id"] != twin.key]
     classes = sorted(frame["label"].astype(str).unique())
     population = train_population(others, classes, features, seed, twin.image_shape)
@@ -123,7 +155,6 @@ def fit_clone(
         "clone_is_prior": clone is population,
         "confusion_zone": zone,
     }
-    data_hash = _data_hash(mine, features)
     version, promoted, reason = register(
         ctx,
         twin,
@@ -134,6 +165,39 @@ def fit_clone(
         {"labels_seen": len(mine), "held_out": int(held.sum())},
     )
     return FitResult(twin.id, version, CLONE, promoted, reason, metrics, serving_metrics)
+
+
+def update_clone(
+    ctx: EngineContext,
+    twin_id: str,
+    k: int = 5,
+    strategy_name: str = "confusion",
+    seed: int = 0,
+    twin_uid: str | None = None,
+) -> dict[str, Any]:
+    """What the service's clone job runs when the donor has answered (or asks for
+    questions): a new clone version on every answer so far, registered and promoted only
+    through the gate as :func:`fit_clone` does (none when the newest version saw the same
+    answers, or the donor has none yet), then the questions topped up to ``k`` and guessed
+    by the serving version (:func:`twinkit.engine.clone_questions.refresh`; the population
+    prior while there is no version). The result is refresh's, with ``fit``: the new
+    version's number, whether it was promoted and why (None when none was fitted)."""
+    twin = _decision_twin(ctx, twin_id)
+    if twin_uid is not None and twin.uid != twin_uid:
+        raise TwinGoneError(f"twin {twin.id!r} was deleted; this update was for that twin")
+    fitted = None
+    frame = clone_questions.decisions(ctx, twin.owner)
+    if not frame.empty and (frame["twin_id"] == twin.key).any():
+        fitted = fit_clone(ctx, twin.key, seed=seed, twin_uid=twin_uid, only_if_new=True)
+    result = clone_questions.refresh(
+        ctx, twin.key, k, strategy_name, seed, twin_uid, use_serving=True
+    )
+    result["fit"] = (
+        None
+        if fitted is None
+        else {"version": fitted.version, "promoted": fitted.promoted, "reason": fitted.reason}
+    )
+    return result
 
 
 def _data_hash(mine: pd.DataFrame, features: list[str]) -> str:

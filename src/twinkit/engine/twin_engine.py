@@ -394,10 +394,11 @@ class TwinEngine:
         """Ingest the donor's labels for waiting questions, as ``(item_id, label)`` pairs."""
         return clone_questions.answer_labels(self.context, twin_id, labels, source)
 
-    def clone_refresh(self, twin_id: str, **params: Any) -> dict[str, Any]:
-        """Retrain the clone, top up its questions and guess every waiting one (see
-        :func:`twinkit.engine.clone_questions.refresh`)."""
-        return clone_questions.refresh(self.context, twin_id, **params)
+    def clone_update(self, twin_id: str, **params: Any) -> dict[str, Any]:
+        """Fit a new clone version on the answers so far (through the promotion gate), then
+        top up the questions and guess them with the serving version (see
+        :func:`twinkit.engine.clone_versions.update_clone`): the service's clone job."""
+        return clone_versions.update_clone(self.context, twin_id, **params)
 
     def decide(
         self, twin_id: str, items: pd.DataFrame | Path | str, source: str | None = None

@@ -133,14 +133,15 @@ def run_robustness(
 def run_clone(
     store_url: str, artifacts_dir: str, twin_id: str, params: dict[str, Any], answer: Connection
 ) -> None:
-    """Retrain a decision twin's clone on its donor's labels, top up its questions and send
-    its guesses (as for :func:`twinkit.engine.clone_questions.refresh`)."""
+    """Fit a new version of a decision twin's clone on its donor's answers (through the
+    promotion gate), top up its questions and send the serving version's guesses (as for
+    :func:`twinkit.engine.clone_versions.update_clone`)."""
     _answer(
         "clone update",
         store_url,
         artifacts_dir,
         answer,
-        lambda engine: engine.clone_refresh(twin_id, **params),
+        lambda engine: engine.clone_update(twin_id, **params),
         (twin_id, params.get(TWIN_UID)),
     )
 

@@ -1,15 +1,15 @@
 """A decision twin's clone: the questions it asks its donor, and the donor's answers.
 
-Questions are chosen by a clone personalised on every answer so far: the population prior
-(the owner's other decision twins' labels) adapted to the donor's labels with a fixed seed
-(:func:`twinkit.engine.clone_questions.refresh`), an active-learning step that stores no
-version. That takes seconds, so it runs as a background job (kind ``clone``) through the
-job runner: ``POST .../clone/queries`` starts one, and ``POST .../clone/answers`` ingests
-the labels at once (the same ingest pipeline and ledger as any decisions batch) and then
-starts one. The job asks new questions until ``k`` wait and records the clone's guess on
-each; ``GET .../clone/queries`` answers the waiting questions with the newest guesses, and
-says whether an update is still running. The clone that answers ``POST .../decide`` is the
-twin's promoted version, which ``POST .../fit`` trains, scores and registers.
+The twin's clone is versioned like any twin's model. Updating it takes seconds, so it runs
+as a background job (kind ``clone``) through the job runner: ``POST .../clone/queries``
+starts one, and ``POST .../clone/answers`` ingests the labels at once (the same ingest
+pipeline and ledger as any decisions batch) and then starts one. The job fits a new clone
+version on every answer so far when there are new ones (registered, and promoted only
+through the gate, as ``POST .../fit`` does), asks new questions until ``k`` wait, and
+records the serving version's guess on each (the population prior's while the donor has
+no version: :func:`twinkit.engine.clone_versions.update_clone`). ``GET .../clone/queries``
+answers the waiting questions with the newest guesses, and says whether an update is still
+running; ``POST .../decide`` asks the serving version.
 """
 
 from __future__ import annotations
