@@ -23,7 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -74,37 +74,21 @@ def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
     return twin
 
 
-@overload
 def fit_clone(
-    ctx: EngineContext,
-    twin_id: str,
-    seed: int = 0,
-    twin_uid: str | None = None,
-    only_if_new: Literal[False] = False,
-) -> FitResult: ...
-
-
-@overload
-def fit_clone(
-    ctx: EngineContext,
-    twin_id: str,
-    seed: int = 0,
-    twin_uid: str | None = None,
-    only_if_new: bool = False,
-) -> FitResult | None: ...
-
-
-def fit_clone(
-    ctx: EngineContext,
-    twin_id: str,
-    seed: int = 0,
-    twin_uid: str | None = None,
-    only_if_new: bool = False,
-) -> FitResult | None:
+    ctx: EngineContext, twin_id: str, seed: int = 0, twin_uid: str | None = None
+) -> FitResult:
     """Train, score and register a new version of the decision twin's clone (see the
-    module); with ``twin_uid``, only if the twin is still that one. With ``only_if_new``,
-    None (and nothing trained) when the twin's newest version was fitted on the same
-    answers."""
+    module); with ``twin_uid``, only if the twin is still that one."""
+    fitted = _fit_clone(ctx, twin_id, seed, twin_uid, only_if_new=False)
+    assert fitted is not None  # only_if_new=False always fits
+    return fitted
+
+
+def _fit_clone(
+    ctx: EngineContext, twin_id: str, seed: int, twin_uid: str | None, only_if_new: bool
+) -> FitResult | None:
+    """:func:`fit_clone`; with ``only_if_new``, None (and nothing trained) when the twin's
+    newest version was fitted on the same answers."""
     from twinkit.clone.active import personalize
     from twinkit.clone.prior import feature_columns, train_population
 
@@ -188,7 +172,7 @@ def update_clone(
     fitted = None
     frame = clone_questions.decisions(ctx, twin.owner)
     if not frame.empty and (frame["twin_id"] == twin.key).any():
-        fitted = fit_clone(ctx, twin.key, seed=seed, twin_uid=twin_uid, only_if_new=True)
+        fitted = _fit_clone(ctx, twin.key, seed, twin_uid, only_if_new=True)
     result = clone_questions.refresh(
         ctx, twin.key, k, strategy_name, seed, twin_uid, use_serving=True
     )
