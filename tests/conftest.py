@@ -232,6 +232,28 @@ def glucose_readings(n: int, level: float) -> pd.DataFrame:
     )
 
 
+def drifting_readings(days: int, change_day: int | None, seed: int) -> pd.DataFrame:
+    """``days`` of 5-minute glucose from 2026-01-01 UTC (a file without ``twin_id``); from
+    ``change_day`` on, the readings swing four times as much from one to the next (as after
+    an illness), which a model fitted before cannot know."""
+    rng = np.random.default_rng(seed)
+    n = 288 * days
+    noise = rng.normal(0, 3, n)
+    if change_day is not None:
+        noise[288 * change_day :] *= 4
+    values = 130 + 30 * np.sin(np.arange(n) / 24.0) + noise
+    times = pd.date_range("2026-01-01", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {"time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "channel": "glucose", "value": values}
+    )
+
+
+@pytest.fixture
+def drifting() -> Callable[[int, int | None, int], pd.DataFrame]:
+    """``drifting(days, change_day, seed)``: see :func:`drifting_readings`."""
+    return drifting_readings
+
+
 @pytest.fixture
 def readings() -> ReadingsFn:
     """``readings(n, level)``: see :func:`glucose_readings`."""

@@ -303,12 +303,15 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "8"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "9"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
     assert len(row.uid) == 32
     # schema 8's indexes of the shared job queue
     indexes = {i["name"] for i in sa.inspect(reopened.engine).get_indexes("jobs")}
     assert {"ix_jobs_status_runner", "ix_jobs_owner_started"} <= indexes
+    # schema 9's forecast log, with its index
+    indexes = {i["name"] for i in sa.inspect(reopened.engine).get_indexes("forecast_log")}
+    assert "ix_forecast_log_target" in indexes
     reopened.dispose()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twinkit.core.timewindow import TimeWindow
+from twinkit.engine.forecast_book import ForecastLog
 from twinkit.engine.model_cache import ModelCache
 from twinkit.screen import Screen
 from twinkit.store.artifacts import ArtifactStore
@@ -18,7 +19,8 @@ from twinkit.store.db import Store
 class EngineContext:
     """The store (``store``), the model artifacts beside it (``artifacts``), when a reading
     may have been taken (``time_window``), the screens ingest runs, and the models this
-    process keeps for serving (``serving_models``)."""
+    process keeps for serving (``serving_models``), and the served forecasts waiting to be
+    logged (``forecast_log``)."""
 
     store: Store
     artifacts: ArtifactStore
@@ -26,6 +28,8 @@ class EngineContext:
     signal_screens: tuple[Screen, ...]
     decision_screens: tuple[Screen, ...]
     serving_models: ModelCache = field(init=False)
+    forecast_log: ForecastLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.serving_models = ModelCache(self.artifacts)
+        self.forecast_log = ForecastLog()

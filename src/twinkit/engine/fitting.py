@@ -305,11 +305,24 @@ def promote(ctx: EngineContext, twin_id: str, version: int) -> None:
         )
 
 
-def rollback(ctx: EngineContext, twin_id: str) -> int:
-    """Serve the version that served before the current one; return its number."""
+def rollback(
+    ctx: EngineContext,
+    twin_id: str,
+    reason: str | None = None,
+    evidence: dict[str, Any] | None = None,
+    from_version: int | None = None,
+) -> int:
+    """Serve the version that served before the current one; return its number.
+
+    ``reason`` and ``evidence`` (JSON) go into the ledger entry, which then says the
+    rollback was automatic; with ``from_version``, only if that version still serves."""
     twin_id = reads.get_twin(ctx, twin_id).key
     with ctx.store.write() as conn:
         current = model_versions.serving(conn, twin_id)
+        if from_version is not None and (current is None or current.version != from_version):
+            raise PromotionError(
+                f"twin {public_id(twin_id)!r}: v{from_version} no longer serves: not rolled back"
+            )
         if current is None:
             raise PromotionError(f"twin {public_id(twin_id)!r} has no serving model to roll back")
         served = ledger.serving_history(ledger.entries(conn, twin_id)).get(twin_id, [])
@@ -326,10 +339,8 @@ def rollback(ctx: EngineContext, twin_id: str) -> int:
         ctx.artifacts.load(previous.sha256)  # never roll back onto a broken artifact
         model_versions.set_status(conn, twin_id, current.version, Status.ROLLED_BACK)
         model_versions.set_status(conn, twin_id, previous.version, Status.SERVING)
-        ledger.append(
-            conn,
-            "model_rolled_back",
-            twin_id,
-            {"from_version": current.version, "to_version": previous.version},
-        )
+        payload: dict[str, Any] = {"from_version": current.version, "to_version": previous.version}
+        if reason is not None:
+            payload.update(automatic=True, reason=reason, evidence=evidence or {})
+        ledger.append(conn, "model_rolled_back", twin_id, payload)
     return previous.version

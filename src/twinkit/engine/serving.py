@@ -39,7 +39,7 @@ from twinkit.core.forecast import Forecast
 from twinkit.core.lru import LRU
 from twinkit.core.twin import TwinKind, public_id, twin_key
 from twinkit.data.frames import long_to_wide
-from twinkit.engine import reads
+from twinkit.engine import live, reads
 from twinkit.engine.model_cache import FileState
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster
@@ -183,10 +183,9 @@ def serve_forecast(
         serving = _version(ctx, twin_id, head.version)
         return _failover(ctx, serving, frame, horizons, _why(serving, failure))
     forecast = model.predict(frame, horizons)
-    return ServedForecast(
-        replace(forecast, model=head.model or forecast.model, version=head.version),
-        key=forecast_key(ctx, head, horizons),
-    )
+    served = replace(forecast, model=head.model or forecast.model, version=head.version)
+    live.record(ctx, head.twin_id, head.version, model, served)
+    return ServedForecast(served, key=forecast_key(ctx, head, horizons))
 
 
 def _window(
@@ -336,8 +335,10 @@ def predict(
     frame = reads.signals(ctx, twin.ref)
     if as_of is not None:
         frame = frame.loc[:as_of]
-    forecast = model.predict(frame, horizons)
-    return replace(forecast, model=chosen.model, version=chosen.version)
+    forecast = replace(model.predict(frame, horizons), model=chosen.model, version=chosen.version)
+    if as_of is None:  # a backtest is not served
+        live.record(ctx, twin.key, chosen.version, model, forecast)
+    return forecast
 
 
 def forecast(

@@ -26,6 +26,8 @@ from twinkit.engine import (
     fitting,
     ingest,
     ledger_view,
+    live,
+    monitoring,
     population,
     reads,
     retraction,
@@ -45,6 +47,7 @@ from twinkit.engine.retraction import RetractResult
 from twinkit.engine.serving import ForecastKey, ServedForecast
 from twinkit.engine.sessions import Sessions
 from twinkit.models.base import Forecaster
+from twinkit.monitor.drift import DEFAULT_DETECTOR
 from twinkit.screen import DEFAULT_DECISION_SCREENS, DEFAULT_SIGNAL_SCREENS, FutureTime, Screen
 from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
@@ -360,6 +363,44 @@ class TwinEngine:
         """:meth:`forecast` of the twin ``head`` describes, if it is still that owner's
         (else :class:`~twinkit.engine.serving.TwinChangedError`)."""
         return serving.serve_forecast(self.context, head.twin_id, horizons, checked=head)
+
+    def health(self, twin_id: str, window_h: float = live.DEFAULT_WINDOW_H) -> dict[str, Any]:
+        """How the twin's served forecasts did once their readings came: live RMSE, MAE,
+        bias and 90 % coverage per version and horizon, the previous version's in shadow,
+        and the holdout figures the serving version was promoted with."""
+        live.flush(self.context)
+        return live.health(self.context, twin_id, window_h)
+
+    def monitor_check(
+        self,
+        twin_id: str,
+        window_h: float = monitoring.DEFAULT_CHECK_WINDOW_H,
+        detector: str | None = None,
+        seed: int = 0,
+        refit: bool = True,
+    ) -> dict[str, Any]:
+        """Look for drift in the twin's streams, record new detections in the ledger, and
+        under the ``refit`` policy fit again (see :mod:`twinkit.engine.monitoring`)."""
+        live.flush(self.context)
+        return monitoring.run(self.context, twin_id, window_h, detector, seed, refit)
+
+    def monitor_policy(self, twin_id: str) -> dict[str, str]:
+        """What the monitor does on drift for this twin: ``policy`` and ``detector``."""
+        return monitoring.policy(self.context, twin_id)
+
+    def set_monitor_policy(
+        self, twin_id: str, policy: str, detector: str = DEFAULT_DETECTOR
+    ) -> dict[str, str]:
+        """Set it: ``alert`` (the default) or ``refit``; recorded in the ledger."""
+        return monitoring.set_policy(self.context, twin_id, policy, detector)
+
+    def changed_twins(self, seen: dict[str, int | None]) -> list[str]:
+        """State twins whose data changed since ``seen`` (updated in place)."""
+        return monitoring.changed_twins(self.context, seen)
+
+    def flush_forecast_log(self) -> int:
+        """Write the served forecasts still waiting to be logged; return the rows added."""
+        return live.flush(self.context)
 
     # -- ledger -------------------------------------------------------------------------
 

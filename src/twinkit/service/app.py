@@ -26,6 +26,7 @@ from twinkit.service.middleware import (
     RequestContextMiddleware,
     RouteTemplates,
 )
+from twinkit.service.monitor import Monitor
 from twinkit.service.pages import PAGE_PATHS, install_pages
 from twinkit.service.ratelimit import RateLimiter
 from twinkit.service.routes import API_PREFIX, HEALTH_ROUTER, V1_ROUTERS, route_specs
@@ -84,28 +85,32 @@ def create_app(
         )
     settings = settings or load_settings()
     metrics = ServiceMetrics()
+    runner = JobRunner(
+        engine,
+        metrics,
+        settings.fit_workers,
+        settings.fit_timeout_s,
+        worker=fit_worker,
+        max_jobs_per_owner=settings.max_jobs_per_owner,
+    )
     state = ServiceState(
         engine=engine,
         settings=settings,
         metrics=metrics,
         limiter=RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst),
-        runner=JobRunner(
-            engine,
-            metrics,
-            settings.fit_workers,
-            settings.fit_timeout_s,
-            worker=fit_worker,
-            max_jobs_per_owner=settings.max_jobs_per_owner,
-        ),
+        runner=runner,
         ingest=IngestPool(engine, settings.ingest_processes, settings.ingest_niceness),
+        monitor=Monitor(engine, metrics, settings.monitor_interval_s, runner.submit_fit),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.runner.recover_orphans()
         state.ingest.warm()
+        state.monitor.start()
         yield
         state.runner.close()
+        state.monitor.close()
 
     app = FastAPI(
         title="twinkit",

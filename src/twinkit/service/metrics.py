@@ -99,6 +99,24 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.forecast_log_rows = Counter(
+            "twinkit_forecast_log_rows",
+            "Rows (one per horizon) written to the served forecasts' log, shadows included.",
+            registry=r,
+        )
+        self.forecast_log_dropped = Counter(
+            "twinkit_forecast_log_dropped",
+            "Served forecasts not logged because the log's writes fell too far behind.",
+            registry=r,
+        )
+
+        self.drift_detections = Counter(
+            "twinkit_drift_detections",
+            "Drift detections the monitor recorded, by stream (residuals, misses, input).",
+            ["stream"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text a Prometheus scrape reads: the sum over every worker process in
         multiprocess mode (see module), else this app's own counts."""

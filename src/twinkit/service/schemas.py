@@ -333,6 +333,89 @@ class ModelVersionPublic(BaseModel):
     created_at: str
 
 
+class LiveFigures(BaseModel):
+    version: int
+    role: Literal["served", "shadow"] = Field(
+        description="served: what the twin answered; shadow: what the version before it "
+        "would have answered from the same data"
+    )
+    horizon: int = Field(description="minutes ahead")
+    n: int = Field(description="forecasts scored")
+    rmse: float
+    mae: float
+    bias: float = Field(description="mean of forecast minus reading")
+    coverage90: float = Field(description="share of readings inside the 90% band")
+
+
+class LiveBucket(BaseModel):
+    start: str = Field(description="the hour's start (target time)")
+    version: int
+    role: Literal["served", "shadow"]
+    n: int
+    rmse: float
+
+
+class ServingPublic(BaseModel):
+    version: int
+    model: str
+    holdout: dict[str, float] = Field(
+        description="the holdout figures the version was promoted with"
+    )
+
+
+class HealthWindow(BaseModel):
+    hours: float
+    start: str | None = Field(None, alias="from")
+    end: str | None = Field(None, alias="to")
+
+
+class DriftWindow(BaseModel):
+    start: str = Field(description="where the change most likely began")
+    end: str = Field(description="the hour the detector fired")
+
+
+class DriftStatistic(BaseModel):
+    mean_before: float | None = Field(description="the stream's mean before the window")
+    mean_after: float = Field(description="its mean within the window")
+    points: int = Field(description="hours in the window")
+
+
+class DriftAlert(BaseModel):
+    version: int | None = Field(description="the version serving when it was found")
+    stream: str = Field(description="residuals, misses or input:CHANNEL")
+    detector: str
+    time: str
+    window: DriftWindow
+    statistic: DriftStatistic
+    recorded_at: str
+
+
+class AutomaticRollback(BaseModel):
+    from_version: int
+    to_version: int
+    reason: str
+    evidence: dict[str, Any] = Field(description="the paired test's figures")
+    recorded_at: str
+
+
+class HealthPublic(BaseModel):
+    twin_id: PublicTwinId
+    target: str | None
+    serving: ServingPublic | None
+    shadow_version: int | None = Field(description="the version a rollback would serve")
+    window: HealthWindow
+    logged: dict[str, int] = Field(description="forecasts logged and scored, per role")
+    live: list[LiveFigures]
+    series: list[LiveBucket] = Field(description="live RMSE per hour, all horizons")
+    alerts: list[DriftAlert] = Field(
+        description="drift the monitor recorded while the serving version served"
+    )
+    rollbacks: list[AutomaticRollback] = Field(
+        description="the twin's automatic rollbacks: a version worse in live use than the "
+        "one before it on the same forecasts"
+    )
+
+
 class RollbackPublic(BaseModel):
     version: int = Field(description="the version serving now")
 

@@ -82,6 +82,13 @@ class ServiceSettings(BaseSettings):
         "or running at once, over every server process of the store; past it a new one is "
         "refused with 429 and Retry-After. Owners' queued jobs are started in turn.",
     )
+    monitor_interval_s: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds between the monitor's drift checks of the state twins whose "
+        "data changed since the last round (0: no checks). Each server process checks; the "
+        "ledger records a detection once, and a twin whose policy is refit gets one fit job.",
+    )
     switch_interval_ms: float = Field(
         1.0,
         gt=0,

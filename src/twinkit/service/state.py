@@ -1,5 +1,5 @@
 """What one app holds: the engine, its settings, metrics, rate limiter, job runner, ingest
-pool and the caches of one worker process (token owners, forecast answers)."""
+pool, monitor and the caches of one worker process (token owners, forecast answers)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from twinkit.service.auth import TokenCache
 from twinkit.service.ingest_pool import IngestPool
 from twinkit.service.jobs import JobRunner
 from twinkit.service.metrics import ServiceMetrics
+from twinkit.service.monitor import Monitor
 from twinkit.service.ratelimit import RateLimiter
 from twinkit.service.settings import ServiceSettings
 
@@ -26,6 +27,8 @@ class ServiceState:
     runner: JobRunner
     #: where batches are decoded and ingested (see ``ingest_pool``)
     ingest: IngestPool
+    #: writes the served forecasts' log (see ``monitor``)
+    monitor: Monitor
     #: token sha256 -> owner name, trusted for a few seconds (see ``auth``)
     tokens: TokenCache = field(default_factory=TokenCache)
     #: forecast answers (JSON) by what they depend on (see ``engine.serving``)

@@ -106,6 +106,15 @@ def entries(conn: Connection, twin_id: str | None = None) -> list[LedgerEntry]:
     return [_entry(r) for r in conn.execute(query)]
 
 
+def events_of(conn: Connection, twin_id: str, events: list[str]) -> list[LedgerEntry]:
+    """One twin's entries among these events, oldest first."""
+    lg = tables.ledger.c
+    query = (
+        select(tables.ledger).where(lg.twin_id == twin_id, lg.event.in_(events)).order_by(lg.seq)
+    )
+    return [_entry(r) for r in conn.execute(query)]
+
+
 def last_entry(conn: Connection, twin_id: str, events: list[str]) -> LedgerEntry | None:
     """The newest entry of one twin among these events, if any."""
     lg = tables.ledger.c
@@ -184,3 +193,14 @@ def serving_history(entries: list[LedgerEntry]) -> dict[str, list[int]]:
         elif entry.event == "twin_deleted":
             stack.clear()
     return stacks
+
+
+def rollback_target(entries: list[LedgerEntry], twin_id: str, version: int) -> int | None:
+    """The version a rollback from ``version`` would serve, as the twin's entries tell it:
+    the one that served before it; None if ``version`` is not the one serving now or
+    nothing served before it."""
+    served = serving_history(entries).get(twin_id, [])
+    if not served or served[-1] != version:
+        return None
+    earlier = [v for v in served[:-1] if v != version]
+    return earlier[-1] if earlier else None

@@ -86,6 +86,13 @@ def get_version(conn: Connection, twin_id: str, version: int) -> ModelVersion | 
     return None if row is None else _version(row)
 
 
+def version_ids(conn: Connection, twin_id: str) -> dict[int, int]:
+    """The twin's version numbers -> their rows' ids."""
+    m = tables.model_versions.c
+    rows = conn.execute(select(m.version, m.id).where(m.twin_id == twin_id)).all()
+    return {int(version): int(row_id) for version, row_id in rows}
+
+
 def serving(conn: Connection, twin_id: str) -> ModelVersion | None:
     m = tables.model_versions.c
     row = conn.execute(

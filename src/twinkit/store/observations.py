@@ -17,7 +17,7 @@ from twinkit.core.digest import (
     quarantine_rows_digest,
     signals_digest,
 )
-from twinkit.store import tables, twins
+from twinkit.store import forecast_log, tables, twins
 
 _CHUNK = 50_000
 
@@ -121,6 +121,7 @@ def insert_observations(
         ),
     )
     twins.mark_data_changed(conn, np.unique(channel_id).tolist(), batch_id)
+    forecast_log.rescore(conn, forecast_log.ranges_of(channel_id, t))
 
 
 def upsert_observation(
@@ -136,13 +137,14 @@ def upsert_observation(
                 channel_id=channel_id, t=t, value=value, batch_id=batch_id
             )
         )
-        return None
-    conn.execute(
-        update(tables.observations)
-        .where(o.channel_id == channel_id, o.t == t)
-        .values(value=value, batch_id=batch_id)
-    )
-    return int(old[0])
+    else:
+        conn.execute(
+            update(tables.observations)
+            .where(o.channel_id == channel_id, o.t == t)
+            .values(value=value, batch_id=batch_id)
+        )
+    forecast_log.rescore(conn, {int(channel_id): (int(t), int(t))})
+    return None if old is None else int(old[0])
 
 
 def stored_signals(
@@ -372,6 +374,7 @@ def retract_signals(
     ).all()
     conn.execute(delete(tables.observations).where(*where))
     channel_id, name, t, value, batch = zip(*rows, strict=True) if rows else ((), (), (), (), ())
+    forecast_log.rescore(conn, forecast_log.ranges_of(np.asarray(channel_id), np.asarray(t)))
     return pd.DataFrame(
         {
             "twin_id": pd.Series([twin_id] * len(rows), dtype=object),

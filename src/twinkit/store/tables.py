@@ -17,12 +17,13 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
 # Version 7: twins.name (ids unique per owner; ``twins.id`` is the store key),
-# population_models.owners, population_sharing.
+# population_models.owners, population_sharing. Version 8: job queue indexes.
+# Version 9: forecast_log, monitor_policies.
 # A store at an older version gains the new tables on open, and the new columns
 # (``ADDED_COLUMNS``).
 
@@ -182,6 +183,47 @@ population_models = Table(
     Column("owners", Text, nullable=True),
 )
 
+# Forecasts a twin served (and its previous version's, in shadow), one row per horizon,
+# kept to score them once the readings they forecast arrive. ``realised`` is the mean of
+# the target's stored readings in [target_t, target_end): the grid bin the forecast was
+# for, the same truth the holdout evaluation scores against. Every write of observations
+# sets it again for the rows whose bins it touched (see ``store/forecast_log.py``).
+forecast_log = Table(
+    "forecast_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel_id", Integer, ForeignKey("channels.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("model_versions.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("role", String(8), nullable=False),  # "served" or "shadow"
+    Column("origin_t", BigInteger, nullable=False),  # microseconds since 1970, as observations
+    Column("horizon", Integer, nullable=False),  # minutes after the origin
+    Column("target_t", BigInteger, nullable=False),
+    Column("target_end", BigInteger, nullable=False),
+    Column("mean", Float, nullable=False),
+    Column("q05", Float, nullable=False),
+    Column("q50", Float, nullable=False),
+    Column("q95", Float, nullable=False),
+    Column("issued_at", String(40), nullable=False),
+    Column("realised", Float, nullable=True),
+    UniqueConstraint(
+        "channel_id", "version_id", "role", "origin_t", "horizon", name="uq_forecast_log_one"
+    ),
+)
+Index("ix_forecast_log_target", forecast_log.c.channel_id, forecast_log.c.target_t)
+
+# What the monitor does when it finds drift in a twin's streams: "alert" (a ledger entry
+# and an alert on the health view) or "refit" (that, and a new fit). A twin without a
+# row has the default policy, alert.
+monitor_policies = Table(
+    "monitor_policies",
+    metadata,
+    Column("twin_id", String(KEY_LENGTH), ForeignKey("twins.id"), primary_key=True),
+    Column("policy", String(16), nullable=False),
+    Column("detector", String(32), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
 # Owners who pool their twins' data with each other's for a shared population prior. An
 # owner not listed gets priors of its own twins only (the default).
 population_sharing = Table(
@@ -277,4 +319,5 @@ KEY_COLUMNS = (
     (model_versions, model_versions.c.twin_id),
     (clone_queries, clone_queries.c.twin_id),
     (jobs, jobs.c.twin_id),
+    (monitor_policies, monitor_policies.c.twin_id),
 )

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from twinkit.core.errors import AmbiguousTwinError
 from twinkit.core.twin import Channel, Twin, TwinKind, split_ref
-from twinkit.store import tables
+from twinkit.store import forecast_log, tables
 
 
 def _channel_row(twin_id: str, channel: Channel, declared: bool) -> dict[str, Any]:
@@ -145,6 +145,13 @@ def channels_of(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame({n: list(v) for n, v in zip(names, columns, strict=True)})
 
 
+def channel_ids(conn: Connection, twin_id: str, name: str) -> list[int]:
+    """The id of the twin's channel ``name`` (one, or none)."""
+    c = tables.channels.c
+    rows = conn.execute(select(c.id).where(c.twin_id == twin_id, c.name == name)).all()
+    return [int(r[0]) for r in rows]
+
+
 def add_channels(conn: Connection, twin_id_channel: list[tuple[str, Channel]]) -> None:
     if twin_id_channel:
         conn.execute(
@@ -175,6 +182,7 @@ def twin_uid(conn: Connection, twin_id: str) -> str | None:
 def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     """Remove a twin and everything stored for it (the ledger keeps its history)."""
     channel_ids = select(tables.channels.c.id).where(tables.channels.c.twin_id == twin_id)
+    forecast_log.delete_channels(conn, channel_ids)
     conn.execute(
         delete(tables.observations).where(tables.observations.c.channel_id.in_(channel_ids))
     )
@@ -183,6 +191,9 @@ def delete_twin_rows(conn: Connection, twin_id: str) -> None:
     conn.execute(delete(tables.quarantine).where(tables.quarantine.c.twin_id == twin_id))
     conn.execute(delete(tables.model_versions).where(tables.model_versions.c.twin_id == twin_id))
     conn.execute(delete(tables.clone_queries).where(tables.clone_queries.c.twin_id == twin_id))
+    conn.execute(
+        delete(tables.monitor_policies).where(tables.monitor_policies.c.twin_id == twin_id)
+    )
     conn.execute(delete(tables.twins).where(tables.twins.c.id == twin_id))
 
 
@@ -197,3 +208,32 @@ def find_twin_casefold(conn: Connection, owner: str, name: str) -> Twin | None:
         .limit(1)
     ).first()
     return None if row is None else get_twin(conn, row.id)
+
+
+def data_marks(conn: Connection, kind: str | None = None) -> dict[str, int | None]:
+    """Every twin's key -> its data watermark (``data_batch``), of one kind if given."""
+    t = tables.twins.c
+    query = select(t.id, t.data_batch)
+    if kind is not None:
+        query = query.where(t.kind == kind)
+    return {str(key): (None if mark is None else int(mark)) for key, mark in conn.execute(query)}
+
+
+def monitor_policy(conn: Connection, twin_id: str) -> tuple[str, str] | None:
+    """The twin's monitor policy and detector, or None for the defaults."""
+    m = tables.monitor_policies.c
+    row = conn.execute(select(m.policy, m.detector).where(m.twin_id == twin_id)).first()
+    return None if row is None else (str(row.policy), str(row.detector))
+
+
+def set_monitor_policy(
+    conn: Connection, twin_id: str, policy: str, detector: str, when: str
+) -> None:
+    """Set the twin's monitor policy and detector."""
+    m = tables.monitor_policies.c
+    conn.execute(delete(tables.monitor_policies).where(m.twin_id == twin_id))
+    conn.execute(
+        tables.monitor_policies.insert().values(
+            twin_id=twin_id, policy=policy, detector=detector, updated_at=when
+        )
+    )

@@ -27,6 +27,7 @@ from twinkit.service.schemas import (
     ErrorPublic,
     FitRequest,
     ForecastPublic,
+    HealthPublic,
     Horizon,
     HorizonForecast,
     JobPublic,
@@ -102,6 +103,26 @@ def rollback(twin: TwinDep, state: StateDep) -> RollbackPublic:
     version = state.engine.rollback(twin.ref)
     state.metrics.rollbacks.inc()
     return RollbackPublic(version=version)
+
+
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    summary="Live accuracy: how the served forecasts did once their readings came",
+    description="Per version and horizon, live RMSE, MAE, bias and 90% coverage of the "
+    "forecasts the twin served (and of the version before it, in shadow, from the same data) "
+    "over `window_h` hours of target time up to the newest scored reading; the live error "
+    "per hour; the holdout figures the serving version was promoted with.",
+    responses={400: {"model": ErrorPublic, "description": "a decision twin"}},
+)
+def health(
+    twin: TwinDep,
+    state: StateDep,
+    window_h: Annotated[float, Query(gt=0, le=24 * 366, description="hours")] = 7 * 24.0,
+) -> HealthPublic:
+    report = state.engine.health(twin.ref, window_h)
+    report["twin_id"] = report.pop("twin")
+    return HealthPublic.model_validate(report)
 
 
 def _finite(value: float) -> float | None:

@@ -1,0 +1,245 @@
+"""Drift checks of a twin, with its policy: alert only, or alert and refit.
+
+:func:`check` builds the twin's hourly streams over the last ``window_h`` hours (the
+serving version's scored forecasts: ``residuals`` and ``misses``; every channel's readings:
+``input:CHANNEL``), replays each through a fresh detector (:mod:`twinkit.monitor.drift`)
+and records each detection newer than the last one recorded for that stream and version
+as a ``drift_detected`` ledger entry (detector, stream, statistic, window). A replay of
+the same data finds the same detections, so checking again records nothing twice, and
+nothing of a detector's state has to be kept between runs. Under the ``refit`` policy a
+new detection is followed by a fit (``twinkit monitor run``) or a fit job (the service);
+the fit's own promotion gate decides whether the new version serves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from twinkit.core.errors import TwinkitError
+from twinkit.core.twin import TwinKind
+from twinkit.data.windows import EVENT_CHANNELS
+from twinkit.engine import cohort, fitting, reads
+from twinkit.engine.live import DRIFT_EVENT
+from twinkit.monitor.drift import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    Detection,
+    forecast_streams,
+    input_streams,
+    scan,
+)
+from twinkit.monitor.rollback import ALPHA, MARGIN, MIN_HOURS, paired_verdict, pairs_of
+from twinkit.store import forecast_log, ledger, model_versions, observations, twins
+from twinkit.store.timeutil import utc_now_iso
+
+if TYPE_CHECKING:
+    from twinkit.engine.context import EngineContext
+
+#: the ledger event of a policy change
+POLICY_EVENT = "monitor_policy_set"
+#: what the monitor may do on drift
+POLICIES = ("alert", "refit")
+DEFAULT_POLICY = "alert"
+#: hours of data a check looks back over by default (two weeks)
+DEFAULT_CHECK_WINDOW_H = 14 * 24.0
+
+
+def policy(ctx: EngineContext, twin_id: str) -> dict[str, str]:
+    """The twin's monitor policy and detector (the defaults if never set)."""
+    twin = reads.get_twin(ctx, twin_id)
+    with ctx.store.read() as conn:
+        found = twins.monitor_policy(conn, twin.key)
+    name, detector = found if found is not None else (DEFAULT_POLICY, DEFAULT_DETECTOR)
+    return {"policy": name, "detector": detector}
+
+
+def set_policy(
+    ctx: EngineContext, twin_id: str, name: str, detector: str = DEFAULT_DETECTOR
+) -> dict[str, str]:
+    """Set what the monitor does on drift for this twin; recorded in the ledger."""
+    if name not in POLICIES:
+        raise TwinkitError(f"unknown monitor policy {name!r}; known: {', '.join(POLICIES)}")
+    if detector not in DETECTORS:
+        known = ", ".join(sorted(DETECTORS))
+        raise TwinkitError(f"unknown drift detector {detector!r}; known: {known}")
+    twin = reads.get_twin(ctx, twin_id)
+    with ctx.store.write() as conn:
+        twins.set_monitor_policy(conn, twin.key, name, detector, utc_now_iso())
+        ledger.append(conn, POLICY_EVENT, twin.key, {"policy": name, "detector": detector})
+    return {"policy": name, "detector": detector}
+
+
+def _streams(
+    ctx: EngineContext, key: str, window_h: float
+) -> tuple[int | None, dict[str, pd.Series]]:
+    """The serving version and the twin's hourly streams over the window."""
+    with ctx.store.read() as conn:
+        serving = model_versions.serving(conn, key)
+        ends = observations.channel_ends(conn, key)
+        if not ends:
+            return (serving.version if serving else None), {}
+        since = max(ends.values()) - int(window_h * 3600e6)
+        long = observations.read_signals(conn, key, start=since)
+        rows = pd.DataFrame()
+        if serving is not None:
+            ids = twins.channel_ids(conn, key, str(serving.params.get("target")))
+            if ids:
+                rows = forecast_log.scored(conn, ids, since)
+    streams = input_streams(long, EVENT_CHANNELS)
+    if serving is None:
+        return None, streams
+    if not rows.empty:
+        rows = rows[(rows["role"] == "served") & (rows["version"] == serving.version)]
+    scale = {
+        int(k.split("_")[1]): float(v)
+        for k, v in serving.metrics.items()
+        if k.startswith("rmse_") and k.split("_")[1].isdigit() and float(v) > 0
+    }
+    return serving.version, {**forecast_streams(rows, scale), **streams}
+
+
+def check(
+    ctx: EngineContext,
+    twin_id: str,
+    window_h: float = DEFAULT_CHECK_WINDOW_H,
+    detector: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Look for drift in a state twin's streams and record new detections (see module).
+
+    Returns the twin, its serving version, policy, every detection in the window
+    (``detections``) and those recorded now (``new``)."""
+    if window_h <= 0:
+        raise TwinkitError(f"the window must be positive, got {window_h} h")
+    twin = reads.get_twin(ctx, twin_id)
+    if twin.kind is not TwinKind.STATE:
+        raise TwinkitError(
+            f"twin {twin.id!r} is a decision twin: the monitor checks state twins' streams"
+        )
+    chosen = policy(ctx, twin.key)
+    name = detector or chosen["detector"]
+    version, streams = _streams(ctx, twin.key, window_h)
+    found: list[Detection] = []
+    for stream_name, stream in streams.items():
+        found += scan(stream, stream_name, name, seed)
+    new = []
+    with ctx.store.write() as conn:
+        last: dict[tuple[str, int | None], str] = {}
+        for entry in ledger.events_of(conn, twin.key, [DRIFT_EVENT]):
+            mark = (str(entry.payload["stream"]), entry.payload.get("version"))
+            last[mark] = max(last.get(mark, ""), str(entry.payload["time"]))
+        for detection in sorted(found, key=lambda d: (d.time, d.stream)):
+            payload = {"version": version, **detection.to_dict()}
+            previous = last.get((detection.stream, version))
+            if previous is not None and pd.Timestamp(previous) >= detection.time:
+                continue
+            ledger.append(conn, DRIFT_EVENT, twin.key, payload)
+            last[(detection.stream, version)] = payload["time"]
+            new.append(payload)
+    return {
+        "twin": twin.id,
+        "version": version,
+        "policy": chosen["policy"],
+        "detector": name,
+        "detections": [{"version": version, **d.to_dict()} for d in found],
+        "new": new,
+    }
+
+
+def rollback_check(
+    ctx: EngineContext,
+    twin_id: str,
+    window_h: float = DEFAULT_CHECK_WINDOW_H,
+    apply: bool = True,
+    min_hours: int = MIN_HOURS,
+    alpha: float = ALPHA,
+    margin: float = MARGIN,
+) -> dict[str, Any]:
+    """Test the serving version's live error against its shadow's on the same forecasts
+    (:func:`twinkit.monitor.rollback.paired_verdict`); if it is worse beyond noise and
+    ``apply``, roll back, with the evidence in the ledger. Returns the verdict and
+    ``rolled_back_to`` (None when it did not)."""
+    twin = reads.get_twin(ctx, twin_id)
+    with ctx.store.read() as conn:
+        serving = model_versions.serving(conn, twin.key)
+        shadow = (
+            ledger.rollback_target(ledger.entries(conn, twin.key), twin.key, serving.version)
+            if serving is not None
+            else None
+        )
+        rows = pd.DataFrame()
+        if serving is not None and shadow is not None:
+            ids = twins.channel_ids(conn, twin.key, str(serving.params.get("target")))
+            latest = forecast_log.latest_scored(conn, ids) if ids else None
+            if latest is not None:
+                rows = forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
+    if serving is None or shadow is None or rows.empty:
+        return {
+            "twin": twin.id,
+            "version": serving.version if serving else None,
+            "shadow": shadow,
+            "verdict": None,
+            "rolled_back_to": None,
+        }
+    verdict = paired_verdict(pairs_of(rows, serving.version, shadow), min_hours, alpha, margin)
+    result: dict[str, Any] = {
+        "twin": twin.id,
+        "version": serving.version,
+        "shadow": shadow,
+        "verdict": verdict.to_dict(),
+        "rolled_back_to": None,
+    }
+    if verdict.worse and apply:
+        evidence = {"version": serving.version, "shadow": shadow, **verdict.to_dict()}
+        evidence.pop("worse")
+        try:
+            result["rolled_back_to"] = fitting.rollback(
+                ctx, twin.key, f"automatic: {verdict.reason}", evidence, serving.version
+            )
+        except TwinkitError as exc:  # it changed meanwhile, or the earlier one is broken
+            result["verdict"]["reason"] += f"; not rolled back: {exc}"
+    return result
+
+
+def run(
+    ctx: EngineContext,
+    twin_id: str,
+    window_h: float = DEFAULT_CHECK_WINDOW_H,
+    detector: str | None = None,
+    seed: int = 0,
+    refit: bool = True,
+    rollback: bool = True,
+) -> dict[str, Any]:
+    """:func:`rollback_check` (unless ``rollback`` is False), then :func:`check`, then
+    under the ``refit`` policy a fit after a new detection (unless ``refit`` is False: the
+    caller fits, e.g. as a background job); the fit's result, or why it failed, is under
+    ``refit``, the rollback test's under ``rollback``."""
+    judged = rollback_check(ctx, twin_id, window_h, apply=True) if rollback else None
+    result = check(ctx, twin_id, window_h, detector, seed)
+    result["rollback"] = judged
+    result["refit"] = None
+    if refit and result["policy"] == "refit" and result["new"]:
+        try:
+            fitted = cohort.fit_twin(ctx, twin_id, seed=seed)
+        except TwinkitError as exc:
+            result["refit"] = {"error": str(exc)}
+        else:
+            result["refit"] = {
+                "version": fitted.version,
+                "promoted": fitted.promoted,
+                "reason": fitted.reason,
+            }
+    return result
+
+
+def changed_twins(ctx: EngineContext, seen: dict[str, int | None]) -> list[str]:
+    """The state twins whose data changed since ``seen`` (key -> data watermark), which is
+    updated to now."""
+    with ctx.store.read() as conn:
+        marks = twins.data_marks(conn, TwinKind.STATE.value)
+    changed = [key for key, mark in marks.items() if mark is not None and seen.get(key) != mark]
+    seen.clear()
+    seen.update(marks)
+    return sorted(changed)
