@@ -101,6 +101,8 @@ def test_cache_round_trip(
         {"seed": -1},
         {"workers": 0},
         {"start": datetime(2026, 1, 5)},
+        {"days": 1, "changes": [(2.0, {"Vmx": 0.6})]},
+        {"days": 1, "changes": [(0.5, {"Vmx": 0.0})]},
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict[str, object]) -> None:
@@ -112,3 +114,21 @@ def test_missing_simglucose_says_how_to_install(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "simglucose.sensor.cgm", None)
     with pytest.raises(TwinkitError, match=r"twinkit\[sim\]"):
         simulate_cohort(patients=1, days=DAYS, workers=1)
+
+
+def test_a_change_of_physiology_takes_effect_from_its_day_on() -> None:
+    # Insulin 40 % less effective from 3 h in: the same meals and doses, higher glucose
+    def glucose(changes: list[tuple[float, dict[str, float]]]) -> pd.Series:
+        frame = simulate_cohort(
+            patients=1, days=DAYS, seed=0, workers=1, start=START, changes=changes
+        )
+        return frame[frame["channel"] == "glucose"].set_index("time")["value"]
+
+    plain = glucose([])
+    resistant = glucose([(0.125, {"Vmx": 0.6, "kp3": 0.6})])
+    restored = glucose([(0.125, {"Vmx": 1.0, "kp3": 1.0})])
+
+    before = plain.index < pd.Timestamp(START) + pd.Timedelta(hours=3)
+    pd.testing.assert_series_equal(resistant[before], plain[before])
+    assert resistant[~before].mean() > plain[~before].mean() + 5
+    pd.testing.assert_series_equal(restored, plain)  # factors of 1: the run as it was

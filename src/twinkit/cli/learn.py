@@ -51,11 +51,24 @@ def fit(
             "personalized, ensemble; any model name, e.g. gp, may be added)."
         ),
     ] = None,
+    update: Annotated[
+        str | None,
+        typer.Option(
+            help="Bring the serving version up to date instead: ewc (EWC + replay), "
+            "finetune, scratch, or auto (ewc for a neural model, else a fit anew)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --update: the data from this ISO-8601 time on are new."),
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Fit a new model version per twin; promote it only if it is not worse. A decision
     twin's model is its clone (scored by agreement with the donor's held-out answers)."""
+    if since is not None and update is None:
+        raise TwinkitError("--since says where new data begin for --update: give --update too")
     engine = engine_for(db)
     state = [t for t in engine.list_twins() if t.kind.value == "state"]
     # Bare ids while one owner has them all; owner/id once several owners share the store.
@@ -68,6 +81,7 @@ def fit(
         seed=seed,
         candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
         progress=_bar_callback(len(ids)),
+        **({"update": update, "since": since} if update is not None else {}),
     )
     if as_json:
         print_json({"fitted": [r.to_dict() for r in results], "failed": failures})

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from twinkit.continual import Consolidation
 from twinkit.core.errors import TwinkitError
 from twinkit.models.torch_threads import seeded
 
@@ -248,8 +249,15 @@ class CloneModel:
         frozen = [p for p in self.network.parameters() if all(p is not t for t in trainable)]
         for p in frozen:
             p.requires_grad_(False)
-        # The pull is toward the prior: its weights, and a zero adapter.
-        anchor = [p.detach().clone() for p in trainable] if prior is not None else None
+        # The pull is toward the prior: its weights, and a zero adapter. It is L2-SP, the
+        # uniform case of EWC's consolidation; an adapter's few weights must grow to
+        # several units to express a strong personal habit, the network's many must stay
+        # close.
+        anchor = (
+            Consolidation(trainable, pull * (1e-5 if personal == "adapter" else 1e-3))
+            if prior is not None
+            else None
+        )
         if distill is None:
             distill = 0.0 if personal == "adapter" else 1.0
         teacher: torch.Tensor | None = None
@@ -278,12 +286,7 @@ class CloneModel:
                     rows = torch.as_tensor(order[start : start + batch_size])
                     loss = loss_fn(self.network(z[rows]), target[rows])
                     if anchor is not None:
-                        distance = sum(
-                            ((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True)
-                        )
-                        # An adapter's few weights must grow to several units to express a
-                        # strong personal habit; the network's many must stay close.
-                        loss = loss + pull * (1e-5 if personal == "adapter" else 1e-3) * distance
+                        loss = loss + anchor.penalty()
                     if teacher is not None and pool_z is not None:
                         pick = torch.as_tensor(rng.integers(0, len(pool_z), 2 * batch_size))
                         log_q = torch.log_softmax(self.network(pool_z[pick]), dim=1)

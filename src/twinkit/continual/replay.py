@@ -29,9 +29,10 @@ def reservoir(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def stratified(levels: np.ndarray, k: int, bins: int = 4, seed: int = 0) -> np.ndarray:
-    """``k`` positions spread evenly over ``bins`` regimes: quantile bins of ``levels``
-    (e.g. each window's mean glucose), so that a buffer keeps the rare regimes (nights
-    low, days after an illness high) as well as the common one. Returns sorted positions.
+    """``k`` positions spread evenly over ``bins`` regimes: equal-width bins of the range of
+    ``levels`` (e.g. each window's mean glucose), so that a buffer keeps the rare regimes
+    (a week of highs after an illness) as well as the common one; a regime with too few
+    windows gives its share to the others. Returns sorted positions.
 
     >>> levels = np.array([1.0] * 90 + [10.0] * 10)
     >>> picked = stratified(levels, 10, bins=2, seed=0)
@@ -42,7 +43,7 @@ def stratified(levels: np.ndarray, k: int, bins: int = 4, seed: int = 0) -> np.n
     if k >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    edges = np.quantile(levels, np.linspace(0, 1, bins + 1)[1:-1])
+    edges = np.linspace(float(np.min(levels)), float(np.max(levels)), bins + 1)[1:-1]
     regime = np.searchsorted(edges, levels, side="left")
     groups = [np.flatnonzero(regime == r) for r in range(bins)]
     groups = [g for g in groups if len(g)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pandas as pd
+
 from twinkit.core.errors import ForecastInputError, NotFoundError
 from twinkit.core.twin import TwinKind
 from twinkit.engine import clone_versions, fitting, reads
@@ -24,6 +26,8 @@ def fit_twin(
     params: dict[str, Any] | None = None,
     candidates: Sequence[str] | None = None,
     twin_uid: str | None = None,
+    update: str | None = None,
+    since: pd.Timestamp | str | None = None,
 ) -> FitResult:
     """A new version of the twin's model: :func:`twinkit.engine.fitting.fit` for a state
     twin, :func:`twinkit.engine.clone_versions.fit_clone` for a decision twin (its clone;
@@ -31,7 +35,18 @@ def fit_twin(
     if reads.get_twin(ctx, twin_id).kind is TwinKind.DECISION:
         return clone_versions.fit_clone(ctx, twin_id, seed, twin_uid)
     return fitting.fit(
-        ctx, twin_id, model, target, seed, holdout_frac, horizons, params, candidates, twin_uid
+        ctx,
+        twin_id,
+        model,
+        target,
+        seed,
+        holdout_frac,
+        horizons,
+        params,
+        candidates,
+        twin_uid,
+        update,
+        since,
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from twinkit.continual import UPDATE_METHODS
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import (
     ForecastInputError,
@@ -28,6 +29,7 @@ from twinkit.engine import reads
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster, forecaster_class
 from twinkit.models.evaluate import holdout_split, rolling_scores
+from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.model_versions import ModelVersion, Status
@@ -66,9 +68,18 @@ def fit(
     params: dict[str, Any] | None = None,
     candidates: Sequence[str] | None = None,
     twin_uid: str | None = None,
+    update: str | None = None,
+    since: pd.Timestamp | str | None = None,
 ) -> FitResult:
     """Fit a new version on the twin's earlier data, score it on its recent data, and
     promote it only if it is not worse there than the serving version.
+
+    ``update`` brings the serving version up to date instead of fitting anew (continual
+    learning, :meth:`~twinkit.models.neural.NeuralForecaster.update`): ``"ewc"`` (EWC and
+    replay of the old windows), ``"finetune"`` or ``"scratch"``, with the windows from
+    ``since`` on as the new ones; ``"auto"`` is ``"ewc"`` when the serving model is a
+    neural forecaster, else a fit of ``model`` (a one-pass model such as ``linear_ar``
+    has no weights to keep). The registry records how a version was made.
 
     The version is written only if the twin is still the one that was read (its uid, or
     ``twin_uid`` when a job names the twin it was asked for): a twin deleted, and maybe
@@ -96,7 +107,19 @@ def fit(
         raise ForecastInputError(f"twin {twin.id!r} has no {target!r} values")
     train = frame.loc[frame.index < split]
     selection_scores: dict[str, Any] = {}
-    if model == AUTO:
+    method, serving_model = _update_method(ctx, twin.id, current, update)
+    if method is not None and serving_model is not None and current is not None:
+        start = None if since is None else _utc(since)
+        candidate: Forecaster = serving_model.update(train, since=start, method=method)
+        model = current.model
+        selection_scores = {
+            "update": {
+                "method": method,
+                "from_version": current.version,
+                "since": None if start is None else start.isoformat(),
+            }
+        }
+    elif model == AUTO:
         # The twin's default model: the best candidate on the twin's own validation
         # data inside the training part; the holdout below stays untouched by the choice.
         prior = load_population(ctx.store, ctx.artifacts, owner=twin.owner)
@@ -145,6 +168,39 @@ def fit(
     )
     return FitResult(
         twin.id, version, model, promoted, reason, metrics, serving_metrics, selection_scores
+    )
+
+
+def _utc(moment: pd.Timestamp | str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(moment)
+    except ValueError:
+        raise TwinkitError(f"since {moment!r} is not an ISO-8601 time") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _update_method(
+    ctx: EngineContext, name: str, current: ModelVersion | None, update: str | None
+) -> tuple[str | None, NeuralForecaster | None]:
+    """How ``update`` brings the serving version up to date: (method, its model), or
+    (None, None) for a fit anew."""
+    if update is None:
+        return None, None
+    if update not in ("auto", *UPDATE_METHODS):
+        known = ", ".join(("auto", *UPDATE_METHODS))
+        raise TwinkitError(f"unknown update {update!r}; known: {known}")
+    if current is None:
+        if update == "auto":
+            return None, None
+        raise TwinkitError(f"twin {name!r} has no serving version to update: fit it first")
+    serving = reads.load_model(ctx, current)
+    if isinstance(serving, NeuralForecaster):
+        return ("ewc" if update == "auto" else update), serving
+    if update == "auto":
+        return None, None
+    raise TwinkitError(
+        f"twin {name!r}: v{current.version} is {current.model}, which has no weights to "
+        "update; continual updates are for neural forecasters (fit it anew: twinkit fit)"
     )
 
 

@@ -7,8 +7,11 @@ and records each detection newer than the last one recorded for that stream and 
 as a ``drift_detected`` ledger entry (detector, stream, statistic, window). A replay of
 the same data finds the same detections, so checking again records nothing twice, and
 nothing of a detector's state has to be kept between runs. Under the ``refit`` policy a
-new detection is followed by a fit (``twinkit monitor run``) or a fit job (the service);
-the fit's own promotion gate decides whether the new version serves.
+new detection is followed by a fit (``twinkit monitor run``) or a fit job (the service)
+with ``update="auto"``: a neural serving version is brought up to date by EWC and replay
+from the serving weights, with the data from the earliest new detection's window on as
+the new regime; a one-pass model is fitted anew. The fit's own promotion gate decides
+whether the new version serves.
 """
 
 from __future__ import annotations
@@ -222,7 +225,9 @@ def run(
     result["refit"] = None
     if refit and result["policy"] == "refit" and result["new"]:
         try:
-            fitted = cohort.fit_twin(ctx, twin_id, seed=seed)
+            fitted = cohort.fit_twin(
+                ctx, twin_id, seed=seed, update="auto", since=refit_since(result["new"])
+            )
         except TwinkitError as exc:
             result["refit"] = {"error": str(exc)}
         else:
@@ -230,8 +235,15 @@ def run(
                 "version": fitted.version,
                 "promoted": fitted.promoted,
                 "reason": fitted.reason,
+                "how": (fitted.selection or {}).get("update") or "fitted anew",
             }
     return result
+
+
+def refit_since(detections: list[dict[str, Any]]) -> str:
+    """Where the new regime begins for a refit: the earliest start of these detections'
+    windows (the data from there on are the new ones)."""
+    return min(str(d["window"]["start"]) for d in detections)
 
 
 def changed_twins(ctx: EngineContext, seen: dict[str, int | None]) -> list[str]:

@@ -235,11 +235,15 @@ class TwinEngine:
         params: dict[str, Any] | None = None,
         candidates: Sequence[str] | None = None,
         twin_uid: str | None = None,
+        update: str | None = None,
+        since: pd.Timestamp | str | None = None,
     ) -> FitResult:
         """Fit a new version on the twin's earlier data, score it on its recent data, and
         promote it only if it is not worse there than the serving version (see
-        :func:`twinkit.engine.fitting.fit`). A decision twin's fit trains its clone (see
-        :func:`twinkit.engine.clone_versions.fit_clone`; ``seed`` and ``twin_uid`` apply)."""
+        :func:`twinkit.engine.fitting.fit`; ``update`` brings the serving version up to
+        date instead, with the data from ``since`` as the new). A decision twin's fit
+        trains its clone (see :func:`twinkit.engine.clone_versions.fit_clone`; ``seed`` and
+        ``twin_uid`` apply)."""
         return cohort.fit_twin(
             self.context,
             twin_id,
@@ -251,6 +255,8 @@ class TwinEngine:
             params,
             candidates,
             twin_uid,
+            update,
+            since,
         )
 
     def fit_cohort(

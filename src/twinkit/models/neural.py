@@ -6,7 +6,7 @@ import abc
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from twinkit.continual import Consolidation, fisher_diagonal, reservoir
 from twinkit.core.digest import canonical_json
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.core.forecast import Forecast
@@ -40,6 +41,12 @@ VALIDATION_FRAC = 0.15
 ONNX_CONFIG_KEY = "twinkit_config"  # the same key twinkit.edge reads
 _MEDIAN = QUANTILE_LEVELS.index(0.5)
 _EVAL_BATCH = 4096
+#: the defaults of :meth:`NeuralForecaster.update`: EWC strength, replayed old windows per
+#: new one, old windows the Fisher information is estimated on and their batch size
+EWC_STRENGTH = 0.1
+REPLAY_RATIO = 1.0
+FISHER_WINDOWS = 256
+FISHER_BATCH = 8
 
 
 def pinball_loss(
@@ -221,6 +228,92 @@ class NeuralForecaster(Forecaster):
         twin.scaler = scaler
         return twin
 
+    def update(
+        self,
+        history: pd.DataFrame,
+        since: pd.Timestamp | None = None,
+        method: str = "ewc",
+        strength: float = EWC_STRENGTH,
+        replay: float = REPLAY_RATIO,
+        epochs: int | None = None,
+        lr: float | None = None,
+    ) -> Self:
+        """A copy of this fitted model brought up to date on ``history`` (the twin's data,
+        old and new), without forgetting what it learnt: continual learning.
+
+        Windows whose origin is at or after ``since`` are new (all of them when None); the
+        rest are old. ``method``:
+
+        - ``"ewc"``: start from these weights and train on the new windows plus a replay
+          buffer of old ones (``replay`` old per new one, reservoir-sampled), with elastic
+          weight consolidation pulling each weight back by its Fisher information on the
+          old windows (``strength``, see :class:`twinkit.continual.Consolidation`);
+        - ``"finetune"``: start from these weights and train on the new windows alone;
+        - ``"scratch"``: a fresh network of the same settings fitted on all of ``history``.
+
+        The model keeps its scaler (a twin's; a population model's copy takes the twin's),
+        so its weights keep their meaning. The learning rate defaults to a third of the
+        original one, as for :meth:`personalize`.
+        """
+        if method not in ("ewc", "finetune", "scratch"):
+            raise ForecastInputError(f"{self.name}: unknown update method {method!r}")
+        if method == "scratch":
+            fresh = type(self)(**self.params())
+            return fresh.fit(history)
+        self._fitted_network()
+        twin = copy.deepcopy(self)
+        grid = twin._grid(history, twin.covariate_names)
+        if not math.isclose(grid.step_min, twin._check_fitted()):
+            raise ForecastInputError(
+                f"{self.name}: the data are sampled every {grid.step_min:g} min, the model "
+                f"every {twin.step_min:g} min"
+            )
+        scaler = twin.scaler or Scaler.fit(grid)
+        windows = twin._windows(grid, scaler)
+        origins = pd.DatetimeIndex(grid.index[windows.origin]) if len(windows) else None
+        is_new = (
+            np.ones(len(windows), dtype=bool)
+            if since is None or origins is None
+            else np.asarray(origins >= since)
+        )
+        new, old = windows.take(np.flatnonzero(is_new)), windows.take(np.flatnonzero(~is_new))
+        network = twin._fitted_network()
+        parts, penalty = [new], None
+        if method == "ewc" and len(old):
+            params = [p for p in network.parameters() if p.requires_grad]
+            fisher = fisher_diagonal(params, twin._loss_batches(network, old))
+            penalty = Consolidation.ewc(params, fisher, strength).penalty
+            keep = reservoir(len(old), round(replay * len(new)), seed=twin.seed)
+            if len(keep):
+                parts = [old.take(keep), new]
+        with seeded(twin.seed):
+            twin._train(
+                network,
+                parts,
+                lr if lr is not None else self.lr / 3,
+                epochs if epochs is not None else self.epochs,
+                penalty,
+            )
+        twin.scaler = scaler
+        return twin
+
+    def _loss_batches(
+        self, network: nn.Module, windows: Windows
+    ) -> list[Callable[[], torch.Tensor]]:
+        """Closures of the pinball loss on small batches of up to ``FISHER_WINDOWS`` of
+        ``windows`` (evenly spread), for the Fisher information."""
+        picked = np.unique(np.linspace(0, len(windows) - 1, FISHER_WINDOWS).astype(int))
+        past, future, target = _tensors([windows.take(picked)])
+        levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
+        network.eval()  # no dropout noise in the estimate
+
+        def batch(rows: slice) -> Callable[[], torch.Tensor]:
+            return lambda: pinball_loss(network(past[rows], future[rows]), target[rows], levels)
+
+        return [
+            batch(slice(start, start + FISHER_BATCH)) for start in range(0, len(past), FISHER_BATCH)
+        ]
+
     def _train_fresh(self, grids: list[Grid], scalers: list[Scaler]) -> None:
         step = grids[0].step_min
         self.step_min = step
@@ -265,8 +358,16 @@ class NeuralForecaster(Forecaster):
     def _windows(self, grid: Grid, scaler: Scaler, origin: int | None = None) -> Windows:
         return spec_windows(self._draft_spec(), grid, scaler, origin)
 
-    def _train(self, network: nn.Module, windows: list[Windows], lr: float, epochs: int) -> None:
-        """Adam on the pinball loss; stop when validation stalls; keep the best weights."""
+    def _train(
+        self,
+        network: nn.Module,
+        windows: list[Windows],
+        lr: float,
+        epochs: int,
+        penalty: Callable[[], torch.Tensor] | None = None,
+    ) -> None:
+        """Adam on the pinball loss (plus ``penalty()``, e.g. a consolidation's pull, in
+        training); stop when validation stalls; keep the best weights."""
         found = sum(len(w) for w in windows)
         width = self.context_steps + self.n_steps
         needed = MIN_WINDOWS + self.n_steps
@@ -292,6 +393,8 @@ class NeuralForecaster(Forecaster):
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 loss = pinball_loss(network(train[0][rows], train[1][rows]), train[2][rows], levels)
+                if penalty is not None:
+                    loss = loss + penalty()
                 optimizer.zero_grad()
                 torch.autograd.backward(loss)
                 # Recurrent nets meet the odd exploding batch; clipping keeps a run stable.

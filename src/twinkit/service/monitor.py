@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from twinkit.core.errors import TwinkitError
+from twinkit.engine.monitoring import refit_since
 from twinkit.engine.twin_engine import TwinEngine
 from twinkit.service.metrics import ServiceMetrics
 
@@ -95,7 +96,13 @@ class Monitor:
             if result["policy"] == "refit" and self.submit_fit is not None:
                 twin = self.engine.get_twin(key)
                 try:
-                    self.submit_fit(key, twin.owner, {"model": "auto", "seed": 0}, twin.uid)
+                    params = {
+                        "model": "auto",
+                        "seed": 0,
+                        "update": "auto",
+                        "since": refit_since(result["new"]),
+                    }
+                    self.submit_fit(key, twin.owner, params, twin.uid)
                 except TwinkitError as exc:  # e.g. the owner's job quota is full
                     log.info("monitor: no refit of %s: %s", key, exc)
                 else:

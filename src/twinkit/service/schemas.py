@@ -301,6 +301,16 @@ class FitRequest(_In):
     )
     seed: JsonInt = Field(0, ge=0, le=2**31 - 1)
     horizons: list[JsonHorizon] = Field([30, 60], min_length=1, max_length=32)
+    update: Literal["auto", "ewc", "finetune", "scratch"] | None = Field(
+        None,
+        description="bring the serving version up to date instead of fitting anew: ewc "
+        "(elastic weight consolidation and replay of old windows), finetune, scratch; auto "
+        "is ewc for a neural serving model, else a fit of `model`",
+    )
+    since: IsoDateTime | None = Field(
+        None,
+        description="with update: the data from this time on are the new regime (UTC if no offset)",
+    )
 
     @field_validator("model")
     @classmethod

@@ -49,6 +49,7 @@ def simulate_cohort(
     cache_dir: Path | None = None,
     workers: int = 2,
     start: datetime = datetime(2026, 1, 5, 0, 0, tzinfo=UTC),
+    changes: Sequence[tuple[float, dict[str, float]]] = (),
 ) -> pd.DataFrame:
     """Simulate virtual patients under a basal-bolus controller and random meals.
 
@@ -67,6 +68,12 @@ def simulate_cohort(
     - ``insulin``: units delivered in each 5-minute step, basal plus bolus, one row per step.
       A dense per-step dose is chosen over separate bolus events because it is exactly what
       the physiology received, needs no second channel, and aligns with the glucose grid.
+
+    ``changes`` alter the patients' physiology during the run: each ``(day, factors)``
+    sets, from ``day`` days after ``start`` on, each named UVA/Padova parameter to its
+    original value times its factor (``{"Vmx": 0.6, "kp3": 0.6}`` makes insulin 40 % less
+    effective; ``{"Vmx": 1.0, "kp3": 1.0}`` later restores it). The controller keeps dosing
+    as before, as a person whose sensitivity changed unnoticed would.
 
     With ``cache_dir`` the frame is stored as parquet under a name hashed from the patients,
     days, seed, start and :data:`CACHE_VERSION`, and read back instead of simulating when
@@ -90,16 +97,25 @@ def simulate_cohort(
         # midnight; off the minute grid that never happens and every day repeats day one.
         raise TwinkitError(f"start must fall on a whole minute, got {start.isoformat()}")
     naive_start = start.astimezone(UTC).replace(tzinfo=None)
+    schedule = tuple(sorted((float(day), dict(factors)) for day, factors in changes))
+    for day, factors in schedule:
+        if not 0 <= day < days or not all(math.isfinite(f) and f > 0 for f in factors.values()):
+            raise TwinkitError(
+                f"a change at day {day} with factors {factors}: give a day within the run and "
+                "positive factors"
+            )
 
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / _cache_name(names, float(days), int(seed), naive_start)
+        cache_file = Path(cache_dir) / _cache_name(
+            names, float(days), int(seed), naive_start, schedule
+        )
         cached = _read_cache(cache_file)
         if cached is not None:
             return cached
 
     _import_simglucose()  # fail early, before spawning workers that would all fail
-    jobs = [(name, float(days), int(seed), naive_start) for name in names]
+    jobs = [(name, float(days), int(seed), naive_start, schedule) for name in names]
     if workers == 1 or len(jobs) == 1:
         parts = [_simulate_patient(*job) for job in jobs]
     else:
@@ -147,19 +163,25 @@ def _resolve_patients(patients: int | Sequence[str]) -> list[str]:
     return names
 
 
-def _cache_name(names: list[str], days: float, seed: int, naive_start: datetime) -> str:
+def _cache_name(
+    names: list[str],
+    days: float,
+    seed: int,
+    naive_start: datetime,
+    schedule: tuple[tuple[float, dict[str, float]], ...] = (),
+) -> str:
     # start is part of the key too: the same seed at another start gives other timestamps
     # (and, since meals are drawn per calendar day, possibly other meals).
-    key = json.dumps(
-        {
-            "patients": names,
-            "days": days,
-            "seed": seed,
-            "start": naive_start.isoformat(),
-            "version": CACHE_VERSION,
-        },
-        sort_keys=True,
-    )
+    fields: dict[str, Any] = {
+        "patients": names,
+        "days": days,
+        "seed": seed,
+        "start": naive_start.isoformat(),
+        "version": CACHE_VERSION,
+    }
+    if schedule:  # runs without changes keep the names they always had
+        fields["changes"] = [[day, factors] for day, factors in schedule]
+    key = json.dumps(fields, sort_keys=True)
     return f"simglucose-{hashlib.sha256(key.encode()).hexdigest()[:20]}.parquet"
 
 
@@ -312,7 +334,13 @@ class _CachingController:
         self._controller.reset()
 
 
-def _simulate_patient(name: str, days: float, seed: int, naive_start: datetime) -> pd.DataFrame:
+def _simulate_patient(
+    name: str,
+    days: float,
+    seed: int,
+    naive_start: datetime,
+    schedule: tuple[tuple[float, dict[str, float]], ...] = (),
+) -> pd.DataFrame:
     """One patient's frame; module-level so spawned worker processes can import it."""
     sg = _import_simglucose()
     scenario_seed, sensor_seed = _patient_seeds(seed, name)
@@ -324,10 +352,39 @@ def _simulate_patient(name: str, days: float, seed: int, naive_start: datetime) 
         scenario = sg["RandomScenario"](start_time=naive_start, seed=scenario_seed)
         env = sg["T1DSimEnv"](patient, sensor, pump, scenario)
         controller = _CachingController(sg["BBController"]())
-        sim = sg["SimObj"](env, controller, timedelta(days=days), animate=False)
-        sim.simulate()
-        history = sim.results()
+        if schedule:
+            history = _simulate_with_changes(patient, env, controller, days, schedule)
+        else:
+            sim = sg["SimObj"](env, controller, timedelta(days=days), animate=False)
+            sim.simulate()
+            history = sim.results()
     return _to_long(name, history, sensor.readings, naive_start, days, float(env.sample_time))
+
+
+def _simulate_with_changes(
+    patient: Any,
+    env: Any,
+    controller: Any,
+    days: float,
+    schedule: tuple[tuple[float, dict[str, float]], ...],
+) -> pd.DataFrame:
+    """``SimObj.simulate``'s loop, with the parameters of ``schedule`` set as their days
+    come (see :func:`simulate_cohort`)."""
+    params = patient._params
+    original = {p: float(getattr(params, p)) for _, factors in schedule for p in factors}
+    pending = list(schedule)
+    controller.reset()
+    obs, reward, done, info = env.reset()
+    start = env.scenario.start_time
+    while env.time < start + timedelta(days=days):
+        while pending and env.time >= start + timedelta(days=pending[0][0]):
+            _, factors = pending.pop(0)
+            for name, factor in factors.items():
+                setattr(params, name, original[name] * factor)
+        action = controller.policy(obs, reward, done, **info)
+        obs, reward, done, info = env.step(action)
+    history: pd.DataFrame = env.show_history()
+    return history
 
 
 def _to_long(

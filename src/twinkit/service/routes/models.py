@@ -9,7 +9,7 @@ otherwise computes it in the thread pool and keeps the JSON it answered.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -61,7 +61,14 @@ def start_fit(body: FitRequest, twin: TwinDep, caller: OwnerDep, state: StateDep
         raise TwinkitError(
             f"twin {twin.id!r} is a decision twin: its model is its clone; fit with model auto"
         )
-    params = {"model": body.model, "seed": body.seed, "horizons": list(body.horizons)}
+    params: dict[str, Any] = {
+        "model": body.model,
+        "seed": body.seed,
+        "horizons": list(body.horizons),
+    }
+    if body.update is not None:
+        params["update"] = body.update
+        params["since"] = None if body.since is None else body.since.isoformat()
     return job_public(state.runner.submit_fit(twin.key, caller.name, params, twin.uid))
 
 
