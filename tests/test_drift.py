@@ -127,7 +127,7 @@ def test_the_check_records_drift_once_and_alert_only_never_refits(
     assert on_forecasts
     assert all(pd.Timestamp(d["time"]) >= change for d in on_forecasts)
     assert min(pd.Timestamp(d["time"]) for d in on_forecasts) <= change + pd.Timedelta(hours=24)
-    assert again["new"] == [] and len(again["detections"]) == len(first["detections"])
+    assert again["new"] == [] and again["detections"] == []  # streams restart after them
     assert first["policy"] == "alert" and first["refit"] is None
     assert [v.version for v in engine.models("p1")] == [1]
     history = [e for e in engine.history("p1") if e.event == "drift_detected"]

@@ -1,12 +1,13 @@
 """Drift checks of a twin, with its policy: alert only, or alert and refit.
 
-:func:`check` builds the twin's hourly streams over the last ``window_h`` hours (the
-serving version's scored forecasts: ``residuals`` and ``misses``; every channel's readings:
-``input:CHANNEL``), replays each through a fresh detector (:mod:`twinkit.monitor.drift`)
-and records each detection newer than the last one recorded for that stream and version
-as a ``drift_detected`` ledger entry (detector, stream, statistic, window). A replay of
-the same data finds the same detections, so checking again records nothing twice, and
-nothing of a detector's state has to be kept between runs. Under the ``refit`` policy a
+:func:`check` builds the serving version's hourly streams (its scored forecasts:
+``residuals`` and ``misses``; every channel's readings: ``input:CHANNEL``), each from
+where its detector last fired, else from the version's first served forecast (see
+:func:`_streams`), replays each through a fresh detector (:mod:`twinkit.monitor.drift`)
+and records each detection as a ``drift_detected`` ledger entry (detector, stream,
+statistic, window). A stream's start moves only when its detector fires, so a replay
+gives the detector the same past as the round before: checking again records nothing
+twice, and no detector state is kept between rounds. Under the ``refit`` policy a
 new detection is followed by a fit (``twinkit monitor run``) or a fit job (the service)
 with ``update="auto"``: a neural serving version is brought up to date by EWC and replay
 from the serving weights, with the data from the earliest new detection's window on as
@@ -35,6 +36,7 @@ from twinkit.monitor.drift import (
 )
 from twinkit.monitor.rollback import ALPHA, MARGIN, MIN_HOURS, paired_verdict, pairs_of
 from twinkit.store import forecast_log, ledger, model_versions, observations, twins
+from twinkit.store.db import Conn
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
@@ -45,8 +47,10 @@ POLICY_EVENT = "monitor_policy_set"
 #: what the monitor may do on drift
 POLICIES = ("alert", "refit")
 DEFAULT_POLICY = "alert"
-#: hours of data a check looks back over by default (two weeks)
+#: hours of data a check looks back over at most (two weeks; see :func:`_streams`)
 DEFAULT_CHECK_WINDOW_H = 14 * 24.0
+#: hours of readings before a version's first served forecast its input streams start from
+REFERENCE_H = 72.0
 
 
 def policy(ctx: EngineContext, twin_id: str) -> dict[str, str]:
@@ -74,33 +78,61 @@ def set_policy(
     return {"policy": name, "detector": detector}
 
 
+def _micros_to_time(micros: int) -> pd.Timestamp:
+    return pd.Timestamp(micros * 1000, tz="UTC")
+
+
+def _last_detections(conn: Conn, key: str, version: int | None) -> dict[str, pd.Timestamp]:
+    """Per stream, the time of the newest detection recorded for this version."""
+    last: dict[str, pd.Timestamp] = {}
+    for entry in ledger.events_of(conn, key, [DRIFT_EVENT]):
+        if entry.payload.get("version") != version:
+            continue
+        name, when = str(entry.payload["stream"]), pd.Timestamp(entry.payload["time"])
+        last[name] = max(last.get(name, when), when)
+    return last
+
+
 def _streams(
     ctx: EngineContext, key: str, window_h: float
 ) -> tuple[int | None, dict[str, pd.Series]]:
-    """The serving version and the twin's hourly streams over the window."""
+    """The serving version and the twin's hourly streams. Each stream starts where its
+    detector last fired (River's detectors start afresh then), else at the version's first
+    served forecast (input streams :data:`REFERENCE_H` hours before it: the data it was
+    met with), but not before ``window_h`` hours before the newest reading, rounded down to
+    a week. A stream's start so moves only when something happens (or once a week), and
+    replaying it each round gives its detector the same past: the same detections."""
     with ctx.store.read() as conn:
         serving = model_versions.serving(conn, key)
         ends = observations.channel_ends(conn, key)
-        if not ends:
+        if serving is None or not ends:
             return (serving.version if serving else None), {}
-        since = max(ends.values()) - int(window_h * 3600e6)
-        long = observations.read_signals(conn, key, start=since)
-        rows = pd.DataFrame()
-        if serving is not None:
-            ids = twins.channel_ids(conn, key, str(serving.params.get("target")))
-            if ids:
-                rows = forecast_log.scored(conn, ids, since)
-    streams = input_streams(long, EVENT_CHANNELS)
-    if serving is None:
-        return None, streams
-    if not rows.empty:
-        rows = rows[(rows["role"] == "served") & (rows["version"] == serving.version)]
+        ids = twins.channel_ids(conn, key, str(serving.params.get("target")))
+        first = forecast_log.first_served(conn, ids, serving.version) if ids else None
+        if first is None:
+            return serving.version, {}  # the monitor watches versions that serve
+        newest = _micros_to_time(max(ends.values()))
+        floor = (newest - pd.Timedelta(hours=window_h)).floor("7D")
+        forecasts_from = max(_micros_to_time(first), floor)
+        inputs_from = max(forecasts_from - pd.Timedelta(hours=REFERENCE_H), floor)
+        last = _last_detections(conn, key, serving.version)
+        long = observations.read_signals(conn, key, start=int(inputs_from.value // 1000))
+        rows = forecast_log.scored(conn, ids, int(forecasts_from.value // 1000))
+    rows = rows[(rows["role"] == "served") & (rows["version"] == serving.version)]
     scale = {
         int(k.split("_")[1]): float(v)
         for k, v in serving.metrics.items()
         if k.startswith("rmse_") and k.split("_")[1].isdigit() and float(v) > 0
     }
-    return serving.version, {**forecast_streams(rows, scale), **streams}
+    streams = {**forecast_streams(rows, scale), **input_streams(long, EVENT_CHANNELS)}
+    for name, stream in streams.items():
+        start = inputs_from if name.startswith("input:") else forecasts_from
+        keep = stream.index >= start.floor("1h")
+        after = last.get(name)
+        if after is not None:
+            keep &= stream.index > after
+        streams[name] = stream[keep]
+    return serving.version, streams
 
 
 def check(
@@ -112,8 +144,8 @@ def check(
 ) -> dict[str, Any]:
     """Look for drift in a state twin's streams and record new detections (see module).
 
-    Returns the twin, its serving version, policy, every detection in the window
-    (``detections``) and those recorded now (``new``)."""
+    Returns the twin, its serving version, policy, what the detectors found in this
+    round's streams (``detections``) and what was recorded now (``new``)."""
     if window_h <= 0:
         raise TwinkitError(f"the window must be positive, got {window_h} h")
     twin = reads.get_twin(ctx, twin_id)
@@ -129,17 +161,14 @@ def check(
         found += scan(stream, stream_name, name, seed)
     new = []
     with ctx.store.write() as conn:
-        last: dict[tuple[str, int | None], str] = {}
-        for entry in ledger.events_of(conn, twin.key, [DRIFT_EVENT]):
-            mark = (str(entry.payload["stream"]), entry.payload.get("version"))
-            last[mark] = max(last.get(mark, ""), str(entry.payload["time"]))
+        recorded = _last_detections(conn, twin.key, version)  # another process may have
         for detection in sorted(found, key=lambda d: (d.time, d.stream)):
-            payload = {"version": version, **detection.to_dict()}
-            previous = last.get((detection.stream, version))
-            if previous is not None and pd.Timestamp(previous) >= detection.time:
+            previous = recorded.get(detection.stream)
+            if previous is not None and previous >= detection.time:
                 continue
+            payload = {"version": version, **detection.to_dict()}
             ledger.append(conn, DRIFT_EVENT, twin.key, payload)
-            last[(detection.stream, version)] = payload["time"]
+            recorded[detection.stream] = detection.time
             new.append(payload)
     return {
         "twin": twin.id,

@@ -171,3 +171,14 @@ def latest_scored(conn: Connection, channel_ids: Iterable[int]) -> int | None:
         )
     ).scalar()
     return None if value is None else int(value)
+
+
+def first_served(conn: Connection, channel_ids: Iterable[int], version: int) -> int | None:
+    """The earliest origin of a forecast ``version`` served for these channels, or None."""
+    f = tables.forecast_log.c
+    value = conn.execute(
+        select(func.min(f.origin_t)).where(
+            f.channel_id.in_(list(channel_ids)), f.version == version, f.role == "served"
+        )
+    ).scalar()
+    return None if value is None else int(value)
