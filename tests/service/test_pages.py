@@ -341,6 +341,37 @@ def test_the_twin_page_draws_the_fan_chart_counts_versions_and_provenance(
         assert f"<td>{event}</td>" in html
 
 
+def test_the_twin_page_shows_live_accuracy_once_readings_score_its_forecasts(
+    web: TestClient,
+    service: ServiceState,
+    state_twin: Callable[[str, str], Headers],
+    glucose_rows: list[dict[str, Any]],
+) -> None:
+    # Prepare: fitted on the first 36 hours; the page serves a forecast; 3 hours arrive
+    alice = state_twin("alice", ALICE_TWIN)
+    glucose = [r for r in glucose_rows if r["channel"] == "glucose"]
+    first, rest = glucose[:432], glucose[432:468]
+    url = f"/v1/twins/{ALICE_TWIN}/observations"
+    assert web.post(url, json={"rows": first}, headers=alice).status_code == 200
+    service.engine.fit(ALICE_TWIN, model="linear_ar")
+    log_in(web, alice)
+    before = web.get(f"/twins/{ALICE_TWIN}").text
+    assert "No served forecast has been scored yet" in before
+    assert web.post(url, json={"rows": rest}, headers=alice).status_code == 200
+
+    # Execute
+    page = web.get(f"/twins/{ALICE_TWIN}")
+
+    # Assert: the panel's table and chart, against the holdout the version was promoted with
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="health"' in html and 'id="live"' in html
+    assert re.search(r"<td>v1</td><td>served</td><td>\+30 min</td><td>\d+</td>", html)
+    served = re.search(r'<svg id="live-chart".*?<path class="median" d="([^"]*)"', html, re.S)
+    assert served is not None and served.group(1).startswith("M")
+    assert "holdout RMSE at promotion" in html
+
+
 def test_a_twin_without_a_model_says_so_instead_of_a_chart(
     web: TestClient, state_twin: Callable[[str, str], Headers]
 ) -> None:

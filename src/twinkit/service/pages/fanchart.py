@@ -133,3 +133,64 @@ def fan_chart(
         y_ticks=y_ticks,
         plot=(left, top, right, bottom),
     )
+
+
+@dataclass(frozen=True)
+class LiveChart:
+    """The served version's live RMSE per hour, its shadow's, and the holdout RMSE the
+    version was promoted with (a level line), in pixels of a ``width`` x ``height`` box."""
+
+    width: int
+    height: int
+    served: str
+    shadow: str
+    holdout_y: float | None
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    plot: tuple[float, float, float, float]
+
+
+def live_chart(
+    served: Sequence[tuple[pd.Timestamp, float]],
+    shadow: Sequence[tuple[pd.Timestamp, float]],
+    holdout: float | None,
+    width: int = WIDTH,
+    height: int = 200,
+) -> LiveChart:
+    """Hourly live RMSE lines (``served``, ``shadow``: (hour, RMSE)) and the ``holdout``
+    level; days on the time axis."""
+    times = [t for t, _ in [*served, *shadow]]
+    t0, t1 = (min(times), max(times)) if times else (pd.Timestamp(0, tz="UTC"),) * 2
+    span_s = max((t1 - t0).total_seconds(), 3600.0)
+    values = [v for _, v in [*served, *shadow] if math.isfinite(v)]
+    if holdout is not None and math.isfinite(holdout):
+        values.append(holdout)
+    hi = max(values) if values else 1.0
+    step = nice_step(hi or 1.0)
+    y_max = math.ceil(hi / step) * step or step
+    left, right = MARGIN[0], width - MARGIN[1]
+    top, bottom = MARGIN[2], height - MARGIN[3]
+
+    def x_of(t: pd.Timestamp) -> float:
+        return float(left + (t - t0).total_seconds() / span_s * (right - left))
+
+    def y_of(v: float) -> float:
+        return bottom - v / y_max * (bottom - top)
+
+    y_ticks = [Tick(y_of(k * step), f"{k * step:g}") for k in range(int(y_max / step) + 1)]
+    x_ticks = []
+    day = t0.floor("D") + pd.Timedelta(days=1) if times else t0
+    every = max(1, math.ceil(span_s / 86400 / 7))
+    while times and day <= t1:
+        x_ticks.append(Tick(x_of(day), day.strftime("%m-%d")))
+        day += pd.Timedelta(days=every)
+    return LiveChart(
+        width=width,
+        height=height,
+        served=_path([x_of(t) for t, _ in served], [y_of(v) for _, v in served]),
+        shadow=_path([x_of(t) for t, _ in shadow], [y_of(v) for _, v in shadow]),
+        holdout_y=y_of(holdout) if holdout is not None and math.isfinite(holdout) else None,
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        plot=(left, top, right, bottom),
+    )

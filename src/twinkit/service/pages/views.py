@@ -27,7 +27,7 @@ from twinkit.core.errors import (
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.service.deps import StateDep
 from twinkit.service.errors import status_of
-from twinkit.service.pages.fanchart import FanChart, fan_chart
+from twinkit.service.pages.fanchart import FanChart, LiveChart, fan_chart, live_chart
 from twinkit.service.pages.session import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -214,6 +214,36 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
     )
 
 
+@dataclass(frozen=True)
+class HealthView:
+    """The live accuracy panel: the health report and its chart (None without scores)."""
+
+    report: dict[str, Any]
+    chart: LiveChart | None
+
+
+def _health(state: ServiceState, twin: Twin) -> HealthView | None:
+    try:
+        report = state.engine.health(twin.ref)
+    except TwinkitError:
+        return None
+    serving = report["serving"]
+    if serving is None:
+        return None
+    version = serving["version"]
+
+    def line(role: str) -> list[tuple[pd.Timestamp, float]]:
+        return [
+            (pd.Timestamp(b["start"]), float(b["rmse"]))
+            for b in report["series"]
+            if b["role"] == role and (role == "shadow" or b["version"] == version)
+        ]
+
+    served = line("served")
+    chart = live_chart(served, line("shadow"), serving["holdout"].get("score")) if served else None
+    return HealthView(report, chart)
+
+
 @router.get("/twins/{twin_id}")
 def twin_page(
     request: Request, twin: PageTwinDep, session: SessionDep, state: StateDep
@@ -228,6 +258,7 @@ def twin_page(
         "versions": versions,
         "entries": entries,
         "chart": _chart(state, twin) if twin.kind is TwinKind.STATE else None,
+        "health": _health(state, twin) if twin.kind is TwinKind.STATE else None,
         "waiting": None,
     }
     if twin.kind is TwinKind.DECISION:
