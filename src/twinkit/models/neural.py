@@ -241,7 +241,8 @@ class NeuralForecaster(Forecaster):
         """A copy of this fitted model brought up to date on ``history`` (the twin's data,
         old and new), without forgetting what it learnt: continual learning.
 
-        Windows whose origin is at or after ``since`` are new (all of them when None); the
+        Windows whose origin is at or after ``since`` are new (all of them when None; at
+        least the most recent ``2 * (MIN_WINDOWS + steps)`` ones, enough to train on); the
         rest are old. ``method``:
 
         - ``"ewc"``: start from these weights and train on the new windows plus a replay
@@ -276,6 +277,11 @@ class NeuralForecaster(Forecaster):
             if since is None or origins is None
             else np.asarray(origins >= since)
         )
+        # A change found hours ago has few new windows yet: the most recent windows enough
+        # to train on count as new then (the pull and the replay still guard the old).
+        enough = 2 * (MIN_WINDOWS + twin.n_steps)
+        if is_new.sum() < enough:
+            is_new[-enough:] = True
         new, old = windows.take(np.flatnonzero(is_new)), windows.take(np.flatnonzero(~is_new))
         network = twin._fitted_network()
         parts, penalty = [new], None
