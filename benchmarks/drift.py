@@ -54,9 +54,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,12 +232,15 @@ def check(
     for name, stream in streams.items():
         start = inputs_from if name.startswith("input:") else forecasts_from
         keep = (stream.index >= start.floor("1h")) & (stream.index < now.floor("1h"))
-        key = (name, version.number)
+        # input streams are the twin's whatever version serves (engine/monitoring's rule)
+        key = (name, 0 if name.startswith("input:") else version.number)
         if key in last:
             keep &= stream.index > last[key]
         for d in scan(stream[keep], name, DEFAULT_DETECTOR):
             last[key] = d.time
-            new.append({"stream": name, "time": d.time, "start": d.window_start, "v": key[1]})
+            new.append(
+                {"stream": name, "time": d.time, "start": d.window_start, "v": version.number}
+            )
     return new
 
 
@@ -360,6 +366,66 @@ def real_data(folder: Path, seed: int, cadence: pd.Timedelta) -> dict[str, Any]:
     }
 
 
+def one_patient(
+    job: tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str], int, float, float, bool],
+) -> dict[str, Any]:
+    """Every strategy, the false alarms, the oracle and the rollbacks of one patient (in a
+    worker process: module-level, torch on one thread)."""
+    name, changed, steady, resistant, strategies, seed, cadence_min, days, skip_steady = job
+    torch.set_num_threads(1)
+    cadence = pd.Timedelta(minutes=cadence_min)
+    twin = name.replace("#", "-")
+    start = changed.index[0].floor("D")
+    out: dict[str, Any] = {"twin": twin, "strategies": {}, "delay_h": None, "return_h": None}
+    for strategy in strategies:
+        served = serve(changed, strategy, seed, cadence, days)
+        rows = pd.DataFrame(served.rows)
+        out["strategies"][strategy] = {
+            "rmse": {
+                "days_11_16": rmse(rows, CHANGE_DAY, RETURN_DAY, start),
+                "days_17_21": rmse(rows, RETURN_DAY, days, start),
+            },
+            "days_13_16": rmse(rows, CHANGE_DAY + 2, RETURN_DAY, start),
+            "fits": len(served.fits),
+            "fit_s": sum(served.fits),
+            "failed_fits": served.failed_fits,
+        }
+        if strategy == "frozen":
+            change = start + pd.Timedelta(days=CHANGE_DAY)
+            back = start + pd.Timedelta(days=RETURN_DAY)
+            after = [d["time"] for d in served.detections if d["time"] >= change]
+            out["delay_h"] = (min(after) - change) / HOUR if after else None
+            later = [d["time"] for d in served.detections if d["time"] >= back]
+            out["return_h"] = (min(later) - back) / HOUR if later else None
+            out["detections_changed"] = [
+                {"stream": d["stream"], "time": d["time"].isoformat()} for d in served.detections
+            ]
+    out["false_alarms"] = {"twin": twin, "detections": 0, "streams": [], "skipped": skip_steady}
+    if not skip_steady:
+        quiet = serve(steady, "frozen", seed, cadence, days)
+        out["false_alarms"].update(
+            detections=len(quiet.detections),
+            streams=sorted({d["stream"] for d in quiet.detections}),
+        )
+    model, _ = fit_version(resistant, resistant.index[-1] + pd.Timedelta(minutes=5), 1, seed)
+    grid = target_grid(changed, TARGET)
+    oracle_rows: list[dict[str, Any]] = []
+    now = start + pd.Timedelta(days=CHANGE_DAY + 2)
+    while now < start + pd.Timedelta(days=RETURN_DAY):
+        oracle_rows += forecast_rows(model, changed, grid, now, "served")
+        now += cadence
+    out["oracle"] = rmse(pd.DataFrame(oracle_rows), CHANGE_DAY + 2, RETURN_DAY, start)
+    skipped = {"skipped": True}
+    out["rollback_corrupted"] = (
+        skipped if skip_steady else rollback_run(steady, seed, cadence, days, True)
+    )
+    out["rollback_better"] = (
+        skipped if skip_steady else rollback_run(steady, seed, cadence, days, False)
+    )
+    print(f"{twin} done", file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=10)
@@ -372,6 +438,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
         "--cgm-iglu", type=Path, default=None, help="run on the iglu CGM files in this folder"
+    )
+    parser.add_argument(
+        "--skip-steady",
+        action="store_true",
+        help="only the changed runs' strategies and the oracle (no false alarms, no rollback)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -409,7 +480,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
     }
     simulated_s = time.perf_counter() - began
-    cadence = pd.Timedelta(minutes=args.cadence)
     strategies = [s for s in args.strategies.split(",") if s]
     per: dict[str, dict[str, Any]] = {
         s: {"rmse": [], "fits": [], "fit_s": [], "failed_fits": []} for s in strategies
@@ -420,50 +490,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     oracle: list[dict[str, float]] = []
     window_13_16: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
     rollbacks: dict[str, list[Any]] = {"corrupted": [], "better": []}
-    for k, name in enumerate(names):
-        twin = name.replace("#", "-")
-        changed, steady = wide(sim["changed"], twin), wide(sim["steady"], twin)
-        start = changed.index[0].floor("D")
-        seed = args.seed + k
-        for strategy in strategies:
-            served = serve(changed, strategy, seed, cadence, args.days)
-            rows = pd.DataFrame(served.rows)
-            per[strategy]["rmse"].append(
-                {
-                    "days_11_16": rmse(rows, CHANGE_DAY, RETURN_DAY, start),
-                    "days_17_21": rmse(rows, RETURN_DAY, args.days, start),
-                }
-            )
-            window_13_16[strategy].append(rmse(rows, CHANGE_DAY + 2, RETURN_DAY, start))
-            per[strategy]["fits"].append(len(served.fits))
-            per[strategy]["failed_fits"] += served.failed_fits
-            per[strategy]["fit_s"].append(sum(served.fits))
-            if strategy == "frozen":
-                change = start + pd.Timedelta(days=CHANGE_DAY)
-                back = start + pd.Timedelta(days=RETURN_DAY)
-                after = [d["time"] for d in served.detections if d["time"] >= change]
-                delays.append((min(after) - change) / HOUR if after else None)
-                later = [d["time"] for d in served.detections if d["time"] >= back]
-                returns.append((min(later) - back) / HOUR if later else None)
-        quiet = serve(steady, "frozen", seed, cadence, args.days)
-        false_alarms.append(
-            {
-                "twin": twin,
-                "detections": len(quiet.detections),
-                "streams": sorted({d["stream"] for d in quiet.detections}),
-            }
+    jobs = [
+        (
+            name,
+            wide(sim["changed"], name.replace("#", "-")),
+            wide(sim["steady"], name.replace("#", "-")),
+            wide(sim["resistant"], name.replace("#", "-")),
+            strategies,
+            args.seed + k,
+            args.cadence,
+            args.days,
+            args.skip_steady,
         )
-        resistant = wide(sim["resistant"], twin)
-        model, _ = fit_version(resistant, resistant.index[-1] + pd.Timedelta(minutes=5), 1, seed)
-        grid = target_grid(changed, TARGET)
-        oracle_rows: list[dict[str, Any]] = []
-        now = start + pd.Timedelta(days=CHANGE_DAY + 2)
-        while now < start + pd.Timedelta(days=RETURN_DAY):
-            oracle_rows += forecast_rows(model, changed, grid, now, "served")
-            now += cadence
-        oracle.append(rmse(pd.DataFrame(oracle_rows), CHANGE_DAY + 2, RETURN_DAY, start))
-        rollbacks["corrupted"].append(rollback_run(steady, seed, cadence, args.days, True))
-        rollbacks["better"].append(rollback_run(steady, seed, cadence, args.days, False))
+        for k, name in enumerate(names)
+    ]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, args.workers), mp_context=context) as pool:
+        results = list(pool.map(one_patient, jobs))
+    for result in results:
+        for strategy in strategies:
+            mine = result["strategies"][strategy]
+            per[strategy]["rmse"].append(mine["rmse"])
+            window_13_16[strategy].append(mine["days_13_16"])
+            per[strategy]["fits"].append(mine["fits"])
+            per[strategy]["failed_fits"] += mine["failed_fits"]
+            per[strategy]["fit_s"].append(mine["fit_s"])
+        delays.append(result["delay_h"])
+        returns.append(result["return_h"])
+        false_alarms.append(result["false_alarms"])
+        oracle.append(result["oracle"])
+        rollbacks["corrupted"].append(result["rollback_corrupted"])
+        rollbacks["better"].append(result["rollback_better"])
 
     def mean_of(items: list[dict[str, float]], key: str) -> float:
         values = [i[key] for i in items if np.isfinite(i[key])]
@@ -503,6 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "false_alarms_per_30_twin_days": round(
                 30 * sum(f["detections"] for f in false_alarms) / twin_days, 2
             ),
+            "on_changed_runs": [r.get("detections_changed") for r in results],
         },
         "rollback": rollbacks,
         "seconds": round(time.perf_counter() - began, 1),

@@ -238,3 +238,27 @@ def test_a_version_better_in_live_use_is_kept(engine: TwinEngine, drifting: Drif
     assert judged["verdict"]["rmse_served"] < judged["verdict"]["rmse_shadow"]
     assert engine.version("p1").version == 2
     assert engine.health("p1")["rollbacks"] == []
+
+
+def test_a_change_in_the_data_is_not_found_again_by_the_version_fitted_after_it(
+    engine: TwinEngine, drifting: DriftingFn
+) -> None:
+    # Prepare: from day 7 the person's glucose runs 60 mg/dL higher (a level the input
+    # stream sees); v1 served through it and the monitor found it
+    data = drifting(10, None, 31)
+    data.loc[288 * 7 :, "value"] += 60.0
+    _twin(engine, data)
+    _live(engine, data, 3, 6)
+    first = engine.monitor_check("p1")
+    found = [d for d in first["new"] if d["stream"] == "input:glucose"]
+    assert found and pd.Timestamp(found[0]["time"]) >= pd.Timestamp("2026-01-08", tz="UTC")
+
+    # Execute: a new version (as a refit would make) serves the next day
+    fitted = engine.fit("p1", model="linear_ar")
+    if not fitted.promoted:
+        engine.promote("p1", fitted.version)
+    _live(engine, data, 9, 1)
+    second = engine.monitor_check("p1")
+
+    # Assert: its input stream starts after the change already recorded
+    assert [d for d in second["new"] if d["stream"] == "input:glucose"] == []

@@ -83,10 +83,14 @@ def _micros_to_time(micros: int) -> pd.Timestamp:
 
 
 def _last_detections(conn: Conn, key: str, version: int | None) -> dict[str, pd.Timestamp]:
-    """Per stream, the time of the newest detection recorded for this version."""
+    """Per stream, the time of the newest detection recorded: for the forecast streams, of
+    this version (another version's errors say nothing of this one's); for the input
+    streams, of any version (the data are the twin's: a change found while an earlier
+    version served must not be found again by the version fitted because of it)."""
     last: dict[str, pd.Timestamp] = {}
     for entry in ledger.events_of(conn, key, [DRIFT_EVENT]):
-        if entry.payload.get("version") != version:
+        name = str(entry.payload["stream"])
+        if entry.payload.get("version") != version and not name.startswith("input:"):
             continue
         name, when = str(entry.payload["stream"]), pd.Timestamp(entry.payload["time"])
         last[name] = max(last.get(name, when), when)
