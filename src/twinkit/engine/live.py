@@ -26,7 +26,7 @@ import pandas as pd
 
 from twinkit.core.errors import TwinkitError
 from twinkit.core.forecast import Forecast
-from twinkit.core.twin import TwinKind
+from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.engine import reads
 from twinkit.engine.forecast_book import Served
@@ -205,19 +205,23 @@ def _iso(micros: int | None) -> str | None:
     return pd.Timestamp(from_micros(np.array([micros], dtype=np.int64))[0]).isoformat()
 
 
+def state_twin(ctx: EngineContext, twin_id: str, window_h: float, instead: str) -> Twin:
+    """The state twin ``twin_id`` names, for a look over ``window_h`` hours (positive); a
+    decision twin is refused, saying what it has ``instead``."""
+    if window_h <= 0:
+        raise TwinkitError(f"the window must be positive, got {window_h} h")
+    twin = reads.get_twin(ctx, twin_id)
+    if twin.kind is not TwinKind.STATE:
+        raise TwinkitError(f"twin {twin.id!r} is a decision twin: {instead}")
+    return twin
+
+
 def health(ctx: EngineContext, twin_id: str, window_h: float = DEFAULT_WINDOW_H) -> dict[str, Any]:
     """How the twin's served forecasts did: per version, role (served, or shadow for the
     version before) and horizon, RMSE, MAE, bias and 90 % coverage over the ``window_h``
     hours of target time up to the newest scored one; the live error per hour; and the
     holdout figures the serving version was promoted with."""
-    if window_h <= 0:
-        raise TwinkitError(f"the window must be positive, got {window_h} h")
-    twin = reads.get_twin(ctx, twin_id)
-    if twin.kind is not TwinKind.STATE:
-        raise TwinkitError(
-            f"twin {twin.id!r} is a decision twin: its live health is its clone's agreement "
-            "with new answers (twinkit clone report)"
-        )
+    twin = state_twin(ctx, twin_id, window_h, "its live health is its clone's agreement")
     with ctx.store.read() as conn:
         serving = model_versions.serving(conn, twin.key)
         target = serving.params.get("target") if serving is not None else None

@@ -25,7 +25,7 @@ from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind
 from twinkit.data.windows import EVENT_CHANNELS
 from twinkit.engine import cohort, fitting, reads
-from twinkit.engine.live import DRIFT_EVENT
+from twinkit.engine.live import DRIFT_EVENT, state_twin
 from twinkit.monitor.drift import (
     DEFAULT_DETECTOR,
     DETECTORS,
@@ -150,13 +150,7 @@ def check(
 
     Returns the twin, its serving version, policy, what the detectors found in this
     round's streams (``detections``) and what was recorded now (``new``)."""
-    if window_h <= 0:
-        raise TwinkitError(f"the window must be positive, got {window_h} h")
-    twin = reads.get_twin(ctx, twin_id)
-    if twin.kind is not TwinKind.STATE:
-        raise TwinkitError(
-            f"twin {twin.id!r} is a decision twin: the monitor checks state twins' streams"
-        )
+    twin = state_twin(ctx, twin_id, window_h, "the monitor checks state twins' streams")
     chosen = policy(ctx, twin.key)
     name = detector or chosen["detector"]
     version, streams = _streams(ctx, twin.key, window_h)

@@ -208,14 +208,7 @@ class NeuralForecaster(Forecaster):
         The default learning rate is a third of the original one, so the twin's few windows
         adjust the population's weights rather than overwrite them.
         """
-        self._fitted_network()
-        twin = copy.deepcopy(self)
-        grid = twin._grid(history, twin.covariate_names)
-        if not math.isclose(grid.step_min, twin._check_fitted()):
-            raise ForecastInputError(
-                f"{self.name}: this twin is sampled every {grid.step_min:g} min, the population "
-                f"model every {twin.step_min:g} min; resample the twin or fit it on its own"
-            )
+        twin, grid = self._copy_for(history)
         scaler = Scaler.fit(grid)
         network = twin._fitted_network()
         with seeded(twin.seed):
@@ -261,14 +254,7 @@ class NeuralForecaster(Forecaster):
         if method == "scratch":
             fresh = type(self)(**self.params())
             return fresh.fit(history)
-        self._fitted_network()
-        twin = copy.deepcopy(self)
-        grid = twin._grid(history, twin.covariate_names)
-        if not math.isclose(grid.step_min, twin._check_fitted()):
-            raise ForecastInputError(
-                f"{self.name}: the data are sampled every {grid.step_min:g} min, the model "
-                f"every {twin.step_min:g} min"
-            )
+        twin, grid = self._copy_for(history)
         scaler = twin.scaler or Scaler.fit(grid)
         windows = twin._windows(grid, scaler)
         origins = pd.DatetimeIndex(grid.index[windows.origin]) if len(windows) else None
@@ -302,6 +288,18 @@ class NeuralForecaster(Forecaster):
             )
         twin.scaler = scaler
         return twin
+
+    def _copy_for(self, history: pd.DataFrame) -> tuple[Self, Grid]:
+        """A copy of this fitted model to train further on ``history``, and its grid."""
+        self._fitted_network()
+        twin = copy.deepcopy(self)
+        grid = twin._grid(history, twin.covariate_names)
+        if not math.isclose(grid.step_min, twin._check_fitted()):
+            raise ForecastInputError(
+                f"{self.name}: these data are sampled every {grid.step_min:g} min, the model "
+                f"every {twin.step_min:g} min; resample them or fit a model on them alone"
+            )
+        return twin, grid
 
     def _loss_batches(
         self, network: nn.Module, windows: Windows
