@@ -4,7 +4,7 @@ would have said (its shadow), and scored when the readings it forecast arrive.
 :func:`record` is called by the serving paths (``TwinEngine.predict`` without ``as_of``,
 ``TwinEngine.forecast``, the service's forecast route and pages) with the forecast and
 the model that made it. The record waits in the engine's :class:`ForecastLog` until
-:func:`flush` writes it: at once by default (the CLI and Python), or every second from the
+:func:`flush` writes it: at once by default (the CLI and Python), or every 0.25 s from the
 service's monitor thread, so a request never waits for the log's write or for the
 shadow's forecast. A forecast served again (the service's cache, a page reload) is one
 logged forecast: it is the same function of the same version and data.

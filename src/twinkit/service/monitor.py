@@ -26,7 +26,7 @@ from twinkit.service.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 
 #: seconds between two writes of the forecast log
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 0.25
 
 #: queues a fit job: (twin key, owner, params, twin uid)
 SubmitFit = Callable[[str, str, dict[str, object], str], object]
