@@ -94,12 +94,11 @@ def _rows(
     origin = int(to_micros(pd.DatetimeIndex([f.origin]))[0])
     width = round(step_min * 60e6)
     issued = utc_now_iso()
-    lower, upper = f.interval(0.9)
+    q = f.quantiles
     rows = []
     for k, h in enumerate(f.horizons):
         target = origin + int(h) * 60_000_000
-        values = (f.mean[k], f.quantiles[0.05][k], f.quantiles[0.5][k], f.quantiles[0.95][k])
-        if not all(np.isfinite(v) for v in values):
+        if not all(np.isfinite(v) for v in (f.mean[k], q[0.05][k], q[0.5][k], q[0.95][k])):
             continue
         rows.append(
             {
@@ -112,9 +111,9 @@ def _rows(
                 "target_t": target,
                 "target_end": target + width,
                 "mean": float(f.mean[k]),
-                "q05": float(lower[k]),
-                "q50": float(f.quantiles[0.5][k]),
-                "q95": float(upper[k]),
+                "q05": float(q[0.05][k]),
+                "q50": float(q[0.5][k]),
+                "q95": float(q[0.95][k]),
                 "issued_at": issued,
             }
         )

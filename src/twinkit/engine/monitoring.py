@@ -25,7 +25,7 @@ from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind
 from twinkit.data.windows import EVENT_CHANNELS
 from twinkit.engine import cohort, fitting, reads
-from twinkit.engine.live import DRIFT_EVENT, state_twin
+from twinkit.engine.live import DRIFT_EVENT, shadow_version, state_twin
 from twinkit.monitor.drift import (
     DEFAULT_DETECTOR,
     DETECTORS,
@@ -194,33 +194,25 @@ def rollback_check(
     twin = reads.get_twin(ctx, twin_id)
     with ctx.store.read() as conn:
         serving = model_versions.serving(conn, twin.key)
-        shadow = (
-            ledger.rollback_target(ledger.entries(conn, twin.key), twin.key, serving.version)
-            if serving is not None
-            else None
-        )
+        # the version the log's shadow forecasts come from: the one a rollback would serve
+        shadow = shadow_version(ctx, conn, twin.key, serving.version) if serving else None
         rows = pd.DataFrame()
         if serving is not None and shadow is not None:
             ids = twins.channel_ids(conn, twin.key, str(serving.params.get("target")))
             latest = forecast_log.latest_scored(conn, ids) if ids else None
             if latest is not None:
                 rows = forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
-    if serving is None or shadow is None or rows.empty:
-        return {
-            "twin": twin.id,
-            "version": serving.version if serving else None,
-            "shadow": shadow,
-            "verdict": None,
-            "rolled_back_to": None,
-        }
-    verdict = paired_verdict(pairs_of(rows, serving.version, shadow), min_hours, alpha, margin)
     result: dict[str, Any] = {
         "twin": twin.id,
-        "version": serving.version,
+        "version": serving.version if serving else None,
         "shadow": shadow,
-        "verdict": verdict.to_dict(),
+        "verdict": None,
         "rolled_back_to": None,
     }
+    if serving is None or shadow is None or rows.empty:
+        return result
+    verdict = paired_verdict(pairs_of(rows, serving.version, shadow), min_hours, alpha, margin)
+    result["verdict"] = verdict.to_dict()
     if verdict.worse and apply:
         evidence = {"version": serving.version, "shadow": shadow, **verdict.to_dict()}
         evidence.pop("worse")
