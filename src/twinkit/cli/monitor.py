@@ -9,13 +9,16 @@ import typer
 from rich.table import Table
 
 from twinkit.cli.common import DbOption, JsonOption, app, console, engine_for, print_json
+from twinkit.clone.evolving import ANSWER_DETECTORS, DEFAULT_ANSWER_DETECTOR
 from twinkit.core.errors import TwinkitError
 from twinkit.engine.live import DEFAULT_WINDOW_H
 from twinkit.engine.monitoring import DEFAULT_CHECK_WINDOW_H, POLICIES
 from twinkit.monitor.drift import DEFAULT_DETECTOR, DETECTORS
 
 monitor_app = typer.Typer(
-    help="Drift checks of state twins and what they do on drift.", no_args_is_help=True
+    help="Drift checks of twins (state twins' streams, decision twins' agreement with "
+    "their donor) and what they do on drift.",
+    no_args_is_help=True,
 )
 app.add_typer(monitor_app, name="monitor")
 
@@ -37,6 +40,9 @@ def health(
     report = engine_for(db).health(twin_id, window)
     if as_json:
         print_json(report)
+        return
+    if report["kind"] == "decision":
+        _decision_health(report)
         return
     serving = report["serving"]
     if serving is None:
@@ -102,10 +108,43 @@ def health(
             )
 
 
+def _decision_health(report: dict[str, Any]) -> None:
+    serving = report["serving"]
+    if serving is None:
+        console.print(f"{report['twin']}: no clone version yet (twinkit fit {report['twin']})")
+        return
+    console.print(
+        f"{report['twin']}: serving v{serving['version']} ({serving['model']}), held-out "
+        f"agreement {_f(serving['holdout'].get('agreement'), 3)}"
+    )
+    recent = report["recent"]
+    console.print(
+        f"answers checked against the clone serving when they came: {report['checked']} of "
+        f"{report['answers']}, agreement {_f(report['agreement'], 3)}; the newest "
+        f"{recent['answers']}: {_f(recent['agreement'], 3)}"
+    )
+    for row in report["per_version"]:
+        console.print(f"  v{row['version']}: {row['n']} answers, agreement {row['agreement']:.3f}")
+    window = report["window"]
+    if window["start"] is not None:
+        start = window["start"]
+        console.print(
+            f"the clone learns from the {window['answers']} answers since the donor's last "
+            f"change (batch {start['batch_id']}, item {start['item_id']})"
+        )
+    for alert in report["alerts"][-5:]:
+        stat = alert["statistic"]
+        console.print(
+            f"[yellow]  {alert['time']}: the donor changed ({alert['detector']}): agreement "
+            f"{_f(stat['mean_before'])} -> {_f(stat['mean_after'])} over "
+            f"{stat['points']} answers[/yellow]"
+        )
+
+
 @monitor_app.command("run")
 def monitor_run(
     twin_ids: Annotated[
-        list[str] | None, typer.Argument(help="Twins to check (default: every state twin).")
+        list[str] | None, typer.Argument(help="Twins to check (default: every twin).")
     ] = None,
     window: Annotated[
         float, typer.Option(help="Hours of data before the newest reading.")
@@ -123,7 +162,7 @@ def monitor_run(
     the ledger, and refit the twins whose policy says so. A twin that cannot be checked is
     reported; the rest go on."""
     engine = engine_for(db)
-    names = twin_ids or [t.ref for t in engine.list_twins() if t.kind.value == "state"]
+    names = twin_ids or [t.ref for t in engine.list_twins()]
     results, failures = [], {}
     for name in names:
         try:
@@ -156,8 +195,13 @@ def monitor_policy(
         str | None, typer.Argument(help=f"{' or '.join(POLICIES)} (omit to show it).")
     ] = None,
     detector: Annotated[
-        str, typer.Option(help=f"One of {', '.join(sorted(DETECTORS))}.")
-    ] = DEFAULT_DETECTOR,
+        str | None,
+        typer.Option(
+            help=f"State twins: one of {', '.join(sorted(DETECTORS))} (default "
+            f"{DEFAULT_DETECTOR}); decision twins: one of {', '.join(sorted(ANSWER_DETECTORS))} "
+            f"(default {DEFAULT_ANSWER_DETECTOR})."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:

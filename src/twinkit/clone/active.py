@@ -9,6 +9,14 @@ from typing import Any
 import numpy as np
 
 from twinkit.clone.donor import Donor
+from twinkit.clone.evolving import (
+    CHECK_SHARE,
+    DEFAULT_ANSWER_DETECTOR,
+    CheckingQuery,
+    DonorChange,
+    donor_changes,
+    window_start,
+)
 from twinkit.clone.model import CloneModel
 from twinkit.clone.query import Pool, QueryContext, QueryStrategy
 from twinkit.core.errors import TwinkitError
@@ -94,6 +102,14 @@ class Trajectory:
     answered: dict[str, str] = field(default_factory=dict)
     at_budget: dict[int, Any] = field(default_factory=dict)
     clone: CloneModel | None = None
+    #: per answer, in arrival order: whether the clone of the moment chose the donor's label
+    agreed: list[bool] = field(default_factory=list)
+    #: the donor's changes found in ``agreed`` (see :mod:`twinkit.clone.evolving`)
+    changes: list[DonorChange] = field(default_factory=list)
+    #: the first answer (index into the answers in order) the clone learns from
+    window_start: int = 0
+    #: how many times the clone was personalised
+    refits: int = 0
 
 
 def learn_clone(
@@ -107,10 +123,23 @@ def learn_clone(
     seed: int = 0,
     evaluate: Callable[[CloneModel], Any] | None = None,
     fit_kwargs: dict[str, Any] | None = None,
+    follow: bool = True,
+    detector: str = DEFAULT_ANSWER_DETECTOR,
+    refit_every: int | None = None,
+    checks: float = CHECK_SHARE,
 ) -> Trajectory:
     """Query the donor in batches of ``batch`` until the largest budget is spent (or the
-    pool runs out), retraining the clone after each batch. At each budget (the number of
-    questions asked so far) ``evaluate(clone)`` is recorded; budget 0 is the prior.
+    pool runs out), retraining the clone after each batch (or once ``refit_every``
+    answers have come since the last retraining, and at each budget). At each budget (the
+    number of questions asked so far) ``evaluate(clone)`` is recorded; budget 0 is the
+    prior.
+
+    Each answer is first checked against the clone of the moment (``agreed``). With
+    ``follow`` (the default) that agreement stream is watched for a change of the donor
+    (:func:`twinkit.clone.evolving.donor_changes`, by ``detector``): after one, the clone
+    is retrained at once, on the answers since the change began only; and ``checks`` of
+    each batch ask where the clone departs from the prior, which is where a donor who
+    dropped a habit shows it (:class:`twinkit.clone.evolving.CheckingQuery`).
 
     A donor may leave queries unanswered (``None``): they count against the budget, as a
     question asked, but teach nothing.
@@ -119,12 +148,30 @@ def learn_clone(
         raise TwinkitError(f"budgets must be non-negative numbers of questions, got {budgets}")
     rng = np.random.default_rng(seed)
     kwargs = dict(fit_kwargs or {})
+    if follow and checks > 0:
+        strategy = CheckingQuery(strategy, checks)
     targets = sorted(set(int(b) for b in budgets))
     run = Trajectory(strategy.name)
     index = {c: i for i, c in enumerate(population.classes)}
     xs: list[np.ndarray] = []
     ys: list[str] = []
     clone = population
+    trained_on = 0  # answers when the clone was last personalised
+
+    def retrain() -> CloneModel:
+        nonlocal trained_on
+        trained_on = len(ys)
+        run.refits += 1
+        start = run.window_start
+        return personalize(
+            population,
+            np.asarray(xs[start:]).reshape(len(ys) - start, pool.features.shape[1]),
+            ys[start:],
+            unlabeled=pool.features,
+            seed=seed,
+            **kwargs,
+        )
+
     for budget in targets:
         while len(run.asked) < budget and len(pool.unasked()):
             k = min(batch, budget - len(run.asked))
@@ -141,7 +188,10 @@ def learn_clone(
             pool.mark(rows)
             queries = pool.queries(rows)
             answers = donor.label(queries)
-            for row, item, answer in zip(rows, queries.item_ids, answers, strict=True):
+            guesses = clone.predict(queries.features)
+            for row, item, answer, guess in zip(
+                rows, queries.item_ids, answers, guesses, strict=True
+            ):
                 run.asked.append(str(item))
                 if answer is None:
                     continue
@@ -151,16 +201,18 @@ def learn_clone(
                         f"not one of {population.classes}"
                     )
                 run.answered[str(item)] = answer
+                run.agreed.append(guess == answer)
                 xs.append(pool.features[row])
                 ys.append(answer)
-            clone = personalize(
-                population,
-                np.asarray(xs).reshape(len(xs), pool.features.shape[1]),
-                ys,
-                unlabeled=pool.features,
-                seed=seed,
-                **kwargs,
-            )
+            changed = False
+            if follow:
+                run.changes = donor_changes(run.agreed, detector, seed)
+                changed = window_start(run.changes) != run.window_start
+                run.window_start = window_start(run.changes)
+            if changed or len(ys) - trained_on >= (refit_every or 1):
+                clone = retrain()
+        if len(ys) > trained_on:
+            clone = retrain()
         if evaluate is not None:
             run.at_budget[budget] = evaluate(clone)
     run.clone = clone

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twinkit.clone.donor import ModelDonor
+from twinkit.clone.donor import ModelDonor, Queries
 from twinkit.clone.model import CloneModel
 
 
@@ -49,3 +49,30 @@ def shift_for_share(
 def biased_donor(base: CloneModel, swaps: Sequence[Swap]) -> ModelDonor:
     """A donor who answers like ``base`` except for their swaps (labels any features)."""
     return ModelDonor(lambda x: biased_answers(base, x, swaps))
+
+
+class ChangingDonor:
+    """A simulated donor who changes their mind: ``first`` answers the first ``after``
+    queries, ``then`` every later one (counted over all the queries it was given)."""
+
+    def __init__(self, first: ModelDonor, then: ModelDonor, after: int) -> None:
+        self.first, self.then, self.after = first, then, after
+        self.given = 0
+
+    def label(self, queries: Queries) -> list[str | None]:
+        head = max(0, min(len(queries), self.after - self.given))
+        self.given += len(queries)
+        out: list[str | None] = []
+        if head:
+            out += self.first.label(_rows(queries, 0, head))
+        if head < len(queries):
+            out += self.then.label(_rows(queries, head, len(queries)))
+        return out
+
+
+def _rows(queries: Queries, start: int, stop: int) -> Queries:
+    return Queries(
+        queries.features[start:stop],
+        queries.item_ids[start:stop],
+        queries.origin[start:stop],
+    )

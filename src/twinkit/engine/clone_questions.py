@@ -14,8 +14,9 @@ questions, and say what the clone now guesses for each.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +33,20 @@ from twinkit.core.errors import (
 )
 from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.importers import DecisionBatch, load_batch, parse_batch
-from twinkit.engine import reads
+from twinkit.engine import clone_live, reads
 from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.ingest import IngestResult, ingest_batch, key_twins
 from twinkit.store import clone_queries, ledger, model_versions, observations, twins
 from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
+    from twinkit.clone.confusion import PairBias
     from twinkit.clone.model import CloneModel
     from twinkit.engine.context import EngineContext
+
+
+#: the strategy recorded for a question that checks the donor's personal zone
+CHECK = "check"
 
 
 def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
@@ -123,8 +129,13 @@ def _clone_models(ctx: EngineContext, twin: Twin, seed: int, use_serving: bool =
     population = train_population(others, classes, features, seed, twin.image_shape)
     x_mine = mine[features].to_numpy(dtype=np.float64)
     unlabeled = np.concatenate([x_mine, pool[features].to_numpy(dtype=np.float64)])
+    recent = clone_live.window_mask(ctx, twin, mine)  # a donor who changed: who they are now
     clone = personalize(
-        population, x_mine, mine["label"].astype(str).tolist(), unlabeled=unlabeled, seed=seed
+        population,
+        x_mine[recent],
+        mine["label"].astype(str).to_numpy()[recent].tolist(),
+        unlabeled=unlabeled,
+        seed=seed,
     )
     return population, clone, mine, others, pool, features
 
@@ -171,11 +182,14 @@ def _ask_with(
     seed: int,
     twin_uid: str,
 ) -> list[dict[str, Any]]:
+    """Record the chosen questions of the twin stored under the key ``twin_id``: a share
+    of them checks the donor's personal zone (recorded as strategy ``check``, see
+    :class:`twinkit.clone.evolving.CheckingQuery`), the named strategy picks the rest."""
     from twinkit.clone.confusion import combined_proba, confusion_labels
+    from twinkit.clone.evolving import CheckingQuery
     from twinkit.clone.query import Pool, QueryContext
     from twinkit.clone.strategies import strategy
 
-    """Record the chosen questions of the twin stored under the key ``twin_id``."""
     population, clone, mine, _, pool_frame, features = models
     if pool_frame.empty:
         return []
@@ -188,7 +202,9 @@ def _ask_with(
         mine[features].to_numpy(dtype=np.float64),
         np.asarray([index[str(v)] for v in mine["label"]], dtype=np.int64),
     )
-    rows = strategy(strategy_name, seed).select(context, k, np.random.default_rng(seed))
+    chooser = CheckingQuery(strategy(strategy_name, seed))
+    rows = chooser.select(context, k, np.random.default_rng(seed))
+    checks = {str(i) for i in pool_frame["item_id"].iloc[rows[: chooser.checked]]}
     chosen = pool_frame.iloc[rows]
     x = chosen[features].to_numpy(dtype=np.float64)
     proba = combined_proba(clone.predict_proba(x), population.predict_proba(x))
@@ -206,14 +222,26 @@ def _ask_with(
             raise TwinGoneError(
                 f"twin {public_id(twin_id)!r} was deleted; its questions were not recorded"
             )
-        questions = [(r["item_id"], f) for r, f in zip(out, feats, strict=True)]
-        fresh = set(clone_queries.record(conn, twin_id, questions, strategy_name, now))
-        out = [r for r in out if r["item_id"] in fresh]
+        fresh: set[str] = set()
+        for name, check in ((CHECK, True), (strategy_name, False)):
+            questions = [
+                (r["item_id"], f)
+                for r, f in zip(out, feats, strict=True)
+                if (r["item_id"] in checks) is check
+            ]
+            if questions:
+                fresh |= set(clone_queries.record(conn, twin_id, questions, name, now))
+        out = [{**r, "check": r["item_id"] in checks} for r in out if r["item_id"] in fresh]
         ledger.append(
             conn,
             "clone_queries",
             twin_id,
-            {"strategy": strategy_name, "items": [r["item_id"] for r in out], "seed": seed},
+            {
+                "strategy": strategy_name,
+                "items": [r["item_id"] for r in out],
+                "checks": [r["item_id"] for r in out if r["check"]],
+                "seed": seed,
+            },
         )
     return out
 
@@ -379,19 +407,29 @@ def report(
     seed: int = 0,
     truth: Mapping[str, str] | None = None,
     advice_threshold: float = 0.9,
+    every: int = 100,
 ) -> dict[str, Any]:
     """The clone against its donor (3-fold cross-validated agreement, clone versus the
     population prior), the donor's personal confusion zone, the items where the clone
     disagrees with the donor, and, where ``truth`` (item id -> right answer) is known, the
     advice figures: the donor's accuracy alone and if they took the clone's answer when it
     disagrees with at least ``advice_threshold`` confidence. The prior is the serving
-    clone version's when there is one (else trained here)."""
+    clone version's when there is one (else trained here).
+
+    After a recorded change of the donor (:mod:`twinkit.engine.clone_live`) all of this is
+    over the answers since it (the window the clone learns from). ``zone_over_time`` is
+    the zone of each stretch of answers in arrival order: split where the donor changed
+    and every ``every`` answers."""
     from twinkit.clone.active import personalize
     from twinkit.clone.confusion import confusion_zone
     from twinkit.clone.metrics import advice, agreement, fidelity, kappa
 
+    if every < 1:
+        raise TwinkitError(f"every must be at least 1 answer, got {every}")
     twin = _decision_twin(ctx, twin_id)
-    population, clone, mine, others, pool, features = _clone_models(ctx, twin, seed)
+    population, clone, mine_all, others, pool, features = _clone_models(ctx, twin, seed)
+    recent = clone_live.window_mask(ctx, twin, mine_all)
+    mine = mine_all[recent]
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     held_clone: list[str] = [""] * len(said)
@@ -433,19 +471,34 @@ def report(
     )
     by_population = population.predict(x) if len(x) else []
     index = {c: i for i, c in enumerate(population.classes)}
-    general_ref = population.predict(others[features].to_numpy(dtype=np.float64))
-    zone = confusion_zone(
-        np.asarray([index[v] for v in by_population], dtype=np.int64),
-        np.asarray([index[v] for v in said], dtype=np.int64),
-        np.asarray([index[str(v)] for v in others["label"]], dtype=np.int64),
-        population.classes,
-        reference_general=np.asarray([index[v] for v in general_ref], dtype=np.int64),
-        min_support=3,
+    general_ref = np.asarray(
+        [index[v] for v in population.predict(others[features].to_numpy(dtype=np.float64))],
+        dtype=np.int64,
     )
+    general = np.asarray([index[str(v)] for v in others["label"]], dtype=np.int64)
+
+    def zone_of(rows: pd.DataFrame) -> list[PairBias]:
+        if rows.empty:
+            return []
+        return confusion_zone(
+            np.asarray(
+                [index[v] for v in population.predict(rows[features].to_numpy(np.float64))],
+                dtype=np.int64,
+            ),
+            np.asarray([index[str(v)] for v in rows["label"]], dtype=np.int64),
+            general,
+            population.classes,
+            reference_general=general_ref,
+            min_support=3,
+        )
+
+    zone = zone_of(mine)
     asked = _pending(ctx, twin.key)
     return {
         "twin": twin.id,
         "labels": len(said),
+        "answers_before_window": int((~recent).sum()),
+        "zone_over_time": _zone_over_time(ctx, twin, mine_all, zone_of, every),
         "classes": population.classes,
         "questions_asked": len(asked),
         "questions_waiting": int(asked["answered_batch"].isna().sum()),
@@ -465,6 +518,44 @@ def report(
         "advice": advised,
         "seed": seed,
     }
+
+
+def _zone_over_time(
+    ctx: EngineContext,
+    twin: Twin,
+    mine: pd.DataFrame,
+    zone_of: Callable[[pd.DataFrame], list[PairBias]],
+    every: int,
+) -> list[dict[str, Any]]:
+    """The donor's zone per stretch of answers (see :func:`report`): answers ``[start,
+    end)`` in arrival order, their arrival times, whether a change of the donor begins
+    it, and the pairs the donor swaps more than people in general there."""
+    with ctx.store.read() as conn:
+        order = observations.answers_in_order(conn, twin.key)
+    order = order[order["item_id"].isin(set(mine["item_id"].astype(str)))].reset_index(drop=True)
+    rows = mine.assign(item_id=mine["item_id"].astype(str)).set_index("item_id")
+    rows = rows.loc[order["item_id"]]
+    at = {
+        (int(b), str(i)): n
+        for n, (b, i) in enumerate(zip(order["batch_id"], order["item_id"], strict=True))
+    }
+    starts = sorted({at[w] for w in clone_live.change_starts(ctx, twin) if w in at} - {0})
+    cuts = [0, *starts, len(order)]
+    out = []
+    for a, b in itertools.pairwise(cuts):
+        for s in range(a, b, every):
+            e = min(s + every, b)
+            pairs = [p for p in zone_of(rows.iloc[s:e]) if p.excess > 0]
+            out.append(
+                {
+                    "answers": [s, e],
+                    "from": str(order["arrived"].iloc[s]),
+                    "to": str(order["arrived"].iloc[e - 1]),
+                    "donor_changed": s in starts,
+                    "zone": [p.to_dict() for p in pairs[:3]],
+                }
+            )
+    return out
 
 
 __all__ = [

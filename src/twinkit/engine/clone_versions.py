@@ -41,7 +41,7 @@ from twinkit.core.errors import (
     ValidationError,
 )
 from twinkit.core.twin import Twin, TwinKind
-from twinkit.engine import clone_questions, reads
+from twinkit.engine import clone_live, clone_questions, reads
 from twinkit.engine.clone_artifacts import CLONE, load_clone, load_prior
 from twinkit.engine.fitting import Candidate, FitResult, register
 from twinkit.engine.serving import earlier_versions, record_failover
@@ -106,7 +106,14 @@ def _fit_clone(
         )
     features = feature_columns(frame)
     frame = frame.dropna(subset=features)
-    mine = frame[frame["twin_id"] == twin.key].sort_values("item_id", kind="stable")
+    mine_all = frame[frame["twin_id"] == twin.key].sort_values("item_id", kind="stable")
+    # After a change of the donor (looked for now), only their answers since it teach and
+    # score.
+    clone_live.follow(ctx, twin, seed)
+    recent = clone_live.window_mask(ctx, twin, mine_all)
+    mine = mine_all[recent]
+    if mine.empty:
+        raise TwinkitError(f"twin {twin.id!r} has no answers since its donor's last change")
     data_hash = _data_hash(mine, features)
     if only_if_new:
         with ctx.store.read() as conn:
@@ -120,8 +127,14 @@ def _fit_clone(
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     train_x, train_said = x[~held], said[~held]
-    pool = others[~others["item_id"].isin(set(mine["item_id"]))].drop_duplicates("item_id")
-    unlabeled = np.concatenate([train_x, pool[features].to_numpy(dtype=np.float64)])
+    pool = others[~others["item_id"].isin(set(mine_all["item_id"]))].drop_duplicates("item_id")
+    unlabeled = np.concatenate(
+        [
+            train_x,
+            mine_all[~recent][features].to_numpy(dtype=np.float64),
+            pool[features].to_numpy(dtype=np.float64),
+        ]
+    )
     clone = personalize(population, train_x, train_said.tolist(), unlabeled=unlabeled, seed=seed)
     metrics = _scores(clone, population, x[held], said[held])
     metrics["labels_trained"] = int((~held).sum())
@@ -138,6 +151,7 @@ def _fit_clone(
         "prior_sha256": prior_sha,
         "clone_is_prior": clone is population,
         "confusion_zone": zone,
+        "answers_before_window": int((~recent).sum()),
     }
     version, promoted, reason = register(
         ctx,

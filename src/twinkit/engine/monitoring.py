@@ -13,6 +13,11 @@ with ``update="auto"``: a neural serving version is brought up to date by EWC an
 from the serving weights, with the data from the earliest new detection's window on as
 the new regime; a one-pass model is fitted anew. The fit's own promotion gate decides
 whether the new version serves.
+
+A decision twin has one stream, ``agreement`` (its clones' agreement with each new
+answer, :mod:`twinkit.engine.clone_live`), with its own detectors (Page-Hinkley by
+default, :mod:`twinkit.clone.evolving`); a change it records moves the window of answers
+the clone learns from, and under ``refit`` the clone is fitted again on that window.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from twinkit.clone.evolving import ANSWER_DETECTORS, DEFAULT_ANSWER_DETECTOR
 from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind
 from twinkit.data.windows import EVENT_CHANNELS
-from twinkit.engine import cohort, fitting, reads
+from twinkit.engine import clone_live, cohort, fitting, reads
 from twinkit.engine.live import DRIFT_EVENT, shadow_version, state_twin
 from twinkit.monitor.drift import (
     DEFAULT_DETECTOR,
@@ -53,25 +59,38 @@ DEFAULT_CHECK_WINDOW_H = 14 * 24.0
 REFERENCE_H = 72.0
 
 
+def _detectors(kind: TwinKind) -> tuple[dict[str, Any], str]:
+    """The detectors a twin of this kind may use, and its default."""
+    if kind is TwinKind.DECISION:
+        return ANSWER_DETECTORS, DEFAULT_ANSWER_DETECTOR
+    return DETECTORS, DEFAULT_DETECTOR
+
+
 def policy(ctx: EngineContext, twin_id: str) -> dict[str, str]:
     """The twin's monitor policy and detector (the defaults if never set)."""
     twin = reads.get_twin(ctx, twin_id)
     with ctx.store.read() as conn:
         found = twins.monitor_policy(conn, twin.key)
-    name, detector = found if found is not None else (DEFAULT_POLICY, DEFAULT_DETECTOR)
+    name, detector = found if found is not None else (DEFAULT_POLICY, _detectors(twin.kind)[1])
     return {"policy": name, "detector": detector}
 
 
 def set_policy(
-    ctx: EngineContext, twin_id: str, name: str, detector: str = DEFAULT_DETECTOR
+    ctx: EngineContext, twin_id: str, name: str, detector: str | None = None
 ) -> dict[str, str]:
-    """Set what the monitor does on drift for this twin; recorded in the ledger."""
+    """Set what the monitor does on drift for this twin, and with which detector (by
+    default its kind's: ADWIN on a state twin's hourly streams, Page-Hinkley on a
+    decision twin's answers); recorded in the ledger."""
     if name not in POLICIES:
         raise TwinkitError(f"unknown monitor policy {name!r}; known: {', '.join(POLICIES)}")
-    if detector not in DETECTORS:
-        known = ", ".join(sorted(DETECTORS))
-        raise TwinkitError(f"unknown drift detector {detector!r}; known: {known}")
     twin = reads.get_twin(ctx, twin_id)
+    table, default = _detectors(twin.kind)
+    detector = detector or default
+    if detector not in table:
+        known = ", ".join(sorted(table))
+        raise TwinkitError(
+            f"unknown drift detector {detector!r} for a {twin.kind.value} twin; known: {known}"
+        )
     with ctx.store.write() as conn:
         twins.set_monitor_policy(conn, twin.key, name, detector, utc_now_iso())
         ledger.append(conn, POLICY_EVENT, twin.key, {"policy": name, "detector": detector})
@@ -90,6 +109,8 @@ def _last_detections(conn: Conn, key: str, version: int | None) -> dict[str, pd.
     last: dict[str, pd.Timestamp] = {}
     for entry in ledger.events_of(conn, key, [DRIFT_EVENT]):
         name = str(entry.payload["stream"])
+        if name == clone_live.AGREEMENT:
+            continue  # a decision twin's (see clone_live)
         if entry.payload.get("version") != version and not name.startswith("input:"):
             continue
         name, when = str(entry.payload["stream"]), pd.Timestamp(entry.payload["time"])
@@ -146,12 +167,27 @@ def check(
     detector: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Look for drift in a state twin's streams and record new detections (see module).
+    """Look for drift in a twin's streams and record new detections (see module).
 
     Returns the twin, its serving version, policy, what the detectors found in this
     round's streams (``detections``) and what was recorded now (``new``)."""
-    twin = state_twin(ctx, twin_id, window_h, "the monitor checks state twins' streams")
+    twin = reads.get_twin(ctx, twin_id)
     chosen = policy(ctx, twin.key)
+    if twin.kind is TwinKind.DECISION:
+        with ctx.store.read() as conn:
+            serving = model_versions.serving(conn, twin.key)
+        number = serving.version if serving is not None else None
+        name = clone_live.answer_detector(detector or chosen["detector"])
+        found_, new_ = clone_live.record_changes(ctx, twin, number, name, seed)
+        return {
+            "twin": twin.id,
+            "version": number,
+            "policy": chosen["policy"],
+            "detector": name,
+            "detections": found_,
+            "new": new_,
+        }
+    twin = state_twin(ctx, twin_id, window_h, "the monitor checks state twins' streams")
     name = detector or chosen["detector"]
     version, streams = _streams(ctx, twin.key, window_h)
     found: list[Detection] = []
@@ -238,7 +274,11 @@ def run(
     under the ``refit`` policy a fit after a new detection (unless ``refit`` is False: the
     caller fits, e.g. as a background job); the fit's result, or why it failed, is under
     ``refit``, the rollback test's under ``rollback``."""
-    judged = rollback_check(ctx, twin_id, window_h, apply=True) if rollback else None
+    decision = reads.get_twin(ctx, twin_id).kind is TwinKind.DECISION
+    # a clone's versions are gated on the donor's held-out answers, not on a live log
+    judged = (
+        rollback_check(ctx, twin_id, window_h, apply=True) if rollback and not decision else None
+    )
     result = check(ctx, twin_id, window_h, detector, seed)
     result["rollback"] = judged
     result["refit"] = None
@@ -266,10 +306,10 @@ def refit_since(detections: list[dict[str, Any]]) -> str:
 
 
 def changed_twins(ctx: EngineContext, seen: dict[str, int | None]) -> list[str]:
-    """The state twins whose data changed since ``seen`` (key -> data watermark), which is
+    """The twins whose data changed since ``seen`` (key -> data watermark), which is
     updated to now."""
     with ctx.store.read() as conn:
-        marks = twins.data_marks(conn, TwinKind.STATE.value)
+        marks = twins.data_marks(conn)
     changed = [key for key, mark in marks.items() if mark is not None and seen.get(key) != mark]
     seen.clear()
     seen.update(marks)

@@ -20,6 +20,7 @@ from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
 from twinkit.data.importers import read_table
 from twinkit.engine import (
+    clone_live,
     clone_questions,
     clone_versions,
     cohort,
@@ -47,7 +48,6 @@ from twinkit.engine.retraction import RetractResult
 from twinkit.engine.serving import ForecastKey, ServedForecast
 from twinkit.engine.sessions import Sessions
 from twinkit.models.base import Forecaster
-from twinkit.monitor.drift import DEFAULT_DETECTOR
 from twinkit.screen import DEFAULT_DECISION_SCREENS, DEFAULT_SIGNAL_SCREENS, FutureTime, Screen
 from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
@@ -373,9 +373,14 @@ class TwinEngine:
     def health(self, twin_id: str, window_h: float = live.DEFAULT_WINDOW_H) -> dict[str, Any]:
         """How the twin's served forecasts did once their readings came: live RMSE, MAE,
         bias and 90 % coverage per version and horizon, the previous version's in shadow,
-        and the holdout figures the serving version was promoted with."""
+        and the holdout figures the serving version was promoted with. For a decision
+        twin, how its clones agreed with the donor's answers as they came
+        (:func:`twinkit.engine.clone_live.donor_health`; ``window_h`` does not apply)."""
+        twin = self.get_twin(twin_id)
+        if twin.kind is TwinKind.DECISION:
+            return clone_live.donor_health(self.context, twin)
         live.flush(self.context)
-        return live.health(self.context, twin_id, window_h)
+        return {"kind": "state", **live.health(self.context, twin_id, window_h)}
 
     def monitor_check(
         self,
@@ -395,13 +400,14 @@ class TwinEngine:
         return monitoring.policy(self.context, twin_id)
 
     def set_monitor_policy(
-        self, twin_id: str, policy: str, detector: str = DEFAULT_DETECTOR
+        self, twin_id: str, policy: str, detector: str | None = None
     ) -> dict[str, str]:
-        """Set it: ``alert`` (the default) or ``refit``; recorded in the ledger."""
+        """Set it: ``alert`` (the default) or ``refit``, and the detector (by default the
+        twin kind's); recorded in the ledger."""
         return monitoring.set_policy(self.context, twin_id, policy, detector)
 
     def changed_twins(self, seen: dict[str, int | None]) -> list[str]:
-        """State twins whose data changed since ``seen`` (updated in place)."""
+        """Twins whose data changed since ``seen`` (updated in place)."""
         return monitoring.changed_twins(self.context, seen)
 
     def flush_forecast_log(self) -> int:
@@ -467,12 +473,17 @@ class TwinEngine:
         return sorted(frame["label"].astype(str).unique()) if not frame.empty else []
 
     def clone_report(
-        self, twin_id: str, seed: int = 0, truth: Mapping[str, str] | None = None
+        self,
+        twin_id: str,
+        seed: int = 0,
+        truth: Mapping[str, str] | None = None,
+        every: int = 100,
     ) -> dict[str, Any]:
-        """Cross-validated fidelity of the clone, the donor's personal confusion zone, where
-        the clone disagrees with the donor and, with ``truth``, the advice figures (see
+        """Cross-validated fidelity of the clone, the donor's personal confusion zone (and
+        how it moved, per ``every`` answers), where the clone disagrees with the donor and,
+        with ``truth``, the advice figures (see
         :func:`twinkit.engine.clone_questions.report`)."""
-        return clone_questions.report(self.context, twin_id, seed, truth)
+        return clone_questions.report(self.context, twin_id, seed, truth, every=every)
 
     def robustness_items(self, twin_id: str) -> int:
         """How many labelled items a robustness report of the twin would use; refuses at

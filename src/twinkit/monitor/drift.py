@@ -10,8 +10,8 @@ of their inputs; glucose follows meals). So each stream is summarised per hour f
 - ``misses``: the share of those readings outside the forecast's 90 % band (0.1 expected);
 - ``input:CHANNEL``: the hour's mean of a channel's readings (its sum for event channels
   such as carbs or insulin, 0 in an hour without one);
-- ``agreement``: for decision twins, 1 when the serving clone chose the donor's label
-  for a new answer, else 0 (one point per answer).
+- ``agreement``: for decision twins, one point per answer, not per hour (see
+  :mod:`twinkit.clone.evolving`, which has its own detectors for it).
 
 **Default detector: ADWIN** (``river.drift.ADWIN``, checked at every point). It keeps the
 longest recent window whose two halves do not differ in mean beyond a bound that adapts
@@ -80,12 +80,16 @@ class Detection:
         }
 
 
-def make_detector(name: str = DEFAULT_DETECTOR, seed: int = 0) -> Any:
-    """A fresh River detector by name."""
+def make_detector(
+    name: str = DEFAULT_DETECTOR,
+    seed: int = 0,
+    table: Mapping[str, Callable[[int], Any]] = DETECTORS,
+) -> Any:
+    """A fresh River detector by name (from ``table``: the hourly streams' by default)."""
     try:
-        return DETECTORS[name](seed)
+        return table[name](seed)
     except KeyError:
-        known = ", ".join(sorted(DETECTORS))
+        known = ", ".join(sorted(table))
         raise TwinkitError(f"unknown drift detector {name!r}; known: {known}") from None
 
 
@@ -95,16 +99,10 @@ def scan(
     """Feed ``stream`` (values by time, oldest first; NaN points skipped) to a fresh
     detector and return where it fired. The same stream gives the same detections."""
     clean = stream.dropna()
-    found = make_detector(detector, seed)
     values = clean.to_numpy(np.float64)
     times = pd.DatetimeIndex(clean.index)
     out: list[Detection] = []
-    since = 0  # the first point the detector has seen since it last fired
-    for i, value in enumerate(values):
-        found.update(float(value))
-        if not found.drift_detected:
-            continue
-        start = since + change_point(values[since : i + 1])
+    for i, start, since in fires(values, detector, seed):
         before = values[since:start]
         out.append(
             Detection(
@@ -117,6 +115,27 @@ def scan(
                 points=i + 1 - start,
             )
         )
+    return out
+
+
+def fires(
+    values: np.ndarray,
+    detector: str = DEFAULT_DETECTOR,
+    seed: int = 0,
+    table: Mapping[str, Callable[[int], Any]] = DETECTORS,
+) -> list[tuple[int, int, int]]:
+    """Feed ``values`` to a fresh detector (by name, from ``table``); for each time it
+    fired, ``(i, start, since)``: the point that made it fire, where the change most
+    likely began (:func:`change_point` over the points since it last fired), and the
+    first of those."""
+    found = make_detector(detector, seed, table)
+    out: list[tuple[int, int, int]] = []
+    since = 0  # the first point the detector has seen since it last fired
+    for i, value in enumerate(np.asarray(values, dtype=np.float64)):
+        found.update(float(value))
+        if not found.drift_detected:
+            continue
+        out.append((i, since + change_point(values[since : i + 1]), since))
         since = i + 1  # River's detectors start afresh after a detection
     return out
 

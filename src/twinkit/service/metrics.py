@@ -112,7 +112,8 @@ class ServiceMetrics:
 
         self.drift_detections = Counter(
             "twinkit_drift_detections",
-            "Drift detections the monitor recorded, by stream (residuals, misses, input).",
+            "Drift detections the monitor recorded, by stream (residuals, misses, input, "
+            "agreement).",
             ["stream"],
             registry=r,
         )

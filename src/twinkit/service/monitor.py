@@ -5,10 +5,10 @@ A forecast route only records what it served (in memory, see
 :mod:`twinkit.engine.live`); this thread writes those records, with the shadow forecasts
 of the version before, every ``flush_s`` seconds, and once more when the server stops.
 Every ``check_s`` seconds (``TWINKIT_MONITOR_INTERVAL_S``; 0 turns it off) it runs
-:func:`twinkit.engine.monitoring.check` on each state twin whose data changed since its
-last round; a new detection counts in ``twinkit_drift_detections`` (by stream kind, never
-by twin), and under a twin's ``refit`` policy it queues a fit job for the twin's owner,
-which the job slots run like any other (quotas and turns included).
+:func:`twinkit.engine.monitoring.check` on each twin (state or decision) whose data
+changed since its last round; a new detection counts in ``twinkit_drift_detections``
+(by stream kind, never by twin), and under a twin's ``refit`` policy it queues a fit job
+for the twin's owner, which the job slots run like any other (quotas and turns included).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Monitor:
         self.submit_fit = submit_fit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: the data watermark of each state twin at the last check round
+        #: the data watermark of each twin at the last check round
         self._seen: dict[str, int | None] = {}
         self._next_check = time.monotonic() + check_s
         # Requests only record; this thread writes.
@@ -72,7 +72,7 @@ class Monitor:
         return added
 
     def check_round(self) -> dict[str, int]:
-        """Check every state twin whose data changed since the last round (the automatic
+        """Check every twin whose data changed since the last round (the automatic
         rollback's test, then drift); return how many were checked, failed, had new
         detections, got a fit job and were rolled back."""
         counts = {"checked": 0, "failed": 0, "drifted": 0, "refits": 0, "rolled_back": 0}

@@ -409,6 +409,7 @@ class AutomaticRollback(BaseModel):
 
 
 class HealthPublic(BaseModel):
+    kind: Literal["state"] = "state"
     twin_id: PublicTwinId
     target: str | None
     serving: ServingPublic | None
@@ -424,6 +425,58 @@ class HealthPublic(BaseModel):
         description="the twin's automatic rollbacks: a version worse in live use than the "
         "one before it on the same forecasts"
     )
+
+
+class AnswerRef(BaseModel):
+    batch_id: int
+    item_id: str
+
+
+class DonorChangeAnswers(BaseModel):
+    start: AnswerRef = Field(description="the first answer of the donor's new habits")
+    at: AnswerRef = Field(description="the answer at which the detector fired")
+
+
+class DonorChangeAlert(BaseModel):
+    version: int | None = Field(description="the version serving when it was found")
+    stream: Literal["agreement"]
+    detector: str
+    time: str = Field(description="when the answer that made the detector fire arrived")
+    window: DriftWindow
+    statistic: DriftStatistic = Field(
+        description="the clone's agreement with the donor before the change and within it"
+    )
+    answers: DonorChangeAnswers
+    recorded_at: str
+
+
+class AgreementFigures(BaseModel):
+    answers: int
+    agreement: float | None
+
+
+class VersionAgreement(BaseModel):
+    version: int
+    n: int
+    agreement: float
+
+
+class DonorWindow(BaseModel):
+    start: AnswerRef | None = Field(description="None: no change recorded, every answer")
+    answers: int
+
+
+class DecisionHealthPublic(BaseModel):
+    kind: Literal["decision"]
+    twin_id: PublicTwinId
+    serving: ServingPublic | None
+    answers: int = Field(description="the donor's answers stored")
+    checked: int = Field(description="answers checked against the clone serving when it came")
+    agreement: float | None = Field(description="the share of those the clone chose")
+    recent: AgreementFigures = Field(description="the same over the newest answers")
+    per_version: list[VersionAgreement]
+    window: DonorWindow = Field(description="the answers the clone learns from")
+    alerts: list[DonorChangeAlert] = Field(description="the donor's changes recorded")
 
 
 class RollbackPublic(BaseModel):

@@ -180,19 +180,37 @@ def serving_history(entries: list[LedgerEntry]) -> dict[str, list[int]]:
     """
     stacks: dict[str, list[int]] = {}
     for entry in entries:
-        if entry.twin_id is None:
-            continue
-        stack = stacks.setdefault(entry.twin_id, [])
-        if entry.event == "model_promoted":
-            stack.append(int(entry.payload["version"]))
-        elif entry.event == "model_rolled_back":
-            if stack:
-                stack.pop()
-            if not stack or stack[-1] != int(entry.payload["to_version"]):
-                stack.append(int(entry.payload["to_version"]))
-        elif entry.event == "twin_deleted":
-            stack.clear()
+        if entry.twin_id is not None:
+            _serve(stacks.setdefault(entry.twin_id, []), entry)
     return stacks
+
+
+def serving_at_batches(entries: list[LedgerEntry], twin_id: str) -> dict[int, int | None]:
+    """Per batch ingested for ``twin_id`` alone, the version that served when it arrived
+    (None before any), as its entries (oldest first) tell it."""
+    stack: list[int] = []
+    out: dict[int, int | None] = {}
+    for entry in entries:
+        if entry.twin_id != twin_id:
+            continue
+        if entry.event == "batch_ingested":
+            out[int(entry.payload["batch_id"])] = stack[-1] if stack else None
+        else:
+            _serve(stack, entry)
+    return out
+
+
+def _serve(stack: list[int], entry: LedgerEntry) -> None:
+    """One entry's effect on a twin's stack of serving versions."""
+    if entry.event == "model_promoted":
+        stack.append(int(entry.payload["version"]))
+    elif entry.event == "model_rolled_back":
+        if stack:
+            stack.pop()
+        if not stack or stack[-1] != int(entry.payload["to_version"]):
+            stack.append(int(entry.payload["to_version"]))
+    elif entry.event == "twin_deleted":
+        stack.clear()
 
 
 def rollback_target(entries: list[LedgerEntry], twin_id: str, version: int) -> int | None:

@@ -237,6 +237,7 @@ def insert_decisions(conn: Connection, frame: pd.DataFrame, batch_id: int) -> No
             strict=False,
         ),
     )
+    twins.mark_decisions_changed(conn, frame["twin_id"].unique().tolist(), batch_id)
 
 
 def stored_decisions(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
@@ -245,6 +246,22 @@ def stored_decisions(conn: Connection, twin_ids: list[str]) -> pd.DataFrame:
         select(d.twin_id, d.item_id, d.features, d.label).where(d.twin_id.in_(twin_ids))
     ).all()
     return pd.DataFrame(rows, columns=["twin_id", "item_id", "features", "label"])
+
+
+def answers_in_order(conn: Connection, twin_id: str) -> pd.DataFrame:
+    """One twin's decisions in the order they arrived (by batch, then item id):
+    ``item_id``, ``features`` (JSON), ``label``, ``batch_id``, ``arrived`` (the batch's
+    time)."""
+    d, b = tables.decisions.c, tables.batches.c
+    rows = conn.execute(
+        select(d.item_id, d.features, d.label, d.batch_id, b.created_at)
+        .join(tables.batches, b.id == d.batch_id)
+        .where(d.twin_id == twin_id)
+    ).all()
+    frame = pd.DataFrame(rows, columns=["item_id", "features", "label", "batch_id", "arrived"])
+    # sorted here, not in SQL: PostgreSQL's collation may order strings unlike SQLite's
+    frame["item_id"] = frame["item_id"].astype(str)
+    return frame.sort_values(["batch_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
 def insert_quarantine(conn: Connection, rows: list[dict[str, Any]]) -> None:

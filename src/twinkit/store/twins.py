@@ -210,6 +210,16 @@ def find_twin_casefold(conn: Connection, owner: str, name: str) -> Twin | None:
     return None if row is None else get_twin(conn, row.id)
 
 
+def mark_decisions_changed(conn: Connection, twin_ids: Iterable[str], batch_id: int) -> None:
+    """Record that ``batch_id`` wrote decisions of these twins (store keys): their
+    ``data_batch`` watermark moves to it, so the monitor checks them again."""
+    keys = sorted({str(k) for k in twin_ids})
+    if keys:
+        conn.execute(
+            update(tables.twins).where(tables.twins.c.id.in_(keys)).values(data_batch=batch_id)
+        )
+
+
 def data_marks(conn: Connection, kind: str | None = None) -> dict[str, int | None]:
     """Every twin's key -> its data watermark (``data_batch``), of one kind if given."""
     t = tables.twins.c

@@ -24,6 +24,7 @@ from twinkit.service.jobs import jsonable
 from twinkit.service.routes.responses import AUTH_RESPONSES, CONFLICT_RESPONSES, TWIN_RESPONSES
 from twinkit.service.schemas import (
     MAX_ID,
+    DecisionHealthPublic,
     ErrorPublic,
     FitRequest,
     ForecastPublic,
@@ -114,21 +115,25 @@ def rollback(twin: TwinDep, state: StateDep) -> RollbackPublic:
 
 @router.get(
     "/health",
-    response_model=HealthPublic,
-    summary="Live accuracy: how the served forecasts did once their readings came",
-    description="Per version and horizon, live RMSE, MAE, bias and 90% coverage of the "
-    "forecasts the twin served (and of the version before it, in shadow, from the same data) "
-    "over `window_h` hours of target time up to the newest scored reading; the live error "
-    "per hour; the holdout figures the serving version was promoted with.",
-    responses={400: {"model": ErrorPublic, "description": "a decision twin"}},
+    response_model=HealthPublic | DecisionHealthPublic,
+    summary="Live accuracy: how the served forecasts (or a clone's answers) did",
+    description="A state twin (`kind` state): per version and horizon, live RMSE, MAE, bias "
+    "and 90% coverage of the forecasts the twin served (and of the version before it, in "
+    "shadow, from the same data) over `window_h` hours of target time up to the newest scored "
+    "reading; the live error per hour; the holdout figures the serving version was promoted "
+    "with. A decision twin (`kind` decision): how often the clone serving when each answer "
+    "came had chosen the donor's label, overall, recently and per version; the changes of "
+    "the donor recorded and the window of answers the clone learns from.",
 )
 def health(
     twin: TwinDep,
     state: StateDep,
     window_h: Annotated[float, Query(gt=0, le=24 * 366, description="hours")] = 7 * 24.0,
-) -> HealthPublic:
+) -> HealthPublic | DecisionHealthPublic:
     report = state.engine.health(twin.ref, window_h)
     report["twin_id"] = report.pop("twin")
+    if report["kind"] == "decision":
+        return DecisionHealthPublic.model_validate(report)
     return HealthPublic.model_validate(report)
 
 
