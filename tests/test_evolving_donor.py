@@ -12,6 +12,7 @@ of the clone is fitted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -21,9 +22,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from twinkit.cli.testing import run
 from twinkit.engine import TwinEngine
 from twinkit.engine.clone_live import agreement_stream
 from twinkit.service import ServiceSettings, create_app
+from twinkit.store import observations
 
 OTHERS = ["p1", "p2", "p3"]
 N_ITEMS = 400
@@ -59,8 +62,9 @@ def frame(twin: str, ids: list[str], x: np.ndarray, labels: np.ndarray) -> pd.Da
 def build(
     engine: TwinEngine, change_at: int | None = 120, answers: int = 240, owner: str | None = None
 ) -> None:
-    """Others, the donor's first 60 answers, v1, then the rest in batches of 10 (the new
-    habit from answer ``change_at`` on; None: never); the twins ``owner``'s."""
+    """Others, the donor's first 60 answers, v1, then the rest as answers to the twin's
+    questions, 10 at a time (the new habit from answer ``change_at`` on; None: never);
+    the twins ``owner``'s."""
     x, ids = items()
     rng = np.random.default_rng(1)
     for person in [*OTHERS, "d"]:
@@ -70,17 +74,28 @@ def build(
         flip = rng.random(N_ITEMS) < 0.05
         labels[flip] = rng.choice(["a", "b", "c"], int(flip.sum()))
         engine.ingest(frame(person, ids, x, labels), source=person, owner=owner)
-    said = old_habit(x[:answers])
-    if change_at is not None:
-        said[change_at:] = new_habit(x[change_at:answers])
     donor = "d" if owner is None else f"{owner}/d"
-    engine.ingest(frame("d", ids[:60], x[:60], said[:60]), source="d-0", owner=owner)
+    engine.ingest(frame("d", ids[:60], x[:60], old_habit(x[:60])), source="d-0", owner=owner)
     first = engine.fit(donor)
     assert first.promoted and first.version == 1
-    for start in range(60, answers, 10):
-        stop = start + 10
-        rows = frame("d", ids[start:stop], x[start:stop], said[start:stop])
-        engine.ingest(rows, source=f"d-{start}", owner=owner)
+    given = 60
+    while given < answers:
+        asked = engine.clone_queries(donor, k=10)
+        answered: list[tuple[str, str]] = []
+        for q in asked:
+            habit = old_habit if change_at is None or given < change_at else new_habit
+            features = np.array([[q["features"]["f1"], q["features"]["f2"]]])
+            answered.append((q["item_id"], str(habit(features)[0])))
+            given += 1
+        engine.clone_answer_labels(donor, answered, source=f"round-{given}")
+
+
+def position(engine: TwinEngine, twin: str, answer: dict[str, Any]) -> int:
+    """The index, in arrival order, of the answer a change entry names."""
+    with engine.store.read() as conn:
+        order = observations.answers_in_order(conn, engine.get_twin(twin).key)
+    found = (order["batch_id"] == answer["batch_id"]) & (order["item_id"] == answer["item_id"])
+    return int(np.flatnonzero(found.to_numpy())[0])
 
 
 @pytest.fixture
@@ -93,11 +108,11 @@ def test_the_agreement_stream_checks_each_answer_against_the_clone_of_its_time(
     changed: TwinEngine,
 ) -> None:
     stream = agreement_stream(changed.context, changed.get_twin("d"))
-    # the first 60 answers came before any version served
-    assert len(stream) == 180 and stream["item_id"].iloc[0] == "i060"
-    assert set(stream["version"]) == {1}
+    # the first 60 answers came before any version served; v1 served the rest
+    assert len(stream) == 180 and set(stream["version"]) == {1}
+    assert not stream["item_id"].isin([f"i{i:03d}" for i in range(60)]).any()
     before, after = stream["agree"].iloc[:60].mean(), stream["agree"].iloc[60:].mean()
-    assert before >= 0.9 and after <= 0.6
+    assert after < before - 0.2
 
 
 def test_the_monitor_records_the_donor_change_once_and_the_fit_follows_it(
@@ -110,10 +125,10 @@ def test_the_monitor_records_the_donor_change_once_and_the_fit_follows_it(
     assert result["detector"] == "page_hinkley" and result["refit"] is None
     assert len(result["new"]) == 1
     change = result["new"][0]
-    assert change["stream"] == "agreement" and change["version"] == 1
-    start = int(change["answers"]["start"]["item_id"][1:])
-    found = int(change["answers"]["at"]["item_id"][1:])
-    assert 115 <= start <= 125 and found - 120 < 50
+    assert change["stream"] == "rechecks" and change["version"] == 1
+    start = position(changed, "d", change["answers"]["start"])
+    found = position(changed, "d", change["answers"]["at"])
+    assert 110 <= start <= 120 and found - 120 < 50
     assert change["statistic"]["mean_before"] > change["statistic"]["mean_after"]
     assert [e.event for e in changed.history("d")][-1] == "drift_detected"
     assert changed.monitor_check("d")["new"] == []  # checked again: nothing twice
@@ -143,14 +158,21 @@ def test_health_and_report_show_the_change(changed: TwinEngine) -> None:
     assert len(health["alerts"]) == 1 and health["window"]["start"] is not None
     assert health["window"]["answers"] == 240 - report["answers_before_window"]
     assert health["recent"]["answers"] == 50
+    rechecks = health["rechecks"]
+    assert rechecks["answered"] >= 40 and rechecks["as_before"] < rechecks["answered"]
     stretches = report["zone_over_time"]
     assert stretches[0]["answers"] == [0, 60] and not stretches[0]["donor_changed"]
     pairs = [{(z["expected"], z["said"]) for z in s["zone"]} for s in stretches]
     changed_at = next(i for i, s in enumerate(stretches) if s["donor_changed"])
     assert all(("a", "b") in p for p in pairs[:changed_at])
-    assert all(("b", "c") in p and ("a", "b") not in p for p in pairs[changed_at:])
+    # the stretch the change begins may hold a few answers given before it (the window
+    # starts after the last recheck answered as before); the next ones are the new donor
+    assert all(("b", "c") in p and ("a", "b") not in p for p in pairs[changed_at + 1 :])
+    rates = {(z["expected"], z["said"]): z["person_rate"] for z in stretches[changed_at]["zone"]}
+    assert rates.get(("a", "b"), 0.0) < 0.2
     assert report["labels"] == 240 - report["answers_before_window"]
-    assert {(z["expected"], z["said"]) for z in report["confusion_zone"]} >= {("b", "c")}
+    assert report["confusion_zone"][0]["expected"] == "b"
+    assert report["confusion_zone"][0]["said"] == "c"
 
 
 def test_the_refit_policy_fits_on_the_window_at_once(changed: TwinEngine) -> None:
@@ -204,7 +226,7 @@ def test_the_health_route_shows_a_decision_twins_agreement_and_the_change(
         }
         assert state.monitor.check_round()["checked"] == 0  # nothing new since
         metrics = client.get("/metrics").text
-        assert 'twinkit_drift_detections_total{stream="agreement"} 1.0' in metrics
+        assert 'twinkit_drift_detections_total{stream="rechecks"} 1.0' in metrics
 
         answer = client.get("/v1/twins/d/health", headers=alice)
 
@@ -213,20 +235,60 @@ def test_the_health_route_shows_a_decision_twins_agreement_and_the_change(
         assert body["kind"] == "decision" and body["twin_id"] == "d"
         assert body["checked"] == 180 and body["serving"]["version"] == 1
         assert body["serving"]["holdout"]["agreement"] > 0.8
-        assert len(body["alerts"]) == 1 and body["alerts"][0]["stream"] == "agreement"
+        assert len(body["alerts"]) == 1 and body["alerts"][0]["stream"] == "rechecks"
+        assert body["rechecks"]["answered"] >= 40
         assert body["window"]["start"] == body["alerts"][0]["answers"]["start"]
         engine.store.dispose()
 
 
-def test_questions_check_the_donors_personal_zone(engine: TwinEngine) -> None:
+def test_questions_ask_the_donor_again_where_they_departed_from_people(
+    engine: TwinEngine,
+) -> None:
     build(engine, change_at=None, answers=60)
 
     asked = engine.clone_queries("d", k=10)
+    again = engine.clone_queries("d", k=10)
 
-    checks = [q for q in asked if q["check"]]
-    assert len(asked) == 10 and len(checks) == 3 and asked[:3] == checks
-    # where people say "a" and the clone, like its donor, "b"
-    for q in checks:
-        assert q["clone_says"] == "b" and q["features"]["f1"] < 1.0
+    rechecks = [q for q in asked if q["recheck"] is not None]
+    assert len(asked) == 10 and len(rechecks) == 3
+    with engine.store.read() as conn:
+        mine = observations.answers_in_order(conn, engine.get_twin("d").key)
+    said = dict(zip(mine["item_id"], mine["label"], strict=True))
+    for q in rechecks:
+        # an item the donor answered "b" where people answer "a", asked again as ITEM~1
+        assert q["item_id"] == f"{q['recheck']}~1" and said[q["recheck"]] == "b"
+        assert q["features"]["f1"] < 1.0
+    # the oldest such answers first, and none asked again while a recheck of it waits
+    order = mine["item_id"].tolist()
+    places = [order.index(q["recheck"]) for q in rechecks]
+    assert places == sorted(places)
+    waiting = {q["recheck"] for q in rechecks}
+    assert not waiting & {q["recheck"] for q in again if q["recheck"] is not None}
     strategies = {q["item_id"]: q["strategy"] for q in engine.clone_waiting("d")}
-    assert [strategies[q["item_id"]] for q in asked] == ["check"] * 3 + ["confusion"] * 7
+    assert sorted(strategies[q["item_id"]] for q in asked) == ["confusion"] * 7 + ["recheck"] * 3
+
+
+def test_the_cli_shows_the_change(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+    engine = TwinEngine(db)
+    build(engine)
+    engine.store.dispose()
+
+    code, out, err = run(capsys, "monitor", "run", "d", "--db", db)
+    assert code == 0, err
+    assert "d: 1 detection(s) in the window, 1 new" in out and "rechecks (page_hinkley)" in out
+    code, out, err = run(capsys, "health", "d", "--db", db)
+    assert code == 0, err
+    assert "serving v1 (clone)" in out and "rechecks (past questions asked again)" in out
+    assert "the clone learns from the" in out and "the donor changed (page_hinkley)" in out
+    code, out, err = run(capsys, "clone", "report", "d", "--every", "60", "--db", db)
+    assert code == 0, err
+    assert "no longer teach the clone" in out and "(changed)" in out and "b->c" in out
+
+
+def test_one_question_at_a_time_rechecks_about_one_in_three(engine: TwinEngine) -> None:
+    build(engine, change_at=None, answers=60)
+
+    asked = [engine.clone_queries("d", k=1)[0] for _ in range(6)]
+
+    assert [q["recheck"] is not None for q in asked] == [False, True, False, False, True, False]

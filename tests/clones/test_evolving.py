@@ -11,17 +11,19 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from twinkit.clone.active import learn_clone, personalize
+from twinkit.clone.active import learn_clone
 from twinkit.clone.donor import ModelDonor, Queries
 from twinkit.clone.evolving import (
     ANSWER_DETECTORS,
-    CheckingQuery,
+    Recheck,
     donor_changes,
+    pick_rechecks,
+    recheck_changes,
     window_start,
 )
 from twinkit.clone.metrics import agreement
 from twinkit.clone.model import CloneModel
-from twinkit.clone.query import Pool, QueryContext
+from twinkit.clone.query import Pool
 from twinkit.clone.simulate import ChangingDonor
 from twinkit.clone.strategies import strategy
 from twinkit.core.errors import TwinkitError
@@ -128,37 +130,39 @@ def test_a_clone_that_follows_its_donor_agrees_more_with_who_they_became(
         )
         runs[follow] = run
     followed, not_followed = runs[True], runs[False]
-    assert not_followed.changes == [] and not_followed.window_start == 0
+    assert not_followed.changes == [] and not_followed.rechecks == []
+    assert len(set(not_followed.asked)) == 240  # every question new
+    # up to three of every ten questions ask again where the donor departed from the
+    # prior (the first batches have few such answers to ask about)
+    assert 60 <= len(followed.rechecks) <= 72
+    assert len(set(followed.asked)) == 240 - len(followed.rechecks)
+    assert not any(r.contradicts for r in followed.rechecks if r.answer < 120)
     found = [c for c in followed.changes if c.at >= 120]
     assert found and found[0].at + 1 - 120 <= 50
     assert 110 <= followed.window_start <= 130
-    assert len(followed.agreed) == 240
+    assert len(followed.agreed) == len(followed.answers) == 240
     # every 40 answers, and once more at once after the change was found
     assert followed.refits == not_followed.refits + 1 == 7
     assert followed.at_budget[240] >= 0.95
     assert followed.at_budget[240] > not_followed.at_budget[240] + 0.05
 
 
-def test_checks_ask_first_where_the_clone_departs_from_the_prior(
-    make_blobs: BlobsFn, blob_prior: CloneModel
-) -> None:
-    x, _ = make_blobs(300, 7)
-    habit = _habit("a", "b")
-    clone = personalize(blob_prior, x[:60], habit(x[:60]), seed=0)
-    pool = Pool(x[60:], [f"i{i}" for i in range(240)])
-    context = QueryContext(pool, clone, blob_prior, np.zeros((0, 2)), np.zeros(0, np.int64))
-    chooser = CheckingQuery(strategy("uncertainty", 0), share=0.3)
+def test_rechecks_ask_again_in_the_donors_zone_longest_ago_first() -> None:
+    labels = ["b", "a", "b", "c", "b", "b"]
+    usual = ["a", "a", "a", "c", "a", "a"]  # what people in general answer
+    items = ["i0", "i1", "i2", "i3", "i0", "i4"]  # answer 4 asks i0 again
 
-    rows = chooser.select(context, 10, np.random.default_rng(0))
+    # the newest answer per item where the donor departs, oldest first; i0 once
+    assert pick_rechecks(labels, usual, items, 0, 10) == [2, 4, 5]
+    assert pick_rechecks(labels, usual, items, 0, 2) == [2, 4]
+    assert pick_rechecks(labels, usual, items, 3, 10) == [4, 5]  # the window starts later
 
-    assert chooser.checked == 3 and len(set(rows.tolist())) == 10
-    features = pool.features[rows]
-    departs = np.asarray(clone.predict(features)) != np.asarray(blob_prior.predict(features))
-    assert departs[:3].all()  # the checks: where the clone says b and people say a
-    assert not pool.asked.any()  # choosing marks nothing; the loop marks what it asks
-    # a clone that is the prior has no personal zone: the base strategy asks all
-    same = QueryContext(pool, blob_prior, blob_prior, np.zeros((0, 2)), np.zeros(0, np.int64))
-    assert len(chooser.select(same, 10, np.random.default_rng(0))) == 10
-    assert chooser.checked == 0
-    with pytest.raises(TwinkitError, match="between 0 and 1"):
-        CheckingQuery(strategy("random", 0), share=1.5)
+
+def test_a_donor_who_contradicts_their_past_answers_is_a_change() -> None:
+    steady = [Recheck(3 * n, f"i{n}", "9", "9" if n % 10 else "4") for n in range(100)]
+    assert recheck_changes(steady) == []  # one answer in ten differs: their own noise
+    turned = steady + [Recheck(300 + 3 * n, f"i{n}", "9", "4") for n in range(20)]
+    found = recheck_changes(turned)
+    assert len(found) == 1 and found[0].start == steady[-1].answer + 1
+    assert 300 < found[0].at <= 300 + 3 * 12
+    assert found[0].disagreement_after > 0.9 > 0.2 > found[0].disagreement_before

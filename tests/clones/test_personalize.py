@@ -113,7 +113,9 @@ def test_random_donor_gives_chance_agreement_on_new_items(
     pool = Pool(x[800:1000], [f"d{i}" for i in range(800, 1000)])
 
     # Execute
-    run = learn_clone(pool, donor, strategy("random"), digit_prior, (30,), batch=10, seed=0)
+    run = learn_clone(
+        pool, donor, strategy("random"), digit_prior, (30,), batch=10, seed=0, follow=False
+    )
     test = x[1000:1400]
     said = donor.label(Queries(test, [None] * len(test)))
 

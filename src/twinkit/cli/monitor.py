@@ -125,6 +125,12 @@ def _decision_health(report: dict[str, Any]) -> None:
     )
     for row in report["per_version"]:
         console.print(f"  v{row['version']}: {row['n']} answers, agreement {row['agreement']:.3f}")
+    rechecks = report["rechecks"]
+    console.print(
+        f"rechecks (past questions asked again): {rechecks['answered']}, answered as before "
+        f"{rechecks['as_before']}; the newest {rechecks['recent']}: "
+        f"{rechecks['recent_as_before']} as before"
+    )
     window = report["window"]
     if window["start"] is not None:
         start = window["start"]
@@ -135,9 +141,9 @@ def _decision_health(report: dict[str, Any]) -> None:
     for alert in report["alerts"][-5:]:
         stat = alert["statistic"]
         console.print(
-            f"[yellow]  {alert['time']}: the donor changed ({alert['detector']}): agreement "
-            f"{_f(stat['mean_before'])} -> {_f(stat['mean_after'])} over "
-            f"{stat['points']} answers[/yellow]"
+            f"[yellow]  {alert['time']}: the donor changed ({alert['detector']}): rechecks "
+            f"answered as before {_f(stat['mean_before'])} -> {_f(stat['mean_after'])}, "
+            f"over {stat['points']} answers[/yellow]"
         )
 
 

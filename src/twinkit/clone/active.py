@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from twinkit.clone.donor import Donor
+from twinkit.clone.donor import Donor, Queries
 from twinkit.clone.evolving import (
-    CHECK_SHARE,
     DEFAULT_ANSWER_DETECTOR,
-    CheckingQuery,
+    RECHECK_SHARE,
     DonorChange,
-    donor_changes,
+    Recheck,
+    pick_rechecks,
+    recheck_changes,
+    recheck_quota,
     window_start,
 )
 from twinkit.clone.model import CloneModel
@@ -102,9 +104,14 @@ class Trajectory:
     answered: dict[str, str] = field(default_factory=dict)
     at_budget: dict[int, Any] = field(default_factory=dict)
     clone: CloneModel | None = None
+    #: every answer in arrival order: (item, label); ``answered`` keeps the newest per item
+    answers: list[tuple[str, str]] = field(default_factory=list)
     #: per answer, in arrival order: whether the clone of the moment chose the donor's label
     agreed: list[bool] = field(default_factory=list)
-    #: the donor's changes found in ``agreed`` (see :mod:`twinkit.clone.evolving`)
+    #: the past questions asked again, and what the donor said (see
+    #: :mod:`twinkit.clone.evolving`)
+    rechecks: list[Recheck] = field(default_factory=list)
+    #: the donor's changes found in the rechecks
     changes: list[DonorChange] = field(default_factory=list)
     #: the first answer (index into the answers in order) the clone learns from
     window_start: int = 0
@@ -126,20 +133,22 @@ def learn_clone(
     follow: bool = True,
     detector: str = DEFAULT_ANSWER_DETECTOR,
     refit_every: int | None = None,
-    checks: float = CHECK_SHARE,
+    rechecks: float = RECHECK_SHARE,
 ) -> Trajectory:
     """Query the donor in batches of ``batch`` until the largest budget is spent (or the
     pool runs out), retraining the clone after each batch (or once ``refit_every``
     answers have come since the last retraining, and at each budget). At each budget (the
     number of questions asked so far) ``evaluate(clone)`` is recorded; budget 0 is the
-    prior.
+    prior. Each answer is first checked against the clone of the moment (``agreed``).
 
-    Each answer is first checked against the clone of the moment (``agreed``). With
-    ``follow`` (the default) that agreement stream is watched for a change of the donor
-    (:func:`twinkit.clone.evolving.donor_changes`, by ``detector``): after one, the clone
-    is retrained at once, on the answers since the change began only; and ``checks`` of
-    each batch ask where the clone departs from the prior, which is where a donor who
-    dropped a habit shows it (:class:`twinkit.clone.evolving.CheckingQuery`).
+    With ``follow`` (the default) the clone follows a donor who changes their mind
+    (:mod:`twinkit.clone.evolving`): ``rechecks`` of the questions (a share, at most that
+    share of each batch, rounded up) ask again about past answers in the donor's personal
+    zone, ``detector`` watches
+    whether the donor now contradicts them, and after a change the clone is retrained at
+    once on the answers since it began only. A recheck counts as a question asked (its
+    item appears in ``asked`` again) and its answer teaches like any other. Without
+    ``follow``, every question is new and every answer teaches for good.
 
     A donor may leave queries unanswered (``None``): they count against the budget, as a
     question asked, but teach nothing.
@@ -148,15 +157,16 @@ def learn_clone(
         raise TwinkitError(f"budgets must be non-negative numbers of questions, got {budgets}")
     rng = np.random.default_rng(seed)
     kwargs = dict(fit_kwargs or {})
-    if follow and checks > 0:
-        strategy = CheckingQuery(strategy, checks)
     targets = sorted(set(int(b) for b in budgets))
     run = Trajectory(strategy.name)
     index = {c: i for i, c in enumerate(population.classes)}
     xs: list[np.ndarray] = []
     ys: list[str] = []
+    items: list[str] = []  # per answer, the item it answers
+    usual: list[str] = []  # per answer, what the population prior answers there
     clone = population
     trained_on = 0  # answers when the clone was last personalised
+    asked_again = 0  # rechecks asked
 
     def retrain() -> CloneModel:
         nonlocal trained_on
@@ -173,26 +183,38 @@ def learn_clone(
         )
 
     for budget in targets:
-        while len(run.asked) < budget and len(pool.unasked()):
+        while len(run.asked) < budget:
             k = min(batch, budget - len(run.asked))
-            context = QueryContext(
-                pool,
-                clone,
-                population,
-                np.asarray(xs).reshape(len(xs), pool.features.shape[1]),
-                np.asarray([index[y] for y in ys], dtype=np.int64),
-            )
-            rows = strategy.select(context, k, rng)
-            if len(rows) == 0:
+            quota = recheck_quota(len(run.asked), asked_again, k, rechecks) if follow else 0
+            again = pick_rechecks(ys, usual, items, run.window_start, quota)
+            asked_again += len(again)
+            rows = np.zeros(0, dtype=np.int64)
+            if len(pool.unasked()) and k > len(again):
+                context = QueryContext(
+                    pool,
+                    clone,
+                    population,
+                    np.asarray(xs).reshape(len(xs), pool.features.shape[1]),
+                    np.asarray([index[y] for y in ys], dtype=np.int64),
+                )
+                rows = strategy.select(context, k - len(again), rng)
+                pool.mark(rows)
+            if len(rows) == 0 and not again:
                 break
-            pool.mark(rows)
-            queries = pool.queries(rows)
-            answers = donor.label(queries)
-            guesses = clone.predict(queries.features)
-            for row, item, answer, guess in zip(
-                rows, queries.item_ids, answers, guesses, strict=True
-            ):
-                run.asked.append(str(item))
+            fresh = pool.queries(rows)
+            features = np.concatenate(
+                [
+                    fresh.features,
+                    np.asarray([xs[j] for j in again]).reshape(len(again), pool.features.shape[1]),
+                ]
+            )
+            asked = [str(i) for i in fresh.item_ids] + [items[j] for j in again]
+            before = [None] * len(rows) + [ys[j] for j in again]
+            answers = donor.label(Queries(features, list(asked), ["pool"] * len(asked)))
+            guesses = clone.predict(features)
+            people = population.predict(features)
+            for n, (item, answer) in enumerate(zip(asked, answers, strict=True)):
+                run.asked.append(item)
                 if answer is None:
                     continue
                 if answer not in index:
@@ -200,13 +222,19 @@ def learn_clone(
                         f"the donor answered {answer!r} for item {item}, "
                         f"not one of {population.classes}"
                     )
-                run.answered[str(item)] = answer
-                run.agreed.append(guess == answer)
-                xs.append(pool.features[row])
+                said_before = before[n]
+                if said_before is not None:
+                    run.rechecks.append(Recheck(len(ys), item, said_before, answer))
+                run.answered[item] = answer
+                run.answers.append((item, answer))
+                run.agreed.append(guesses[n] == answer)
+                xs.append(features[n])
                 ys.append(answer)
+                items.append(item)
+                usual.append(people[n])
             changed = False
             if follow:
-                run.changes = donor_changes(run.agreed, detector, seed)
+                run.changes = recheck_changes(run.rechecks, detector, seed)
                 changed = window_start(run.changes) != run.window_start
                 run.window_start = window_start(run.changes)
             if changed or len(ys) - trained_on >= (refit_every or 1):

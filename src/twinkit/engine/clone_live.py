@@ -1,19 +1,28 @@
-"""Decision twins that follow their donor: the agreement stream from the store, the donor's
-changes, and the window of answers the clone learns from.
+"""Decision twins that follow their donor: rechecks, the donor's changes, the window of
+answers the clone learns from, and the clone's live agreement.
 
-The **agreement stream** (:mod:`twinkit.clone.evolving`) of a decision twin is its
-answers in the order they arrived (by batch, then item id), each checked against the
-clone version that served when its batch arrived, as the ledger tells it (the promotions
-and rollbacks before the batch's ingest entry): a version fitted before the answer came,
-so the check is prequential. Answers that came before any version served, in a batch
-naming several twins, or over features the version does not decide on are not in it.
+**Rechecks** (:mod:`twinkit.clone.evolving`): among the questions the twin asks, a share
+asks the donor again about an item they answered before in their personal zone. A
+recheck is a question of its own, recorded with the strategy ``recheck`` under the id
+``ITEM~N`` (the N-th time ITEM is asked again) and the item's features, so the donor's
+earlier answer stays as it was. The recheck stream is the answers to those questions in
+the order they arrived (by batch, then item id), each against the donor's newest earlier
+answer on the same item.
 
-:func:`record_changes` replays the stream through a fresh detector and records each new
-change of the donor as a ``drift_detected`` ledger entry on the stream ``agreement``,
-with the answers where it began and where it was found. The newest such entry sets the
-**window** (:func:`donor_window`): the clone's fit trains and scores on the answers from
-its start on, so a donor who changed their mind is followed and not averaged with who
-they were. :func:`donor_health` summarises the stream for the health view.
+:func:`record_changes` replays the recheck stream through a fresh detector and records
+each new change of the donor as a ``drift_detected`` ledger entry on the stream
+``rechecks``, with the answers where it began and where it was found. The newest such
+entry sets the **window** (:func:`donor_window`): the clone's fit trains and scores on the
+answers from its start on, so a donor who changed their mind is followed and not averaged
+with who they were.
+
+The **agreement stream** (for the health view, :func:`donor_health`) checks each answer
+against the clone version that served when its batch arrived, as the ledger tells it (the
+promotions and rollbacks before the batch's ingest entry): a version fitted before the
+answer came, so the check is prequential. Answers that came before any version served, in
+a batch naming several twins, or over features the version does not decide on are not in
+it. It says how the clone does; it does not decide changes (see
+:mod:`twinkit.clone.evolving` for why).
 """
 
 from __future__ import annotations
@@ -25,12 +34,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from twinkit.clone.evolving import ANSWER_DETECTORS, DEFAULT_ANSWER_DETECTOR, donor_changes
+from twinkit.clone.evolving import (
+    ANSWER_DETECTORS,
+    DEFAULT_ANSWER_DETECTOR,
+    Recheck,
+    recheck_changes,
+)
 from twinkit.core.errors import IntegrityError, TwinkitError
 from twinkit.core.twin import Twin
 from twinkit.engine.clone_artifacts import CLONE, load_clone
 from twinkit.engine.live import DRIFT_EVENT, SERVING_EVENTS
-from twinkit.store import ledger, model_versions, observations, twins
+from twinkit.store import clone_queries, ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
 
 if TYPE_CHECKING:
@@ -40,7 +54,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: the stream's name in drift entries
-AGREEMENT = "agreement"
+RECHECKS = "rechecks"
+#: the strategy recorded for a recheck question, and the mark between item and count
+RECHECK = "recheck"
+RECHECK_MARK = "~"
 #: answers the health view's recent agreement is over
 RECENT_ANSWERS = 50
 STREAM_COLUMNS = ["item_id", "batch_id", "arrived", "label", "version", "clone_said", "agree"]
@@ -93,6 +110,36 @@ def agreement_stream(ctx: EngineContext, twin: Twin) -> pd.DataFrame:
     return stream[STREAM_COLUMNS].reset_index(drop=True)
 
 
+def recheck_id(item: str, n: int) -> str:
+    """The question id of the ``n``-th recheck of ``item``.
+
+    >>> recheck_id("i042", 2)
+    'i042~2'
+    """
+    return f"{item}{RECHECK_MARK}{n}"
+
+
+def recheck_base(question: str) -> str:
+    """The item a recheck question asks about again (``i042~2`` -> ``i042``)."""
+    return question.rsplit(RECHECK_MARK, 1)[0]
+
+
+def recheck_stream(answers: pd.DataFrame, asked: pd.DataFrame) -> list[Recheck]:
+    """The rechecks among a twin's answers in arrival order (``answers_in_order``): the
+    answers to questions asked with the strategy ``recheck`` (``asked``: the twin's
+    ``clone_queries``), each against the newest earlier answer on its item."""
+    rechecks = set(asked.loc[asked["strategy"] == RECHECK, "item_id"].astype(str))
+    newest: dict[str, str] = {}
+    out: list[Recheck] = []
+    for j, (item, label) in enumerate(zip(answers["item_id"], answers["label"], strict=True)):
+        item, label = str(item), str(label)
+        base = recheck_base(item) if item in rechecks else item
+        if item in rechecks and base in newest:
+            out.append(Recheck(j, base, newest[base], label))
+        newest[base] = label
+    return out
+
+
 def _clone_of(ctx: EngineContext, version: model_versions.ModelVersion) -> CloneModel | None:
     if version.model != CLONE:
         return None
@@ -110,29 +157,32 @@ def _recorded(conn: Conn, key: str) -> list[dict[str, Any]]:
     return [
         e.payload
         for e in ledger.events_of(conn, key, [DRIFT_EVENT])
-        if e.payload.get("stream") == AGREEMENT
+        if e.payload.get("stream") == RECHECKS
     ]
 
 
 def record_changes(
     ctx: EngineContext, twin: Twin, serving: int | None, detector: str | None, seed: int = 0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Replay the twin's agreement stream through ``detector`` (see
+    """Replay the twin's recheck stream through ``detector`` (see
     :func:`answer_detector`) and record the changes not recorded before; return (every
     change found, those recorded now). ``serving`` is noted in each entry."""
     name = answer_detector(detector)
-    stream = agreement_stream(ctx, twin)
+    with ctx.store.read() as conn:
+        answers = observations.answers_in_order(conn, twin.key)
+        asked = clone_queries.asked(conn, twin.key)
     found: list[dict[str, Any]] = []
-    for change in donor_changes(stream["agree"].to_numpy(bool), name, seed):
-        at, start = stream.iloc[change.at], stream.iloc[change.start]
+    for change in recheck_changes(recheck_stream(answers, asked), name, seed):
+        at, start = answers.iloc[change.at], answers.iloc[change.start]
         found.append(
             {
                 "version": serving,
-                "stream": AGREEMENT,
+                "stream": RECHECKS,
                 "detector": name,
                 "time": str(at["arrived"]),
                 "window": {"start": str(start["arrived"]), "end": str(at["arrived"])},
                 "statistic": {
+                    # the share of rechecks the donor answered as before
                     "mean_before": round(1.0 - change.disagreement_before, 4),
                     "mean_after": round(1.0 - change.disagreement_after, 4),
                     "points": change.at + 1 - change.start,
@@ -217,7 +267,8 @@ def window_mask(ctx: EngineContext, twin: Twin, mine: pd.DataFrame) -> np.ndarra
 
 def donor_health(ctx: EngineContext, twin: Twin, recent: int = RECENT_ANSWERS) -> dict[str, Any]:
     """How the decision twin's clones agreed with the donor's answers as they came: over
-    the stream, the ``recent`` newest answers and per version; the window the clone
+    the stream, the ``recent`` newest answers and per version; the donor's rechecks (all,
+    and the ``recent`` newest: how many they answered as before); the window the clone
     learns from; the donor changes recorded."""
     stream = agreement_stream(ctx, twin)
     with ctx.store.read() as conn:
@@ -226,10 +277,12 @@ def donor_health(ctx: EngineContext, twin: Twin, recent: int = RECENT_ANSWERS) -
         changes = [
             {**e.payload, "recorded_at": e.created_at}
             for e in ledger.events_of(conn, twin.key, [DRIFT_EVENT])
-            if e.payload.get("stream") == AGREEMENT
+            if e.payload.get("stream") == RECHECKS
         ]
         answers = observations.answers_in_order(conn, twin.key)
+        asked = clone_queries.asked(conn, twin.key)
     inside = in_window(answers["batch_id"], answers["item_id"], window)
+    rechecks = recheck_stream(answers, asked)
     per_version = []
     for number in sorted({int(v) for v in stream["version"]}):
         agree = stream.loc[stream["version"] == number, "agree"]
@@ -259,6 +312,12 @@ def donor_health(ctx: EngineContext, twin: Twin, recent: int = RECENT_ANSWERS) -
             "agreement": None if tail.empty else round(float(tail["agree"].mean()), 4),
         },
         "per_version": per_version,
+        "rechecks": {
+            "answered": len(rechecks),
+            "as_before": sum(not r.contradicts for r in rechecks),
+            "recent": len(rechecks[-recent:]),
+            "recent_as_before": sum(not r.contradicts for r in rechecks[-recent:]),
+        },
         "window": {
             "start": None if window is None else {"batch_id": window[0], "item_id": window[1]},
             "answers": int(inside.sum()),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,10 +44,6 @@ if TYPE_CHECKING:
     from twinkit.clone.confusion import PairBias
     from twinkit.clone.model import CloneModel
     from twinkit.engine.context import EngineContext
-
-
-#: the strategy recorded for a question that checks the donor's personal zone
-CHECK = "check"
 
 
 def _decision_twin(ctx: EngineContext, twin_id: str) -> Twin:
@@ -182,40 +179,55 @@ def _ask_with(
     seed: int,
     twin_uid: str,
 ) -> list[dict[str, Any]]:
-    """Record the chosen questions of the twin stored under the key ``twin_id``: a share
-    of them checks the donor's personal zone (recorded as strategy ``check``, see
-    :class:`twinkit.clone.evolving.CheckingQuery`), the named strategy picks the rest."""
+    """Record the chosen questions of the twin stored under the key ``twin_id``: some of
+    them ask the donor again about past answers in their personal zone (recorded with
+    the strategy ``recheck``, see :mod:`twinkit.engine.clone_live`; about 30 % of all the
+    twin's questions, :func:`twinkit.clone.evolving.recheck_quota`), the named strategy
+    picks the rest from the pool."""
     from twinkit.clone.confusion import combined_proba, confusion_labels
-    from twinkit.clone.evolving import CheckingQuery
     from twinkit.clone.query import Pool, QueryContext
     from twinkit.clone.strategies import strategy
 
     population, clone, mine, _, pool_frame, features = models
-    if pool_frame.empty:
-        return []
-    pool = Pool(pool_frame[features].to_numpy(dtype=np.float64), pool_frame["item_id"].tolist())
-    index = {c: i for i, c in enumerate(population.classes)}
-    context = QueryContext(
-        pool,
-        clone,
-        population,
-        mine[features].to_numpy(dtype=np.float64),
-        np.asarray([index[str(v)] for v in mine["label"]], dtype=np.int64),
-    )
-    chooser = CheckingQuery(strategy(strategy_name, seed))
-    rows = chooser.select(context, k, np.random.default_rng(seed))
-    checks = {str(i) for i in pool_frame["item_id"].iloc[rows[: chooser.checked]]}
+    again = _rechecks(ctx, twin_id, population, features, k)
+    rows = np.zeros(0, dtype=np.int64)
+    if not pool_frame.empty and k > len(again):
+        pool = Pool(pool_frame[features].to_numpy(dtype=np.float64), pool_frame["item_id"].tolist())
+        index = {c: i for i, c in enumerate(population.classes)}
+        context = QueryContext(
+            pool,
+            clone,
+            population,
+            mine[features].to_numpy(dtype=np.float64),
+            np.asarray([index[str(v)] for v in mine["label"]], dtype=np.int64),
+        )
+        rows = strategy(strategy_name, seed).select(
+            context, k - len(again), np.random.default_rng(seed)
+        )
     chosen = pool_frame.iloc[rows]
-    x = chosen[features].to_numpy(dtype=np.float64)
+    ids = [str(i) for i in chosen["item_id"]] + [q for q, _, _ in again]
+    bases = {q: base for q, base, _ in again}
+    x = np.concatenate(
+        [
+            chosen[features].to_numpy(dtype=np.float64),
+            np.asarray([row for _, _, row in again]).reshape(len(again), len(features)),
+        ]
+    )
+    if not ids:
+        return []
     proba = combined_proba(clone.predict_proba(x), population.predict_proba(x))
     labels = confusion_labels(proba, population.classes)
     feats = features_json(features, x)
     now = utc_now_iso()
     out = [
-        {"item_id": str(item), "confusion": label, "clone_says": said, "features": json.loads(f)}
-        for item, label, said, f in zip(
-            chosen["item_id"], labels, clone.predict(x), feats, strict=True
-        )
+        {
+            "item_id": item,
+            "confusion": label,
+            "clone_says": said,
+            "features": json.loads(f),
+            "recheck": bases.get(item),
+        }
+        for item, label, said, f in zip(ids, labels, clone.predict(x), feats, strict=True)
     ]
     with ctx.store.write() as conn:
         if twins.twin_uid(conn, twin_id) != twin_uid:
@@ -223,15 +235,15 @@ def _ask_with(
                 f"twin {public_id(twin_id)!r} was deleted; its questions were not recorded"
             )
         fresh: set[str] = set()
-        for name, check in ((CHECK, True), (strategy_name, False)):
+        for name, is_recheck in ((strategy_name, False), (clone_live.RECHECK, True)):
             questions = [
                 (r["item_id"], f)
                 for r, f in zip(out, feats, strict=True)
-                if (r["item_id"] in checks) is check
+                if (r["recheck"] is not None) is is_recheck
             ]
             if questions:
                 fresh |= set(clone_queries.record(conn, twin_id, questions, name, now))
-        out = [{**r, "check": r["item_id"] in checks} for r in out if r["item_id"] in fresh]
+        out = [r for r in out if r["item_id"] in fresh]
         ledger.append(
             conn,
             "clone_queries",
@@ -239,11 +251,60 @@ def _ask_with(
             {
                 "strategy": strategy_name,
                 "items": [r["item_id"] for r in out],
-                "checks": [r["item_id"] for r in out if r["check"]],
+                "rechecks": [r["item_id"] for r in out if r["recheck"] is not None],
                 "seed": seed,
             },
         )
     return out
+
+
+def _rechecks(
+    ctx: EngineContext, key: str, population: CloneModel, features: list[str], k: int
+) -> list[tuple[str, str, np.ndarray]]:
+    """The past answers to ask the donor again among ``k`` questions (how many:
+    :func:`twinkit.clone.evolving.recheck_quota`; which:
+    :func:`twinkit.clone.evolving.pick_rechecks`): of the answers in the window, the
+    newest per item where the donor answered otherwise than the prior, and no recheck of
+    it waiting; as (question id, item, features in ``features`` order)."""
+    from twinkit.clone.evolving import pick_rechecks, recheck_quota
+
+    with ctx.store.read() as conn:
+        answers = observations.answers_in_order(conn, key)
+        asked = clone_queries.asked(conn, key)
+        window = clone_live.donor_window(conn, key)
+    rechecks = asked[asked["strategy"] == clone_live.RECHECK]
+    k = recheck_quota(len(asked), len(rechecks), k)
+    if k <= 0 or answers.empty:
+        return []
+    waiting = {
+        clone_live.recheck_base(str(q))
+        for q in rechecks.loc[rechecks["answered_batch"].isna(), "item_id"]
+    }
+    times = Counter(clone_live.recheck_base(str(q)) for q in rechecks["item_id"])
+    asked_again = set(rechecks["item_id"].astype(str))
+    items = [
+        clone_live.recheck_base(str(i)) if str(i) in asked_again else str(i)
+        for i in answers["item_id"]
+    ]
+    rows = [json.loads(f) for f in answers["features"]]
+    usable = [set(r) == set(features) and all(r[f] is not None for f in features) for r in rows]
+    x = np.asarray(
+        [[r[f] if ok else 0.0 for f in features] for r, ok in zip(rows, usable, strict=True)],
+        dtype=np.float64,
+    )
+    labels = answers["label"].astype(str).tolist()
+    # an answer the prior cannot read counts as one the donor gave as people do
+    usual = [
+        p if ok else said for p, ok, said in zip(population.predict(x), usable, labels, strict=True)
+    ]
+    inside = clone_live.in_window(answers["batch_id"], answers["item_id"], window)
+    start = int(np.argmax(inside)) if inside.any() else len(labels)
+    picked = [
+        j
+        for j in pick_rechecks(labels, usual, items, start, k + len(waiting))
+        if items[j] not in waiting
+    ][:k]
+    return [(clone_live.recheck_id(items[j], times[items[j]] + 1), items[j], x[j]) for j in picked]
 
 
 def answer(ctx: EngineContext, twin_id: str, path: Path | str) -> IngestResult:

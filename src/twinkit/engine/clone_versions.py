@@ -5,8 +5,10 @@ other decision twins' labels, personalised on this donor's), scores it on the do
 held-out answers and registers a version (the clone's safetensors artifact, with the
 prior's artifact and the donor's confusion zone in its params), promoted only if its
 held-out agreement with the donor is not worse than the serving version's on the same
-items. Which answers are held out is fixed per item (a hash of its id), so a version was
-never trained on the items a later fit scores it on.
+items. Which answers are held out is fixed per item (a hash of its id, a recheck's with
+its item's), so a version was never trained on the items a later fit scores it on. After
+a recorded change of the donor (:mod:`twinkit.engine.clone_live`) only the answers since
+it train and score.
 
 ``decide`` answers from the serving version: per item, the clone's label and probability,
 and whether the item lies in the donor's confusion zone: people in general (the prior)
@@ -123,7 +125,9 @@ def _fit_clone(
     others = frame[frame["twin_id"] != twin.key]
     classes = sorted(frame["label"].astype(str).unique())
     population = train_population(others, classes, features, seed, twin.image_shape)
-    held = held_out(mine["item_id"].astype(str).tolist())
+    # a recheck (ITEM~N) is held out with its item: the same features on both sides of
+    # the split would score the clone on what it was trained on
+    held = held_out([clone_live.recheck_base(str(i)) for i in mine["item_id"]])
     x = mine[features].to_numpy(dtype=np.float64)
     said = mine["label"].astype(str).to_numpy()
     train_x, train_said = x[~held], said[~held]

@@ -109,7 +109,7 @@ def _last_detections(conn: Conn, key: str, version: int | None) -> dict[str, pd.
     last: dict[str, pd.Timestamp] = {}
     for entry in ledger.events_of(conn, key, [DRIFT_EVENT]):
         name = str(entry.payload["stream"])
-        if name == clone_live.AGREEMENT:
+        if name == clone_live.RECHECKS:
             continue  # a decision twin's (see clone_live)
         if entry.payload.get("version") != version and not name.startswith("input:"):
             continue

@@ -149,6 +149,7 @@ def evaluate_clones(
                     batch=batch,
                     seed=seed,
                     evaluate=score,
+                    follow=False,  # recorded answers do not change: no rechecks
                 )
                 if len(run.asked) != len(set(run.asked)):
                     raise TwinkitError(f"{name} asked an item twice")  # pragma: no cover

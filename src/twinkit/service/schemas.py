@@ -439,12 +439,13 @@ class DonorChangeAnswers(BaseModel):
 
 class DonorChangeAlert(BaseModel):
     version: int | None = Field(description="the version serving when it was found")
-    stream: Literal["agreement"]
+    stream: Literal["rechecks"]
     detector: str
     time: str = Field(description="when the answer that made the detector fire arrived")
     window: DriftWindow
     statistic: DriftStatistic = Field(
-        description="the clone's agreement with the donor before the change and within it"
+        description="the share of rechecks the donor answered as before, before the change "
+        "and within it; points: answers from its start to the one that made it fire"
     )
     answers: DonorChangeAnswers
     recorded_at: str
@@ -461,6 +462,13 @@ class VersionAgreement(BaseModel):
     agreement: float
 
 
+class RecheckFigures(BaseModel):
+    answered: int = Field(description="past questions the donor answered again")
+    as_before: int = Field(description="of those, answered as they had before")
+    recent: int = Field(description="the newest rechecks (up to 50)")
+    recent_as_before: int
+
+
 class DonorWindow(BaseModel):
     start: AnswerRef | None = Field(description="None: no change recorded, every answer")
     answers: int
@@ -475,6 +483,7 @@ class DecisionHealthPublic(BaseModel):
     agreement: float | None = Field(description="the share of those the clone chose")
     recent: AgreementFigures = Field(description="the same over the newest answers")
     per_version: list[VersionAgreement]
+    rechecks: RecheckFigures = Field(description="what the change detector watches")
     window: DonorWindow = Field(description="the answers the clone learns from")
     alerts: list[DonorChangeAlert] = Field(description="the donor's changes recorded")
 
