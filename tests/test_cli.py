@@ -211,6 +211,10 @@ def test_demo_synthetic_writes_report(
     assert html.count("<svg") == 1
     assert "synth-001" in html
     assert "ledger verify: ok" in out
+    # The last 6 hours came after the fits, an hour at a time: live accuracy (issue #18)
+    assert "live: forecasts served before their readings came" in html
+    assert "<th>v2 served</th><td>+30 min</td><td>6</td>" in html
+    assert "v1 shadow" in html
     # A second run is idempotent: same content, no new batch.
     code, out, _ = run(
         capsys, "demo", "--source", "synthetic", "--patients", "1", "--days", "3",

@@ -1,4 +1,9 @@
-"""`twinkit demo`: a cohort of glucose twins from ingest to forecast report, end to end."""
+"""`twinkit demo`: a cohort of glucose twins from ingest to forecast report, end to end.
+
+The last :data:`LIVE_HOURS` of each twin's data are held back: after the fits, the twins
+live through them an hour at a time (a forecast served from the data so far, then that
+hour's readings), so the report shows each twin's live accuracy next to its holdout
+figures."""
 
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ from twinkit.report.html import TwinSection, write_report
 
 DEMO_CHANNELS = ("glucose:mg/dL:10:1000", "carbs:g:0:1000", "insulin:U:0:200")
 FAN_HORIZONS = tuple(range(5, 125, 5))
+#: hours at the end of the data that arrive after the fits, an hour at a time
+LIVE_HOURS = 6
+#: the horizons of the forecasts served in those hours (logged and scored)
+LIVE_HORIZONS = (30, 60)
 
 
 def cohort_frame(source: str, patients: int, days: float, seed: int, cache: Path) -> pd.DataFrame:
@@ -53,10 +62,19 @@ def run_demo(
     console.print(f"[bold]twinkit demo[/bold]: {patients} {source} twins, {days:g} days each")
     with console.status(f"generating the {source} cohort (cached after the first run)"):
         frame = cohort_frame(source, patients, days, seed, cache)
-    csv_path = cache / f"demo_{source}_{patients}x{days:g}d_seed{seed}.csv"
+    name = f"demo_{source}_{patients}x{days:g}d_seed{seed}"
+    csv_path = cache / f"{name}.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.assign(time=frame["time"].map(lambda t: t.isoformat()))
-    out[["twin_id", "time", "channel", "value"]].to_csv(csv_path, index=False)
+    # the last hours arrive later, an hour at a time (see the module)
+    hour = (frame["time"] - frame["time"].max()).dt.total_seconds() // 3600 + LIVE_HOURS
+    columns = ["twin_id", "time", "channel", "value"]
+    out[hour < 0][columns].to_csv(csv_path, index=False)
+    later = []
+    for h in range(LIVE_HOURS):
+        path = cache / f"{name}_live{h + 1}.csv"
+        out[hour == h][columns].to_csv(path, index=False)
+        later.append(path)
 
     twin_ids = sorted(frame["twin_id"].unique())
     channels = DEMO_CHANNELS if source == "simglucose" else DEMO_CHANNELS[:2]
@@ -89,6 +107,7 @@ def run_demo(
         "chosen",
         "RMSE30",
         "RMSE60",
+        "live30",
         "persist.",
         "popul.",
         "cov90",
@@ -98,15 +117,34 @@ def run_demo(
     task = bar.add_task("fitting twins", total=len(twin_ids)) if bar else None
     if bar:
         bar.start()
+    fits = {}
     for twin_id in twin_ids:
         baseline = engine.fit(twin_id, model="persistence", seed=seed)
         fitted = engine.fit(twin_id, seed=seed)  # auto: the best candidate for this twin
+        fits[twin_id] = (baseline, fitted)
+        if bar and task is not None:
+            bar.update(task, advance=1)
+    if bar:
+        bar.stop()
+    with console.status(f"living through the last {LIVE_HOURS} hours, an hour at a time"):
+        for path in later:
+            for twin_id in twin_ids:
+                engine.predict(twin_id, LIVE_HORIZONS)  # served, so logged
+            engine.ingest(path)  # the readings it forecast: scored as they are stored
+    for twin_id in twin_ids:
+        baseline, fitted = fits[twin_id]
         history = engine.signals(twin_id)
         population_scores = _holdout_scores(prior[1] if prior else None, history)
         live = engine.predict(twin_id, FAN_HORIZONS)
         origin = history.index[-1] - pd.Timedelta(hours=2)
         backtest = engine.predict(twin_id, FAN_HORIZONS, as_of=origin)
         recent = target_grid(history, live.target).loc[origin - pd.Timedelta(hours=10) :]
+        health = engine.health(twin_id, window_h=24.0)
+        served = {
+            r["horizon"]: r
+            for r in health["live"]
+            if r["role"] == "served" and r["version"] == live.version
+        }
         m, b = fitted.metrics, baseline.metrics
         lo, hi = live.interval(0.9)
         i60 = live.horizons.index(60)
@@ -116,6 +154,7 @@ def run_demo(
             f"v{live.version} {chosen}",
             f"{m['rmse_30']:.1f}",
             f"{m['rmse_60']:.1f}",
+            f"{served[30]['rmse']:.1f}" if 30 in served else "-",
             f"{b['rmse_30']:.1f}/{b['rmse_60']:.1f}",
             (
                 f"{population_scores['rmse_30']:.1f}/{population_scores['rmse_60']:.1f}"
@@ -137,12 +176,10 @@ def run_demo(
                 live=live,
                 metrics=metrics,
                 notes=[fitted.reason, _selection_note(fitted.selection)],
+                live_accuracy=health["live"],
+                holdout=(health["serving"] or {}).get("holdout") or {},
             )
         )
-        if bar and task is not None:
-            bar.update(task, advance=1)
-    if bar:
-        bar.stop()
     console.print(table)
     report = write_report(
         report_path,
@@ -151,8 +188,11 @@ def run_demo(
         summary=(
             f"{len(twin_ids)} {source} twins, {days:g} days each, seed {seed}. Blue: a forecast "
             "made 2 h before the last reading, over what happened; red: the forecast from the "
-            "latest reading. Metrics: rolling-origin forecasts on each twin's last 20% of data, "
-            "which neither the personal models nor the population prior saw."
+            "latest reading. Metrics: rolling-origin forecasts on each twin's last 20% of the "
+            f"data it was fitted on, which neither the personal models nor the population prior "
+            f"saw. Live: the last {LIVE_HOURS} hours of data arrived after the fits, an hour at "
+            "a time; the forecast served before each hour was scored when its readings came, "
+            "with the version before in shadow."
         ),
     )
     verify = engine.verify()

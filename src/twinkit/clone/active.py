@@ -76,8 +76,7 @@ def personalize(
         return tune(np.arange(len(said)), dict(candidates[0]))
     if len(said) < folds:
         return population
-    order = np.random.default_rng(seed).permutation(len(said))
-    splits = [(np.setdiff1d(order, order[f::folds]), order[f::folds]) for f in range(folds)]
+    splits = _folds(x, folds, seed)
     prior_hits = sum(
         int((np.asarray(population.predict(x[held])) == said[held]).sum()) for _, held in splits
     )
@@ -93,6 +92,21 @@ def personalize(
     if best is None:
         return population
     return tune(np.arange(len(said)), dict(best))
+
+
+def _folds(x: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kept, held) row indices of each cross-validation fold. Rows with the same features
+    (an item asked again) fall in the same fold, so a fold never scores an answer the
+    candidate was trained on a copy of."""
+    rng = np.random.default_rng(seed)
+    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(x):
+        order = rng.permutation(len(x))
+        return [(np.setdiff1d(order, order[f::folds]), order[f::folds]) for f in range(folds)]
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[rng.permutation(len(first))] = np.arange(len(first))
+    fold_of = rank[np.asarray(inverse).ravel()] % folds
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(folds)]
 
 
 @dataclass

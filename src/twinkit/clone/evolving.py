@@ -11,11 +11,12 @@ with no model in between (:func:`recheck_changes`).
 Why not the clone's agreement with each new answer (``agreed`` in
 :class:`twinkit.clone.active.Trajectory`, the "agreement" of the health view)? The query
 strategies ask where the clone is likely wrong, so that agreement rises and falls with what
-they ask, not with the donor: in the MNIST benchmark a steady donor disagreed with 64 % of
-one stretch of questions and a detector on that stream fired, while a real change went
-unseen for 117 answers because the questions were elsewhere. A new habit that contradicts
-nothing the donor said before (a swap they never made) is not a change of this kind: the
-clone learns it from the answers as it learns any habit.
+they ask, not with the donor. Tried first (``docs/design.md`` has the figures): on MNIST a
+detector on that stream found a change at answer 300 only at answer 417, because the
+questions were elsewhere, and with part of each batch asking new items in the clone's
+personal zone it fired at answer 238 on a donor who never changed. A new habit that
+contradicts nothing the donor said before (a swap they never made) is not a change of
+this kind: the clone learns it from the answers as it learns any habit.
 
 **Default detector: Page-Hinkley** (``river.drift.PageHinkley``, upward, threshold 8,
 tolerance 0.05, after 20 points), a CUSUM test for a rise in the mean. Its threshold is in

@@ -30,6 +30,11 @@ class TwinSection:
     live: Forecast | None = None  # the forecast from the latest data
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metrics
     notes: list[str] = field(default_factory=list)
+    #: live accuracy (``TwinEngine.health``'s ``live`` rows): served forecasts scored as
+    #: their readings came, per version, role (served or shadow) and horizon
+    live_accuracy: list[dict[str, Any]] = field(default_factory=list)
+    #: the serving version's holdout figures, to compare the live ones with
+    holdout: dict[str, float] = field(default_factory=dict)
 
 
 def _fan(ax: Axes, forecast: Forecast, color: str, label: str) -> None:
@@ -68,6 +73,26 @@ def plot_svg(section: TwinSection) -> str:
     ax.legend(fontsize=7, ncol=5, loc="upper left")
     fig.autofmt_xdate()
     return _svg(fig)
+
+
+def _live_table(section: TwinSection) -> str:
+    """The live accuracy of the forecasts served, against the holdout error at promotion."""
+    rows = [
+        [
+            f"v{row['version']} {row['role']}",
+            f"+{row['horizon']} min",
+            str(row["n"]),
+            _num(row.get("rmse")),
+            _num(section.holdout.get(f"rmse_{row['horizon']}")) if row["role"] == "served" else "-",
+            _pct(row.get("coverage90")),
+        ]
+        for row in section.live_accuracy
+    ]
+    return _table(
+        ["version", "horizon", "scored", "live RMSE", "holdout RMSE", "90% coverage"],
+        rows,
+        "live: forecasts served before their readings came, scored when they did",
+    )
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -300,6 +325,7 @@ def write_report(
         parts.append(f"<h2>{html.escape(section.twin_id)}</h2>")
         parts.append(plot_svg(section))
         parts.append(_metrics_table(section.metrics))
+        parts.append(_live_table(section))
         parts.extend(f"<p class='note'>{html.escape(n)}</p>" for n in section.notes)
         parts.append("</section>")
     if robustness is not None:
