@@ -39,6 +39,7 @@ import platform
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +142,25 @@ def music(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def mnist(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class MnistSetting:
+    """The digits split 80/20 by ``--seed``, the reference CNN trained on the pool's gold
+    labels, what it answers there (people in general) and the population CNN trained on
+    those answers."""
+
+    x: np.ndarray
+    y: np.ndarray
+    test: np.ndarray
+    pool_rows: np.ndarray
+    classes: list[str]
+    reference: CloneModel
+    general: list[str]
+    population: CloneModel
+
+
+def mnist_setting(args: argparse.Namespace) -> MnistSetting:
     x, y = load_mnist_5k()
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(y))
+    order = np.random.default_rng(args.seed).permutation(len(y))
     n_test = len(y) // 5
     test, pool_rows = order[:n_test], order[n_test:]
     classes = [str(d) for d in range(10)]
@@ -152,10 +168,18 @@ def mnist(args: argparse.Namespace) -> dict[str, Any]:
     def cnn(seed: int) -> CloneModel:
         return CloneModel(classes, x.shape[1], image_shape=(28, 28), seed=seed)
 
-    started = time.perf_counter()
     reference = cnn(args.seed + 1).fit(x[pool_rows], y[pool_rows].tolist(), epochs=args.epochs)
     general = reference.predict(x[pool_rows])  # what people in general answer on the pool
     population = cnn(args.seed).fit(x[pool_rows], general, epochs=args.epochs, calibrate_frac=0.1)
+    return MnistSetting(x, y, test, pool_rows, classes, reference, general, population)
+
+
+def mnist(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    setting = mnist_setting(args)
+    x, y, test, pool_rows = setting.x, setting.y, setting.test, setting.pool_rows
+    classes, reference, general = setting.classes, setting.reference, setting.general
+    population = setting.population
     # The donor decides like people in general (the population model, or the separately
     # trained reference it learnt from) except for their personal swaps.
     base = population if args.donor_base == "population" else reference
@@ -247,20 +271,10 @@ def _zone(
 
 
 def evolving(args: argparse.Namespace) -> dict[str, Any]:
-    x, y = load_mnist_5k()
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(y))
-    n_test = len(y) // 5
-    test, pool_rows = order[:n_test], order[n_test:]
-    classes = [str(d) for d in range(10)]
-
-    def cnn(seed: int) -> CloneModel:
-        return CloneModel(classes, x.shape[1], image_shape=(28, 28), seed=seed)
-
     started = time.perf_counter()
-    reference = cnn(args.seed + 1).fit(x[pool_rows], y[pool_rows].tolist(), epochs=args.epochs)
-    general = reference.predict(x[pool_rows])
-    population = cnn(args.seed).fit(x[pool_rows], general, epochs=args.epochs, calibrate_frac=0.1)
+    setting = mnist_setting(args)
+    x, test, pool_rows = setting.x, setting.test, setting.pool_rows
+    classes, population = setting.classes, setting.population
 
     def swaps_of(pairs: list[tuple[str, str]]) -> list[Swap]:
         return [
