@@ -11,6 +11,7 @@ of the clone is fitted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -216,14 +217,20 @@ def test_the_health_route_shows_a_decision_twins_agreement_and_the_change(
         state = cast(FastAPI, client.app).state.twinkit
         engine = state.engine
         build(engine, owner="alice")
-        # the monitor's round: every twin whose answers moved its watermark
+        engine.set_monitor_policy("alice/d", "refit")
+        # the monitor's round: every twin whose answers moved its watermark; a fit job
         assert state.monitor.check_round() == {
             "checked": 4,
             "failed": 0,
             "drifted": 1,
-            "refits": 0,
+            "refits": 1,
             "rolled_back": 0,
         }
+        deadline = time.monotonic() + 120
+        while len(engine.models("alice/d")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refitted = engine.models("alice/d")[-1]
+        assert refitted.version == 2 and refitted.params["answers_before_window"] > 100
         assert state.monitor.check_round()["checked"] == 0  # nothing new since
         metrics = client.get("/metrics").text
         assert 'twinkit_drift_detections_total{stream="rechecks"} 1.0' in metrics
@@ -233,7 +240,7 @@ def test_the_health_route_shows_a_decision_twins_agreement_and_the_change(
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["kind"] == "decision" and body["twin_id"] == "d"
-        assert body["checked"] == 180 and body["serving"]["version"] == 1
+        assert body["checked"] == 180 and body["serving"]["version"] in (1, 2)
         assert body["serving"]["holdout"]["agreement"] > 0.8
         assert len(body["alerts"]) == 1 and body["alerts"][0]["stream"] == "rechecks"
         assert body["rechecks"]["answered"] >= 40
