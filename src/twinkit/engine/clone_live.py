@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +39,9 @@ from twinkit.clone.evolving import (
     ANSWER_DETECTORS,
     DEFAULT_ANSWER_DETECTOR,
     Recheck,
+    pick_rechecks,
     recheck_changes,
+    recheck_quota,
 )
 from twinkit.core.errors import IntegrityError, TwinkitError
 from twinkit.core.twin import Twin
@@ -46,6 +49,7 @@ from twinkit.engine.clone_artifacts import CLONE, load_clone
 from twinkit.engine.live import DRIFT_EVENT, SERVING_EVENTS
 from twinkit.store import clone_queries, ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
+from twinkit.store.ledger import LedgerEntry
 
 if TYPE_CHECKING:
     from twinkit.clone.model import CloneModel
@@ -124,20 +128,70 @@ def recheck_base(question: str) -> str:
     return question.rsplit(RECHECK_MARK, 1)[0]
 
 
+def answered_items(answers: pd.DataFrame, asked: pd.DataFrame) -> tuple[list[str], list[bool]]:
+    """Per answer (``answers_in_order``), the item it answers (a recheck's is the item it
+    asks about again) and whether it answers a recheck (``asked``: the twin's
+    ``clone_queries``)."""
+    rechecks = set(asked.loc[asked["strategy"] == RECHECK, "item_id"].astype(str))
+    ids = [str(i) for i in answers["item_id"]]
+    again = [i in rechecks for i in ids]
+    return [recheck_base(i) if r else i for i, r in zip(ids, again, strict=True)], again
+
+
 def recheck_stream(answers: pd.DataFrame, asked: pd.DataFrame) -> list[Recheck]:
     """The rechecks among a twin's answers in arrival order (``answers_in_order``): the
     answers to questions asked with the strategy ``recheck`` (``asked``: the twin's
     ``clone_queries``), each against the newest earlier answer on its item."""
-    rechecks = set(asked.loc[asked["strategy"] == RECHECK, "item_id"].astype(str))
+    items, again = answered_items(answers, asked)
     newest: dict[str, str] = {}
     out: list[Recheck] = []
-    for j, (item, label) in enumerate(zip(answers["item_id"], answers["label"], strict=True)):
-        item, label = str(item), str(label)
-        base = recheck_base(item) if item in rechecks else item
-        if item in rechecks and base in newest:
-            out.append(Recheck(j, base, newest[base], label))
-        newest[base] = label
+    for j, (item, recheck, label) in enumerate(zip(items, again, answers["label"], strict=True)):
+        if recheck and item in newest:
+            out.append(Recheck(j, item, newest[item], str(label)))
+        newest[item] = str(label)
     return out
+
+
+def rechecks_to_ask(
+    ctx: EngineContext, key: str, population: CloneModel, features: list[str], k: int
+) -> list[tuple[str, str, np.ndarray]]:
+    """The past answers to ask the donor again among ``k`` questions (how many:
+    :func:`twinkit.clone.evolving.recheck_quota`; which:
+    :func:`twinkit.clone.evolving.pick_rechecks`): of the answers in the window, the
+    newest per item where the donor answered otherwise than the prior, and no recheck of
+    it waiting; as (question id, item, features in ``features`` order)."""
+    with ctx.store.read() as conn:
+        answers = observations.answers_in_order(conn, key)
+        asked = clone_queries.asked(conn, key)
+        window = donor_window(conn, key)
+    rechecks = asked[asked["strategy"] == RECHECK]
+    k = recheck_quota(len(asked), len(rechecks), k)
+    if k <= 0 or answers.empty:
+        return []
+    waiting = {
+        recheck_base(str(q)) for q in rechecks.loc[rechecks["answered_batch"].isna(), "item_id"]
+    }
+    times = Counter(recheck_base(str(q)) for q in rechecks["item_id"])
+    items, _ = answered_items(answers, asked)
+    rows = [json.loads(f) for f in answers["features"]]
+    usable = [set(r) == set(features) and all(r[f] is not None for f in features) for r in rows]
+    x = np.asarray(
+        [[r[f] if ok else 0.0 for f in features] for r, ok in zip(rows, usable, strict=True)],
+        dtype=np.float64,
+    )
+    labels = answers["label"].astype(str).tolist()
+    # an answer the prior cannot read counts as one the donor gave as people do
+    usual = [
+        p if ok else said for p, ok, said in zip(population.predict(x), usable, labels, strict=True)
+    ]
+    inside = in_window(answers["batch_id"], answers["item_id"], window)
+    start = int(np.argmax(inside)) if inside.any() else len(labels)
+    picked = [
+        j
+        for j in pick_rechecks(labels, usual, items, start, k + len(waiting))
+        if items[j] not in waiting
+    ][:k]
+    return [(recheck_id(items[j], times[items[j]] + 1), items[j], x[j]) for j in picked]
 
 
 def _clone_of(ctx: EngineContext, version: model_versions.ModelVersion) -> CloneModel | None:
@@ -152,25 +206,36 @@ def _clone_of(ctx: EngineContext, version: model_versions.ModelVersion) -> Clone
         return None
 
 
-def _recorded(conn: Conn, key: str) -> list[dict[str, Any]]:
-    """The donor changes recorded for the twin, oldest first."""
+def _recorded(conn: Conn, key: str) -> list[LedgerEntry]:
+    """The ledger entries of the donor changes recorded for the twin, oldest first."""
     return [
-        e.payload
-        for e in ledger.events_of(conn, key, [DRIFT_EVENT])
-        if e.payload.get("stream") == RECHECKS
+        e for e in ledger.events_of(conn, key, [DRIFT_EVENT]) if e.payload.get("stream") == RECHECKS
+    ]
+
+
+def _starts(conn: Conn, key: str) -> list[tuple[int, str]]:
+    """``(batch_id, item_id)`` of the first answer of each recorded change, oldest first."""
+    return [
+        (
+            int(e.payload["answers"]["start"]["batch_id"]),
+            str(e.payload["answers"]["start"]["item_id"]),
+        )
+        for e in _recorded(conn, key)
     ]
 
 
 def record_changes(
-    ctx: EngineContext, twin: Twin, serving: int | None, detector: str | None, seed: int = 0
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ctx: EngineContext, twin: Twin, detector: str | None, seed: int = 0
+) -> tuple[int | None, list[dict[str, Any]], list[dict[str, Any]]]:
     """Replay the twin's recheck stream through ``detector`` (see
-    :func:`answer_detector`) and record the changes not recorded before; return (every
-    change found, those recorded now). ``serving`` is noted in each entry."""
+    :func:`answer_detector`) and record the changes not recorded before; return (the
+    serving version, noted in each entry; every change found; those recorded now)."""
     name = answer_detector(detector)
     with ctx.store.read() as conn:
         answers = observations.answers_in_order(conn, twin.key)
         asked = clone_queries.asked(conn, twin.key)
+        head = model_versions.serving(conn, twin.key)
+    serving = head.version if head is not None else None
     found: list[dict[str, Any]] = []
     for change in recheck_changes(recheck_stream(answers, asked), name, seed):
         at, start = answers.iloc[change.at], answers.iloc[change.start]
@@ -196,8 +261,8 @@ def record_changes(
     new = []
     with ctx.store.write() as conn:
         seen = {
-            json.dumps(p.get("answers", {}).get("at"), sort_keys=True)
-            for p in _recorded(conn, twin.key)
+            json.dumps(e.payload.get("answers", {}).get("at"), sort_keys=True)
+            for e in _recorded(conn, twin.key)
         }
         for payload in found:
             mark = json.dumps(payload["answers"]["at"], sort_keys=True)
@@ -206,7 +271,7 @@ def record_changes(
             ledger.append(conn, DRIFT_EVENT, twin.key, payload)
             seen.add(mark)
             new.append(payload)
-    return found, new
+    return serving, found, new
 
 
 def follow(ctx: EngineContext, twin: Twin, seed: int = 0) -> list[dict[str, Any]]:
@@ -215,30 +280,20 @@ def follow(ctx: EngineContext, twin: Twin, seed: int = 0) -> list[dict[str, Any]
     them."""
     with ctx.store.read() as conn:
         chosen = twins.monitor_policy(conn, twin.key)
-        serving = model_versions.serving(conn, twin.key)
-    detector = chosen[1] if chosen is not None else None
-    number = serving.version if serving is not None else None
-    return record_changes(ctx, twin, number, detector, seed)[1]
+    return record_changes(ctx, twin, chosen[1] if chosen is not None else None, seed)[2]
 
 
 def change_starts(ctx: EngineContext, twin: Twin) -> list[tuple[int, str]]:
     """``(batch_id, item_id)`` of the first answer of each recorded change, oldest first."""
     with ctx.store.read() as conn:
-        changes = _recorded(conn, twin.key)
-    return [
-        (int(c["answers"]["start"]["batch_id"]), str(c["answers"]["start"]["item_id"]))
-        for c in changes
-    ]
+        return _starts(conn, twin.key)
 
 
 def donor_window(conn: Conn, key: str) -> tuple[int, str] | None:
     """Where the answers the clone learns from begin: ``(batch_id, item_id)`` of the
     newest recorded change's first answer; None when no change was recorded."""
-    changes = _recorded(conn, key)
-    if not changes:
-        return None
-    start = changes[-1]["answers"]["start"]
-    return int(start["batch_id"]), str(start["item_id"])
+    starts = _starts(conn, key)
+    return starts[-1] if starts else None
 
 
 def in_window(
@@ -274,11 +329,7 @@ def donor_health(ctx: EngineContext, twin: Twin, recent: int = RECENT_ANSWERS) -
     with ctx.store.read() as conn:
         serving = model_versions.serving(conn, twin.key)
         window = donor_window(conn, twin.key)
-        changes = [
-            {**e.payload, "recorded_at": e.created_at}
-            for e in ledger.events_of(conn, twin.key, [DRIFT_EVENT])
-            if e.payload.get("stream") == RECHECKS
-        ]
+        changes = [{**e.payload, "recorded_at": e.created_at} for e in _recorded(conn, twin.key)]
         answers = observations.answers_in_order(conn, twin.key)
         asked = clone_queries.asked(conn, twin.key)
     inside = in_window(answers["batch_id"], answers["item_id"], window)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,7 +188,7 @@ def _ask_with(
     from twinkit.clone.strategies import strategy
 
     population, clone, mine, _, pool_frame, features = models
-    again = _rechecks(ctx, twin_id, population, features, k)
+    again = clone_live.rechecks_to_ask(ctx, twin_id, population, features, k)
     rows = np.zeros(0, dtype=np.int64)
     if not pool_frame.empty and k > len(again):
         pool = Pool(pool_frame[features].to_numpy(dtype=np.float64), pool_frame["item_id"].tolist())
@@ -256,55 +255,6 @@ def _ask_with(
             },
         )
     return out
-
-
-def _rechecks(
-    ctx: EngineContext, key: str, population: CloneModel, features: list[str], k: int
-) -> list[tuple[str, str, np.ndarray]]:
-    """The past answers to ask the donor again among ``k`` questions (how many:
-    :func:`twinkit.clone.evolving.recheck_quota`; which:
-    :func:`twinkit.clone.evolving.pick_rechecks`): of the answers in the window, the
-    newest per item where the donor answered otherwise than the prior, and no recheck of
-    it waiting; as (question id, item, features in ``features`` order)."""
-    from twinkit.clone.evolving import pick_rechecks, recheck_quota
-
-    with ctx.store.read() as conn:
-        answers = observations.answers_in_order(conn, key)
-        asked = clone_queries.asked(conn, key)
-        window = clone_live.donor_window(conn, key)
-    rechecks = asked[asked["strategy"] == clone_live.RECHECK]
-    k = recheck_quota(len(asked), len(rechecks), k)
-    if k <= 0 or answers.empty:
-        return []
-    waiting = {
-        clone_live.recheck_base(str(q))
-        for q in rechecks.loc[rechecks["answered_batch"].isna(), "item_id"]
-    }
-    times = Counter(clone_live.recheck_base(str(q)) for q in rechecks["item_id"])
-    asked_again = set(rechecks["item_id"].astype(str))
-    items = [
-        clone_live.recheck_base(str(i)) if str(i) in asked_again else str(i)
-        for i in answers["item_id"]
-    ]
-    rows = [json.loads(f) for f in answers["features"]]
-    usable = [set(r) == set(features) and all(r[f] is not None for f in features) for r in rows]
-    x = np.asarray(
-        [[r[f] if ok else 0.0 for f in features] for r, ok in zip(rows, usable, strict=True)],
-        dtype=np.float64,
-    )
-    labels = answers["label"].astype(str).tolist()
-    # an answer the prior cannot read counts as one the donor gave as people do
-    usual = [
-        p if ok else said for p, ok, said in zip(population.predict(x), usable, labels, strict=True)
-    ]
-    inside = clone_live.in_window(answers["batch_id"], answers["item_id"], window)
-    start = int(np.argmax(inside)) if inside.any() else len(labels)
-    picked = [
-        j
-        for j in pick_rechecks(labels, usual, items, start, k + len(waiting))
-        if items[j] not in waiting
-    ][:k]
-    return [(clone_live.recheck_id(items[j], times[items[j]] + 1), items[j], x[j]) for j in picked]
 
 
 def answer(ctx: EngineContext, twin_id: str, path: Path | str) -> IngestResult:

@@ -14,10 +14,11 @@ from the serving weights, with the data from the earliest new detection's window
 the new regime; a one-pass model is fitted anew. The fit's own promotion gate decides
 whether the new version serves.
 
-A decision twin has one stream, ``agreement`` (its clones' agreement with each new
-answer, :mod:`twinkit.engine.clone_live`), with its own detectors (Page-Hinkley by
-default, :mod:`twinkit.clone.evolving`); a change it records moves the window of answers
-the clone learns from, and under ``refit`` the clone is fitted again on that window.
+A decision twin has one stream, ``rechecks`` (whether the donor, asked again about past
+answers, contradicts them: :mod:`twinkit.engine.clone_live`), with its own detectors
+(Page-Hinkley by default, :mod:`twinkit.clone.evolving`); a change it records moves the
+window of answers the clone learns from, and under ``refit`` the clone is fitted again on
+that window.
 """
 
 from __future__ import annotations
@@ -174,11 +175,8 @@ def check(
     twin = reads.get_twin(ctx, twin_id)
     chosen = policy(ctx, twin.key)
     if twin.kind is TwinKind.DECISION:
-        with ctx.store.read() as conn:
-            serving = model_versions.serving(conn, twin.key)
-        number = serving.version if serving is not None else None
         name = clone_live.answer_detector(detector or chosen["detector"])
-        found_, new_ = clone_live.record_changes(ctx, twin, number, name, seed)
+        number, found_, new_ = clone_live.record_changes(ctx, twin, name, seed)
         return {
             "twin": twin.id,
             "version": number,
