@@ -20,15 +20,14 @@ from twinkit.engine.jobs import Job
 from twinkit.engine.serving import ServedForecast, ServingHead, TwinChangedError
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import not_found
+from twinkit.service.health_schemas import DecisionHealthPublic, HealthPublic
 from twinkit.service.jobs import jsonable
 from twinkit.service.routes.responses import AUTH_RESPONSES, CONFLICT_RESPONSES, TWIN_RESPONSES
 from twinkit.service.schemas import (
     MAX_ID,
-    DecisionHealthPublic,
     ErrorPublic,
     FitRequest,
     ForecastPublic,
-    HealthPublic,
     Horizon,
     HorizonForecast,
     JobPublic,
