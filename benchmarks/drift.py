@@ -76,6 +76,13 @@ from twinkit.data.windows import EVENT_CHANNELS
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.models.gru import GRUAttention
 from twinkit.models.neural import NeuralForecaster
+from twinkit.monitor.band import (
+    BAND_TOLERANCE,
+    changed,
+    live_band,
+    rescale,
+    scale_at,
+)
 from twinkit.monitor.drift import DEFAULT_DETECTOR, forecast_streams, input_streams, scan
 from twinkit.monitor.rollback import paired_verdict, pairs_of
 
@@ -119,6 +126,7 @@ class Version:
     model: NeuralForecaster
     scale: dict[int, float]
     number: int
+    band: dict[int, float] = field(default_factory=dict)  # the live band (monitor/band)
 
 
 def scored(model: NeuralForecaster, data: pd.DataFrame, split: pd.Timestamp) -> dict[int, float]:
@@ -157,6 +165,7 @@ class Served:
     detections: list[dict[str, Any]] = field(default_factory=list)
     fits: list[float] = field(default_factory=list)
     failed_fits: list[str] = field(default_factory=list)
+    band_updates: int = 0  # live bands stored (each a ledger entry in the product)
 
 
 def forecast_rows(
@@ -168,7 +177,9 @@ def forecast_rows(
         f = model.predict(data.loc[origin - reach : origin], HORIZONS)
     except Exception:
         return []
+    f = rescale(f, version.band)
     lower, upper = f.interval(0.9)
+    scales = scale_at(version.band, f.horizons)
     out = []
     for k, h in enumerate(f.horizons):
         target = f.origin + pd.Timedelta(minutes=h)
@@ -184,7 +195,9 @@ def forecast_rows(
                 "target_t": int(target.value // 1000),
                 "mean": float(f.mean[k]),
                 "q05": float(lower[k]),
+                "q50": float(f.quantiles[0.5][k]),
                 "q95": float(upper[k]),
+                "band_scale": float(scales[k]),
                 "realised": np.nan if value is None else float(value),
             }
         )
@@ -245,7 +258,12 @@ def check(
 
 
 def serve(
-    data: pd.DataFrame, strategy: str, seed: int, cadence: pd.Timedelta, days: float
+    data: pd.DataFrame,
+    strategy: str,
+    seed: int,
+    cadence: pd.Timedelta,
+    days: float,
+    band: bool = True,
 ) -> Served:
     grid = target_grid(data, TARGET)
     start = data.index[0].floor("D")
@@ -258,6 +276,11 @@ def serve(
     while now < end:
         if now == now.floor("1h") and now > start + pd.Timedelta(days=FIRST_FIT_DAYS):
             new = check(data, served, version, now, last)
+            if band:  # the monitor's live band (engine/monitoring's rule)
+                fresh = live_band(known_rows(served.rows, version.number, now)).scales
+                if fresh and changed(version.band, fresh, BAND_TOLERANCE):
+                    version.band = fresh
+                    served.band_updates += 1
             for d in new:
                 served.detections.append({**d, "strategy": strategy})
             refit = (strategy == "periodic" and now == now.floor("D")) or (
@@ -322,12 +345,32 @@ def rollback_run(
     return {"rolled_back_after_h": None}
 
 
-def coverage(rows: pd.DataFrame) -> float | None:
+def coverage(rows: pd.DataFrame, raw: bool = False) -> float | None:
+    """The share of scored rows inside their served 90 % band; with ``raw``, inside the
+    model's own band (the served one without the live band's scale)."""
     ok = rows[np.isfinite(rows["realised"].to_numpy(float))]
     if ok.empty:
         return None
-    inside = (ok["q05"] <= ok["realised"]) & (ok["realised"] <= ok["q95"])
+    low, high = ok["q05"], ok["q95"]
+    if raw:
+        mid, scale = ok["q50"], ok["band_scale"]
+        low, high = mid - (mid - low) / scale, mid + (high - mid) / scale
+    inside = (low <= ok["realised"]) & (ok["realised"] <= high)
     return float(inside.mean())
+
+
+def summary(values: list[float | None]) -> dict[str, Any] | None:
+    """Median, range and how many of per-twin coverages are within 0.87-0.93."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return {
+        "median": round(float(np.median(known)), 3),
+        "min": round(min(known), 3),
+        "max": round(max(known), 3),
+        "in_087_093": sum(0.87 <= v <= 0.93 for v in known),
+        "of": len(known),
+    }
 
 
 def real_data(folder: Path, seed: int, cadence: pd.Timedelta) -> dict[str, Any]:
@@ -349,10 +392,13 @@ def real_data(folder: Path, seed: int, cadence: pd.Timedelta) -> dict[str, Any]:
                 "detections": len(served.detections),
                 "streams": sorted({d["stream"] for d in served.detections}),
                 "coverage90": None if rows.empty else coverage(rows),
+                "coverage90_model_band": None if rows.empty else coverage(rows, raw=True),
+                "band_updates": served.band_updates,
             }
         )
     twin_days = sum(p["days_served"] for p in people)
     covered = [p["coverage90"] for p in people if p["coverage90"] is not None]
+    raw = [p["coverage90_model_band"] for p in people if p["coverage90_model_band"] is not None]
     return {
         "people": people,
         "twin_days": round(twin_days, 1),
@@ -363,6 +409,11 @@ def real_data(folder: Path, seed: int, cadence: pd.Timedelta) -> dict[str, Any]:
         else None,
         "coverage90_median": float(np.median(covered)) if covered else None,
         "coverage90_in_087_093": sum(0.87 <= c <= 0.93 for c in covered),
+        "coverage90_pooled": float(np.mean(covered)) if covered else None,
+        "model_band": {
+            "coverage90_median": float(np.median(raw)) if raw else None,
+            "coverage90_in_087_093": sum(0.87 <= c <= 0.93 for c in raw),
+        },
     }
 
 
@@ -388,6 +439,8 @@ def one_patient(
             "days_13_16": rmse(rows, CHANGE_DAY + 2, RETURN_DAY, start),
             "fits": len(served.fits),
             "fit_s": sum(served.fits),
+            "coverage90": coverage(rows),
+            "coverage90_model_band": coverage(rows, raw=True),
             "failed_fits": served.failed_fits,
         }
         if strategy == "frozen":
@@ -403,9 +456,12 @@ def one_patient(
     out["false_alarms"] = {"twin": twin, "detections": 0, "streams": [], "skipped": skip_steady}
     if not skip_steady:
         quiet = serve(steady, "frozen", seed, cadence, days)
+        quiet_rows = pd.DataFrame(quiet.rows)
         out["false_alarms"].update(
             detections=len(quiet.detections),
             streams=sorted({d["stream"] for d in quiet.detections}),
+            coverage90=coverage(quiet_rows),
+            coverage90_model_band=coverage(quiet_rows, raw=True),
         )
     model, _ = fit_version(resistant, resistant.index[-1] + pd.Timedelta(minutes=5), 1, seed)
     grid = target_grid(changed, TARGET)
@@ -482,7 +538,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     simulated_s = time.perf_counter() - began
     strategies = [s for s in args.strategies.split(",") if s]
     per: dict[str, dict[str, Any]] = {
-        s: {"rmse": [], "fits": [], "fit_s": [], "failed_fits": []} for s in strategies
+        s: {
+            "rmse": [],
+            "fits": [],
+            "fit_s": [],
+            "failed_fits": [],
+            "coverage": [],
+            "coverage_model": [],
+        }
+        for s in strategies
     }
     delays: list[float | None] = []
     returns: list[float | None] = []
@@ -515,6 +579,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             per[strategy]["fits"].append(mine["fits"])
             per[strategy]["failed_fits"] += mine["failed_fits"]
             per[strategy]["fit_s"].append(mine["fit_s"])
+            per[strategy]["coverage"].append(mine["coverage90"])
+            per[strategy]["coverage_model"].append(mine["coverage90_model_band"])
         delays.append(result["delay_h"])
         returns.append(result["return_h"])
         false_alarms.append(result["false_alarms"])
@@ -526,7 +592,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         values = [i[key] for i in items if np.isfinite(i[key])]
         return round(float(np.mean(values)), 2) if values else float("nan")
 
-    table = {}
+    table: dict[str, dict[str, Any]] = {}
     for s in strategies:
         table[s] = {
             f"{span}_{h}": mean_of([r[span] for r in per[s]["rmse"]], h)
@@ -537,6 +603,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table[s]["fits"] = int(sum(per[s]["fits"]))
         table[s]["fit_seconds"] = round(float(sum(per[s]["fit_s"])), 1)
         table[s]["failed_fits"] = per[s]["failed_fits"]
+        table[s]["coverage90"] = summary(per[s]["coverage"])
+        table[s]["coverage90_model_band"] = summary(per[s]["coverage_model"])
     found = [d for d in delays if d is not None]
     twin_days = len(names) * (args.days - FIRST_FIT_DAYS)
     report: dict[str, Any] = {
@@ -562,6 +630,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ),
             "on_changed_runs": [r.get("detections_changed") for r in results],
         },
+        "steady_coverage90": summary([f.get("coverage90") for f in false_alarms]),
+        "steady_coverage90_model_band": summary(
+            [f.get("coverage90_model_band") for f in false_alarms]
+        ),
         "rollback": rollbacks,
         "seconds": round(time.perf_counter() - began, 1),
     }

@@ -266,7 +266,7 @@ def test_the_data_watermark_moves_with_every_write_of_a_twins_signals(
     assert _data_batch(engine, "w1") == _data_batch(engine, "w2") != after_release
 
 
-def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) -> None:
+def test_a_store_of_schema_4_gains_the_later_columns_on_open(tmp_path: Path) -> None:
     # Prepare: a store as version 4 wrote it, with a twin in it
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = TwinEngine(url)
@@ -287,6 +287,8 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             "ALTER TABLE jobs DROP COLUMN twin_uid",
             "DROP TABLE sessions",
             "ALTER TABLE twins DROP COLUMN data_batch",
+            "ALTER TABLE model_versions DROP COLUMN live_band",  # what version 10 added
+            "ALTER TABLE forecast_log DROP COLUMN band_scale",
         ):
             conn.exec_driver_sql(later)
         conn.execute(
@@ -303,7 +305,7 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "9"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "10"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
     assert len(row.uid) == 32
     # schema 8's indexes of the shared job queue
@@ -312,6 +314,11 @@ def test_a_store_of_schema_4_gains_the_watermark_column_on_open(tmp_path: Path) 
     # schema 9's forecast log, with its index
     indexes = {i["name"] for i in sa.inspect(reopened.engine).get_indexes("forecast_log")}
     assert "ix_forecast_log_target" in indexes
+    # schema 10's live band, added to tables that were there already
+    columns = {c["name"] for c in sa.inspect(reopened.engine).get_columns("forecast_log")}
+    assert "band_scale" in columns
+    columns = {c["name"] for c in sa.inspect(reopened.engine).get_columns("model_versions")}
+    assert "live_band" in columns
     reopened.dispose()
 
 

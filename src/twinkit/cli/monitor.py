@@ -92,6 +92,10 @@ def health(
             _f(s["coverage90"]),
         )
     console.print(table)
+    band = serving.get("live_band") or {}
+    if band:
+        scales = ", ".join(f"+{h} min x{v:.2f}" for h, v in band.items())
+        console.print(f"live band (the model's 90% band rescaled by the monitor): {scales}")
     for rolled in report.get("rollbacks") or []:
         console.print(
             f"[yellow]rolled back v{rolled['from_version']} -> v{rolled['to_version']} "

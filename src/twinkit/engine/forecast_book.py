@@ -16,12 +16,14 @@ DEFAULT_LOG_CAPACITY = 50_000
 @dataclass(frozen=True)
 class Served:
     """One served forecast waiting to be logged: the twin's store key, the version that
-    answered, the model's grid step (the width of the bin each horizon forecasts)."""
+    answered, the model's grid step (the width of the bin each horizon forecasts), and the
+    live band's scale at each of its horizons (None: the model's own band was served)."""
 
     twin_key: str
     version: int
     step_min: float
     forecast: Forecast
+    band_scales: tuple[float, ...] | None = None
 
 
 class ForecastLog:

@@ -19,6 +19,7 @@ summarises them with :mod:`twinkit.monitor.accuracy`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from twinkit.engine import reads
 from twinkit.engine.forecast_book import Served
 from twinkit.models.base import Forecaster
 from twinkit.monitor.accuracy import error_series, live_scores
+from twinkit.monitor.band import scale_at
 from twinkit.store import forecast_log, ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
 from twinkit.store.timeutil import from_micros, to_micros, utc_now_iso
@@ -50,13 +52,20 @@ DEFAULT_WINDOW_H = 7 * 24.0
 
 
 def record(
-    ctx: EngineContext, twin_key: str, version: int, model: Forecaster, forecast: Forecast
+    ctx: EngineContext,
+    twin_key: str,
+    version: int,
+    model: Forecaster,
+    forecast: Forecast,
+    band: Mapping[int, float] | None = None,
 ) -> None:
-    """Log a forecast the twin stored under ``twin_key`` served with ``version``. Never
-    raises: the forecast was answered whatever becomes of its log entry."""
+    """Log a forecast the twin stored under ``twin_key`` served with ``version`` (and the
+    live ``band`` it was served with, if any). Never raises: the forecast was answered
+    whatever becomes of its log entry."""
     if model.step_min is None:
         return
-    ctx.forecast_log.add(Served(twin_key, int(version), float(model.step_min), forecast))
+    scales = tuple(float(v) for v in scale_at(band, forecast.horizons)) if band else None
+    ctx.forecast_log.add(Served(twin_key, int(version), float(model.step_min), forecast, scales))
     if ctx.forecast_log.autoflush:
         flush(ctx)
 
@@ -89,7 +98,13 @@ def _unique(pending: list[Served]) -> list[Served]:
 
 
 def _rows(
-    channel_id: int, version_id: int, version: int, role: str, step_min: float, f: Forecast
+    channel_id: int,
+    version_id: int,
+    version: int,
+    role: str,
+    step_min: float,
+    f: Forecast,
+    band_scales: tuple[float, ...] | None = None,
 ) -> list[dict[str, Any]]:
     origin = int(to_micros(pd.DatetimeIndex([f.origin]))[0])
     width = round(step_min * 60e6)
@@ -115,6 +130,7 @@ def _rows(
                 "q50": float(q[0.5][k]),
                 "q95": float(q[0.95][k]),
                 "issued_at": issued,
+                "band_scale": None if band_scales is None else band_scales[k],
             }
         )
     return rows
@@ -189,7 +205,15 @@ def _write(ctx: EngineContext, pending: list[Served]) -> int:
             version_id = ids[item.twin_key].get(item.version)
             if channel is None or version_id is None:
                 continue  # the twin or the version is gone since it answered
-            rows += _rows(channel, version_id, item.version, "served", item.step_min, item.forecast)
+            rows += _rows(
+                channel,
+                version_id,
+                item.version,
+                "served",
+                item.step_min,
+                item.forecast,
+                item.band_scales,
+            )
             if i in shadows:
                 number, made = shadows[i]
                 shadow_id = ids[item.twin_key].get(number)
@@ -244,7 +268,12 @@ def health(ctx: EngineContext, twin_id: str, window_h: float = DEFAULT_WINDOW_H)
         "target": target,
         "serving": None
         if serving is None
-        else {"version": serving.version, "model": serving.model, "holdout": holdout},
+        else {
+            "version": serving.version,
+            "model": serving.model,
+            "holdout": holdout,
+            "live_band": {str(h): v for h, v in (serving.live_band or {}).items()},
+        },
         "shadow_version": shadow,
         "window": {"hours": window_h, "from": _iso(since), "to": _iso(latest)},
         "logged": counts,

@@ -33,6 +33,7 @@ from twinkit.core.twin import TwinKind
 from twinkit.data.windows import EVENT_CHANNELS
 from twinkit.engine import clone_live, cohort, fitting, reads
 from twinkit.engine.live import DRIFT_EVENT, shadow_version, state_twin
+from twinkit.monitor.band import BAND_TOLERANCE, changed, live_band
 from twinkit.monitor.drift import (
     DEFAULT_DETECTOR,
     DETECTORS,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 #: the ledger event of a policy change
 POLICY_EVENT = "monitor_policy_set"
+#: the ledger event of a new live band (see :func:`calibrate`)
+BAND_EVENT = "band_recalibrated"
 #: what the monitor may do on drift
 POLICIES = ("alert", "refit")
 DEFAULT_POLICY = "alert"
@@ -212,6 +215,56 @@ def check(
     }
 
 
+def calibrate(
+    ctx: EngineContext, twin_id: str, window_h: float = DEFAULT_CHECK_WINDOW_H
+) -> dict[str, Any]:
+    """Set the serving version's live band from its scored served forecasts over the last
+    ``window_h`` hours (:func:`twinkit.monitor.band.live_band`), if it changed by more than
+    :data:`~twinkit.monitor.band.BAND_TOLERANCE`; a new band is a ``band_recalibrated``
+    ledger entry. Returns the band found (``band``) and whether it was stored
+    (``stored``)."""
+    twin = state_twin(ctx, twin_id, window_h, "a clone's answers have no band")
+    with ctx.store.read() as conn:
+        serving = model_versions.serving(conn, twin.key)
+        rows = pd.DataFrame()
+        if serving is not None:
+            ids = twins.channel_ids(conn, twin.key, str(serving.params.get("target")))
+            latest = forecast_log.latest_scored(conn, ids) if ids else None
+            if latest is not None:
+                rows = forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
+    result: dict[str, Any] = {
+        "twin": twin.id,
+        "version": serving.version if serving else None,
+        "band": None,
+        "stored": False,
+    }
+    if serving is None or rows.empty:
+        return result
+    mine = rows[(rows["role"] == "served") & (rows["version"] == serving.version)]
+    found = live_band(mine)
+    result["band"] = found.to_dict()
+    # too few scored forecasts lately say nothing against the band that serves
+    if not found.scales or not changed(serving.live_band, found.scales, BAND_TOLERANCE):
+        return result
+    with ctx.store.write() as conn:
+        now = model_versions.serving(conn, twin.key)
+        if now is None or now.version != serving.version:
+            return result  # it changed meanwhile: the next round calibrates the new one
+        model_versions.set_live_band(conn, twin.key, serving.version, found.scales)
+        ledger.append(
+            conn,
+            BAND_EVENT,
+            twin.key,
+            {
+                "version": serving.version,
+                "previous": {str(h): v for h, v in (serving.live_band or {}).items()},
+                **found.to_dict(),
+            },
+        )
+    result["stored"] = True
+    return result
+
+
 def rollback_check(
     ctx: EngineContext,
     twin_id: str,
@@ -268,10 +321,11 @@ def run(
     refit: bool = True,
     rollback: bool = True,
 ) -> dict[str, Any]:
-    """:func:`rollback_check` (unless ``rollback`` is False), then :func:`check`, then
-    under the ``refit`` policy a fit after a new detection (unless ``refit`` is False: the
-    caller fits, e.g. as a background job); the fit's result, or why it failed, is under
-    ``refit``, the rollback test's under ``rollback``."""
+    """:func:`rollback_check` (unless ``rollback`` is False), then :func:`check`, then for
+    a state twin :func:`calibrate` (its live band), then under the ``refit`` policy a fit
+    after a new detection (unless ``refit`` is False: the caller fits, e.g. as a background
+    job); the fit's result, or why it failed, is under ``refit``, the rollback test's
+    under ``rollback``, the band's under ``band``."""
     decision = reads.get_twin(ctx, twin_id).kind is TwinKind.DECISION
     # a clone's versions are gated on the donor's held-out answers, not on a live log
     judged = (
@@ -279,6 +333,7 @@ def run(
     )
     result = check(ctx, twin_id, window_h, detector, seed)
     result["rollback"] = judged
+    result["band"] = None if decision else calibrate(ctx, twin_id, window_h)
     result["refit"] = None
     if refit and result["policy"] == "refit" and result["new"]:
         try:

@@ -14,7 +14,8 @@ and the horizons asked (its origin is the last reading's time, not the clock), s
 service may keep answers in a :class:`ForecastCache` under their :data:`ForecastKey`:
 the twin, the serving version (row id, number, sha256), the artifact file's state as the
 model cache verified it, the twin's data watermark (``twins.data_batch``, moved in the
-transaction of every ingest and release) and the horizons. :func:`serving_head` reads
+transaction of every ingest and release), the horizons and the version's live band (the
+monitor's rescaling of the model's band, :mod:`twinkit.monitor.band`). :func:`serving_head` reads
 all the store's parts of the key with one statement; :func:`forecast_key` adds the file
 state, and is None unless the model cache holds the model verified in the file's present
 state, so a changed artifact is always loaded and checked again. Degraded answers are
@@ -43,6 +44,7 @@ from twinkit.engine import live, reads
 from twinkit.engine.model_cache import FileState
 from twinkit.engine.population import load_population
 from twinkit.models.base import Forecaster
+from twinkit.monitor.band import rescale
 from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
 from twinkit.store.model_versions import ModelVersion
@@ -63,8 +65,8 @@ _LOAD_ERRORS = (TwinkitError, KeyError, ValueError, TypeError, RuntimeError)
 DEFAULT_FORECAST_CAPACITY = 20_000
 
 #: what a forecast is cached under: twin id, serving version row id, version number,
-#: artifact sha256, the artifact file's verified state, data watermark, horizons
-ForecastKey = tuple[str, int, int, str, FileState, int | None, tuple[int, ...]]
+#: artifact sha256, the artifact file's verified state, data watermark, horizons, live band
+ForecastKey = tuple[str, int, int, str, FileState, int | None, tuple[int, ...], str | None]
 
 V = TypeVar("V")
 
@@ -135,6 +137,7 @@ def forecast_key(
         state,
         head.data_batch,
         wanted,
+        head.live_band,
     )
 
 
@@ -182,9 +185,10 @@ def serve_forecast(
         assert failure is not None  # there is a serving version: its model did not load
         serving = _version(ctx, twin_id, head.version)
         return _failover(ctx, serving, frame, horizons, _why(serving, failure))
-    forecast = model.predict(frame, horizons)
+    band = model_versions.parse_band(head.live_band)
+    forecast = rescale(model.predict(frame, horizons), band)
     served = replace(forecast, model=head.model or forecast.model, version=head.version)
-    live.record(ctx, head.twin_id, head.version, model, served)
+    live.record(ctx, head.twin_id, head.version, model, served, band)
     return ServedForecast(served, key=forecast_key(ctx, head, horizons))
 
 
@@ -327,8 +331,10 @@ def predict(
     version: int | None = None,
     as_of: pd.Timestamp | None = None,
 ) -> Forecast:
-    """Forecast with the serving (or a numbered) version from the twin's latest data, or
-    from the data up to ``as_of`` (a backtest); no failover."""
+    """Forecast with the serving (or a numbered) version from the twin's latest data, its
+    band scaled by the version's live band (:mod:`twinkit.monitor.band`), or from the data
+    up to ``as_of`` (a backtest: the model's own band, as it was before it served); no
+    failover."""
     twin = reads.get_twin(ctx, twin_id)
     chosen = reads.version(ctx, twin.ref, version)
     model = reads.load_model(ctx, chosen)
@@ -337,7 +343,8 @@ def predict(
         frame = frame.loc[:as_of]
     forecast = replace(model.predict(frame, horizons), model=chosen.model, version=chosen.version)
     if as_of is None:  # a backtest is not served
-        live.record(ctx, twin.key, chosen.version, model, forecast)
+        forecast = rescale(forecast, chosen.live_band)
+        live.record(ctx, twin.key, chosen.version, model, forecast, chosen.live_band)
     return forecast
 
 

@@ -39,6 +39,14 @@ class ServingPublic(BaseModel):
     holdout: dict[str, float] = Field(
         description="the holdout figures the version was promoted with"
     )
+    live_band: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "the monitor's live band: per horizon (minutes), the scale applied to the "
+            "model's band so that 90% of readings fall inside it; empty until enough "
+            "served forecasts were scored"
+        ),
+    )
 
 
 class HealthWindow(BaseModel):

@@ -10,7 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, literal, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    inspect,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -73,6 +83,10 @@ def _add_columns(conn: Connection, stored_version: int) -> None:
     and fill in what must not stay empty (every twin's uid)."""
     for version, table, column in tables.ADDED_COLUMNS:
         if version > stored_version:
+            # a table new since then was created whole, its new columns with it
+            present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+            if column.name in present:
+                continue
             kind = column.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
     t = tables.twins.c

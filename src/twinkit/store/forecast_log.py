@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, Connection, delete, func, select, update
 from twinkit.store import tables
 
 #: a row of :func:`insert`: the columns of ``forecast_log`` but ``id`` and ``realised``
+#: (``band_scale`` may be left out: the band served is the model's own)
 LogRow = Mapping[str, Any]
 
 _KEY = ("channel_id", "version_id", "role", "origin_t", "horizon")
@@ -41,6 +42,7 @@ SCORED_COLUMNS = (
     "q50",
     "q95",
     "realised",
+    "band_scale",
 )
 
 
@@ -106,7 +108,7 @@ def insert(conn: Connection, rows: Sequence[LogRow]) -> int:
     for row in rows:
         key = tuple(row[k] for k in _KEY)
         if key not in stored:
-            new.append(dict(row))
+            new.append({"band_scale": None, **row})
             stored.add(key)
     if not new:
         return 0

@@ -29,9 +29,18 @@ class ModelVersion:
     metrics: dict[str, Any]
     data_hash: str
     created_at: str
+    #: the monitor's live band: horizon (minutes) -> scale of the model's band; None: none
+    live_band: dict[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def parse_band(text: str | None) -> dict[int, float] | None:
+    """A stored live band (JSON, horizon minutes as keys) as a dict, None for none."""
+    if not text:
+        return None
+    return {int(h): float(v) for h, v in json.loads(text).items()}
 
 
 def _version(row: Any) -> ModelVersion:
@@ -45,6 +54,7 @@ def _version(row: Any) -> ModelVersion:
         metrics=json.loads(row.metrics),
         data_hash=row.data_hash,
         created_at=row.created_at,
+        live_band=parse_band(row.live_band),
     )
 
 
@@ -105,7 +115,8 @@ def serving(conn: Connection, twin_id: str) -> ModelVersion | None:
 class ServingHead:
     """What a forecast of one twin depends on in the store, read by one statement: the
     twin's owner and kind, its data watermark (``twins.data_batch``), and the serving
-    version's row id, number, model and artifact sha256 (None without one)."""
+    version's row id, number, model, artifact sha256 and live band as stored (JSON; None
+    without one)."""
 
     twin_id: str
     owner: str
@@ -115,11 +126,12 @@ class ServingHead:
     version: int | None
     model: str | None
     sha256: str | None
+    live_band: str | None
 
 
 _t, _m = tables.twins.c, tables.model_versions.c
 _HEAD = (
-    select(_t.owner, _t.kind, _t.data_batch, _m.id, _m.version, _m.model, _m.sha256)
+    select(_t.owner, _t.kind, _t.data_batch, _m.id, _m.version, _m.model, _m.sha256, _m.live_band)
     .select_from(
         tables.twins.outerjoin(
             tables.model_versions, and_(_m.twin_id == _t.id, _m.status == bindparam("status"))
@@ -175,6 +187,17 @@ def set_status(conn: Connection, twin_id: str, version: int, status: str) -> Non
         update(tables.model_versions)
         .where(m.twin_id == twin_id, m.version == version)
         .values(status=status)
+    )
+
+
+def set_live_band(conn: Connection, twin_id: str, version: int, band: dict[int, float]) -> None:
+    """Store the version's live band (see :mod:`twinkit.monitor.band`)."""
+    m = tables.model_versions.c
+    text = json.dumps({str(h): v for h, v in sorted(band.items())})
+    conn.execute(
+        update(tables.model_versions)
+        .where(m.twin_id == twin_id, m.version == version)
+        .values(live_band=text)
     )
 
 

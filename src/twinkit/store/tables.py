@@ -17,13 +17,14 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
 # Version 7: twins.name (ids unique per owner; ``twins.id`` is the store key),
 # population_models.owners, population_sharing. Version 8: job queue indexes.
-# Version 9: forecast_log, monitor_policies.
+# Version 9: forecast_log, monitor_policies. Version 10: model_versions.live_band,
+# forecast_log.band_scale (the monitor's live band, twinkit.monitor.band).
 # A store at an older version gains the new tables on open, and the new columns
 # (``ADDED_COLUMNS``).
 
@@ -159,6 +160,9 @@ model_versions = Table(
     Column("metrics", Text, nullable=False),
     Column("data_hash", String(64), nullable=False),
     Column("created_at", String(40), nullable=False),
+    # The live band the monitor set (JSON: horizon minutes -> scale of the model's band;
+    # twinkit.monitor.band); NULL until enough of the version's forecasts were scored.
+    Column("live_band", Text, nullable=True),
     UniqueConstraint("twin_id", "version", name="uq_model_versions_twin_version"),
 )
 
@@ -206,6 +210,8 @@ forecast_log = Table(
     Column("q95", Float, nullable=False),
     Column("issued_at", String(40), nullable=False),
     Column("realised", Float, nullable=True),
+    # the live band's scale the forecast was served with (NULL: none, the model's own band)
+    Column("band_scale", Float, nullable=True),
     UniqueConstraint(
         "channel_id", "version_id", "role", "origin_t", "horizon", name="uq_forecast_log_one"
     ),
@@ -304,6 +310,8 @@ ADDED_COLUMNS = (
     (6, jobs, jobs.c.twin_uid),
     (7, twins, twins.c.name),
     (7, population_models, population_models.c.owners),
+    (10, model_versions, model_versions.c.live_band),
+    (10, forecast_log, forecast_log.c.band_scale),
 )
 
 #: indexes added to tables that existed before: (schema version, index)
