@@ -4,11 +4,13 @@ served forecasts (adaptive split conformal, :mod:`twinkit.monitor.band`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from twinkit.cli.testing import run
 from twinkit.core.forecast import Forecast
 from twinkit.engine import TwinEngine
 from twinkit.engine.model_cache import ModelCache
@@ -214,3 +216,23 @@ def test_a_band_needs_a_served_version_and_a_state_twin(engine: TwinEngine) -> N
         "band": None,
         "stored": False,
     }
+
+
+def test_cli_monitor_run_sets_the_band_and_health_shows_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, drifting: DriftingFn
+) -> None:
+    db = str(tmp_path / "cli.db")
+    engine = TwinEngine(db)
+    data = drifting(5, 3, 4)
+    engine.create_twin("p1", "state")
+    engine.ingest(data.iloc[: 288 * 3], twin="p1")
+    engine.fit("p1", model="linear_ar")
+    _serve(engine, data, 72, 30)
+    engine.store.dispose()
+
+    code, out, err = run(capsys, "monitor", "run", "--db", db)
+    assert code == 0, err
+    assert "live band +30 min x" in out
+    code, out, err = run(capsys, "health", "p1", "--db", db)
+    assert code == 0, err
+    assert "live band" in out and "+30 min x" in out

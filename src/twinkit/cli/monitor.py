@@ -191,6 +191,10 @@ def monitor_run(
         judged = result.get("rollback") or {}
         if judged.get("rolled_back_to") is not None:
             line += f"; rolled back to v{judged['rolled_back_to']}: {judged['verdict']['reason']}"
+        band = result.get("band") or {}
+        if band.get("stored"):
+            scales = band["band"]["scales"]
+            line += "; live band " + ", ".join(f"+{h} min x{v:.2f}" for h, v in scales.items())
         console.print(line)
         for alert in new:
             console.print(f"  {alert['time']}: {alert['stream']} ({alert['detector']})")

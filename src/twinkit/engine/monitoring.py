@@ -14,6 +14,10 @@ from the serving weights, with the data from the earliest new detection's window
 the new regime; a one-pass model is fitted anew. The fit's own promotion gate decides
 whether the new version serves.
 
+After the check, :func:`calibrate` sets a state twin's **live band**: the serving
+version's 90 % band rescaled from its scored served forecasts (:mod:`twinkit.monitor.band`),
+stored with the version and recorded as a ``band_recalibrated`` ledger entry when it moved.
+
 A decision twin has one stream, ``rechecks`` (whether the donor, asked again about past
 answers, contradicts them: :mod:`twinkit.engine.clone_live`), with its own detectors
 (Page-Hinkley by default, :mod:`twinkit.clone.evolving`); a change it records moves the

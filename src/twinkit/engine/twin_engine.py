@@ -390,7 +390,8 @@ class TwinEngine:
         seed: int = 0,
         refit: bool = True,
     ) -> dict[str, Any]:
-        """Look for drift in the twin's streams, record new detections in the ledger, and
+        """Look for drift in the twin's streams, record new detections in the ledger, set
+        a state twin's live band (its 90 % band rescaled from its scored forecasts), and
         under the ``refit`` policy fit again (see :mod:`twinkit.engine.monitoring`)."""
         live.flush(self.context)
         return monitoring.run(self.context, twin_id, window_h, detector, seed, refit)
