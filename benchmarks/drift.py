@@ -143,10 +143,11 @@ def fit_version(
     method: str | None = None,
     since: pd.Timestamp | None = None,
 ) -> tuple[Version, float]:
-    """The engine's rule: train on the first 80 % of the data up to ``now``, score the
-    rest; ``method`` updates ``base`` instead of fitting anew. Returns it and its seconds."""
+    """The engine's rule: train on the first 80 % of the data up to ``now`` (with
+    ``since``, all but the last 20 % of the data from ``since`` on), score the rest;
+    ``method`` updates ``base`` instead of fitting anew. Returns it and its seconds."""
     known = data.loc[data.index < now]
-    split = holdout_split(known, TARGET, 0.2)
+    split = holdout_split(known, TARGET, 0.2, since)
     train = known.loc[known.index < split]
     started = time.perf_counter()
     if base is None or method is None:

@@ -268,3 +268,29 @@ def test_a_change_in_the_data_is_not_found_again_by_the_version_fitted_after_it(
 
     # Assert: its input stream starts after the change already recorded
     assert [d for d in second["new"] if d["stream"] == "input:glucose"] == []
+
+
+def test_a_refit_after_a_change_learns_from_most_of_the_new_regime(
+    engine: TwinEngine, drifting: DriftingFn
+) -> None:
+    # Prepare: 8 days, the readings swinging four times as much from day 7 on
+    data = drifting(8, 7, 2)
+    engine.create_twin("p1", "state")
+    engine.ingest(data, twin="p1")
+    change = pd.Timestamp("2026-01-08", tz="UTC")
+
+    # Execute: a fit with the change's start as ``since``, and one without
+    after = engine.fit("p1", model="linear_ar", update="auto", since=change.isoformat())
+    anew = engine.fit("p1", model="linear_ar")
+
+    # Assert: with ``since`` the holdout is the new regime's last 20 % (reading 230 of its
+    # 288 on), so most of the new day trains; without, the last 20 % of all readings
+    # (1843 of 2304 on, from day 7: the new regime is all holdout)
+    splits = [
+        pd.Timestamp(e.payload["split"])
+        for e in engine.history("p1")
+        if e.event == "model_registered"
+    ]
+    assert splits[0] == change + pd.Timedelta(minutes=5 * 230)
+    assert splits[1] == pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=5 * 1843)
+    assert after.version == 1 and anew.version == 2

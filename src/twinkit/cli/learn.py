@@ -60,7 +60,10 @@ def fit(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="With --update: the data from this ISO-8601 time on are new."),
+        typer.Option(
+            help="With --update: the data from this ISO-8601 time on are new (most of "
+            "them train, their last 20% is the holdout)."
+        ),
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,

@@ -79,7 +79,10 @@ def fit(
     replay of the old windows), ``"finetune"`` or ``"scratch"``, with the windows from
     ``since`` on as the new ones; ``"auto"`` is ``"ewc"`` when the serving model is a
     neural forecaster, else a fit of ``model`` (a one-pass model such as ``linear_ar``
-    has no weights to keep). The registry records how a version was made.
+    has no weights to keep). The registry records how a version was made. With ``since``
+    (updating or not), the holdout is the last ``holdout_frac`` of the data from ``since``
+    on, not of all the data: a refit soon after a change learns from most of the new
+    regime and is judged on the rest (:func:`~twinkit.models.evaluate.holdout_split`).
 
     The version is written only if the twin is still the one that was read (its uid, or
     ``twin_uid`` when a job names the twin it was asked for): a twin deleted, and maybe
@@ -102,14 +105,16 @@ def fit(
     ctx.time_window.check_stored(twin.id, long["t"].to_numpy())
     frame = long_to_wide(long)
     target = target or reads.default_target(twin, frame)
-    split = holdout_split(frame, target, holdout_frac) if target in frame else None
+    start = None if since is None else _utc(since)
+    # After a change (``since``), the holdout is the newest share of the new regime's data:
+    # the rest of it trains, and the gate judges on the regime the version will serve in.
+    split = holdout_split(frame, target, holdout_frac, start) if target in frame else None
     if split is None:
         raise ForecastInputError(f"twin {twin.id!r} has no {target!r} values")
     train = frame.loc[frame.index < split]
     selection_scores: dict[str, Any] = {}
     method, serving_model = _update_method(ctx, twin.id, current, update)
     if method is not None and serving_model is not None and current is not None:
-        start = None if since is None else _utc(since)
         candidate: Forecaster = serving_model.update(train, since=start, method=method)
         model = current.model
         selection_scores = {

@@ -11,12 +11,38 @@ import pandas as pd
 from twinkit.core.errors import ForecastInputError
 from twinkit.models.base import Forecaster, target_grid
 
+#: readings a holdout split needs (and the new regime, for a split from ``since``)
+MIN_SPLIT_READINGS = 10
 
-def holdout_split(frame: pd.DataFrame, target: str, holdout_frac: float) -> pd.Timestamp:
-    """The time that splits the target's readings into train (before) and holdout (from)."""
+
+def holdout_split(
+    frame: pd.DataFrame,
+    target: str,
+    holdout_frac: float,
+    since: pd.Timestamp | None = None,
+) -> pd.Timestamp:
+    """The time that splits the target's readings into train (before) and holdout (from):
+    the last ``holdout_frac`` of them; with ``since`` (where a new regime began, e.g. a
+    drift detection's window), the last ``holdout_frac`` of the readings from ``since`` on,
+    so that most of the new regime is trained on and the rest judges the fit (over all
+    readings if fewer than :data:`MIN_SPLIT_READINGS` are that recent).
+
+    >>> t = pd.date_range("2026-01-01", periods=100, freq="5min", tz="UTC")
+    >>> frame = pd.DataFrame({"glucose": 1.0}, index=t)
+    >>> holdout_split(frame, "glucose", 0.2) == t[80]
+    True
+    >>> holdout_split(frame, "glucose", 0.2, since=t[50]) == t[90]
+    True
+    >>> holdout_split(frame, "glucose", 0.2, since=t[95]) == t[80]
+    True
+    """
     times = frame.index[frame[target].notna()]
-    if len(times) < 10:
+    if len(times) < MIN_SPLIT_READINGS:
         raise ForecastInputError(f"only {len(times)} readings of {target!r}: too few to fit")
+    if since is not None:
+        recent = times[times >= since]
+        if len(recent) >= MIN_SPLIT_READINGS:
+            times = recent
     return pd.Timestamp(times[int(len(times) * (1 - holdout_frac))])
 
 

@@ -309,7 +309,8 @@ class FitRequest(_In):
     )
     since: IsoDateTime | None = Field(
         None,
-        description="with update: the data from this time on are the new regime (UTC if no offset)",
+        description="with update: the data from this time on are the new regime (UTC if no "
+        "offset); most of them train, their last share is the holdout",
     )
 
     @field_validator("model")
