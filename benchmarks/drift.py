@@ -20,7 +20,9 @@ first forecast; input streams from 72 h before it), replayed through the default
 
 - ``frozen``: the first version forever;
 - ``periodic``: a fresh fit (the engine's rule) every midnight;
-- ``drift_scratch``: a fresh fit after each new detection;
+- ``drift_scratch``: a fresh fit after each new detection, and follow-ups while the
+  change is new (every 24 h of new data up to 72 h after it was found, as the refit
+  policy does), each holding out the last 20 % of the data since the change's start;
 - ``drift_ewc``: ``NeuralForecaster.update(method="ewc")`` (EWC and replay) from the
   serving weights after each new detection, the data from the detection's window start
   on being the new regime, as the refit policy does;
@@ -73,6 +75,7 @@ from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
 from twinkit.data.datasets.simglucose_cohort import ADULTS, simulate_cohort
 from twinkit.data.grid import target_grid
 from twinkit.data.windows import EVENT_CHANNELS
+from twinkit.engine.monitoring import FOLLOW_UP_FOR_H, FOLLOW_UP_H
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.models.gru import GRUAttention
 from twinkit.models.neural import NeuralForecaster
@@ -273,6 +276,8 @@ def serve(
     version, seconds = fit_version(data, start + pd.Timedelta(days=FIRST_FIT_DAYS), 1, seed)
     served.fits.append(seconds)
     last: dict[tuple[str, int], pd.Timestamp] = {}
+    change: pd.Timestamp | None = None  # when the newest change was found
+    refitted: tuple[pd.Timestamp, pd.Timestamp] | None = None  # the last refit: when, since
     now = start + pd.Timedelta(days=FIRST_FIT_DAYS)
     while now < end:
         if now == now.floor("1h") and now > start + pd.Timedelta(days=FIRST_FIT_DAYS):
@@ -284,12 +289,21 @@ def serve(
                     served.band_updates += 1
             for d in new:
                 served.detections.append({**d, "strategy": strategy})
-            refit = (strategy == "periodic" and now == now.floor("D")) or (
-                strategy.startswith("drift_") and new
-            )
-            if refit:
+            since = None
+            if strategy.startswith("drift_"):
+                if new:
+                    since = min(d["start"] for d in new)
+                    change = max(d["time"] for d in new)
+                elif (  # a follow-up while the change is new (engine/monitoring's rule)
+                    change is not None
+                    and refitted is not None
+                    and refitted[0] >= change
+                    and now - change <= FOLLOW_UP_FOR_H * HOUR
+                    and now - refitted[0] >= FOLLOW_UP_H * HOUR
+                ):
+                    since = refitted[1]
+            if (strategy == "periodic" and now == now.floor("D")) or since is not None:
                 method = {"drift_ewc": "ewc", "drift_finetune": "finetune"}.get(strategy)
-                since = min(d["start"] for d in new) if new else None
                 try:
                     version, seconds = fit_version(
                         data, now, version.number + 1, seed, version, method, since
@@ -298,6 +312,8 @@ def serve(
                     served.failed_fits.append(f"{now.isoformat()}: {exc}")
                 else:
                     served.fits.append(seconds)
+                    if since is not None:
+                        refitted = (now, since)
         served.rows += forecast_rows(version, data, grid, now, "served")
         now += cadence
     return served

@@ -294,3 +294,31 @@ def test_a_refit_after_a_change_learns_from_most_of_the_new_regime(
     assert splits[0] == change + pd.Timedelta(minutes=5 * 230)
     assert splits[1] == pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=5 * 1843)
     assert after.version == 1 and anew.version == 2
+
+
+def test_the_refit_policy_fits_again_while_a_change_is_new(
+    engine: TwinEngine, drifting: DriftingFn
+) -> None:
+    # Prepare: a change on day 7 found and refitted on day 8
+    data = drifting(12, 7, 11)
+    _twin(engine, data)
+    engine.set_monitor_policy("p1", "refit")
+    _live(engine, data, 3, 5)
+    first = engine.monitor_check("p1")
+    assert first["new"] and first["refit"] is not None
+    since = first["refit_since"]
+
+    # Execute: checks after a day more of the new regime, at once again, and days later
+    _live(engine, data, 8, 1)
+    follow = engine.monitor_check("p1")
+    again = engine.monitor_check("p1")
+    _live(engine, data, 9, 2)
+    late = engine.monitor_check("p1")
+
+    # Assert: one follow-up fit from the same start, none twice, none once the change is old
+    assert follow["new"] == [] and follow["refit_since"] == since
+    assert follow["refit"] is not None and follow["refit"]["version"] == 3
+    assert again["refit_since"] is None and again["refit"] is None
+    assert late["new"] == [] and late["refit_since"] is None
+    registered = [e.payload for e in engine.history("p1") if e.event == "model_registered"]
+    assert [p.get("since") is not None for p in registered] == [False, True, True]

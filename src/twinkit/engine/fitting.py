@@ -169,7 +169,12 @@ def fit(
         Candidate(model, candidate.get_state(), params_, metrics),
         signals_digest(long.assign(twin_id=twin_id)),
         (promoted, reason),
-        {"rows_seen": len(long), "split": split.isoformat()},
+        {
+            "rows_seen": len(long),
+            "split": split.isoformat(),
+            "data_end": frame.index[-1].isoformat(),
+            **({"since": start.isoformat()} if start is not None else {}),
+        },
     )
     return FitResult(
         twin.id, version, model, promoted, reason, metrics, serving_metrics, selection_scores

@@ -47,7 +47,7 @@ from twinkit.monitor.drift import (
     scan,
 )
 from twinkit.monitor.rollback import ALPHA, MARGIN, MIN_HOURS, paired_verdict, pairs_of
-from twinkit.store import forecast_log, ledger, model_versions, observations, twins
+from twinkit.store import forecast_log, jobs, ledger, model_versions, observations, twins
 from twinkit.store.db import Conn
 from twinkit.store.timeutil import utc_now_iso
 
@@ -65,6 +65,10 @@ DEFAULT_POLICY = "alert"
 DEFAULT_CHECK_WINDOW_H = 14 * 24.0
 #: hours of readings before a version's first served forecast its input streams start from
 REFERENCE_H = 72.0
+#: under the refit policy, after a change: fit again with each this many hours of new data
+FOLLOW_UP_H = 24.0
+#: ... while the change was found at most this many hours before the newest reading
+FOLLOW_UP_FOR_H = 72.0
 
 
 def _detectors(kind: TwinKind) -> tuple[dict[str, Any], str]:
@@ -327,9 +331,10 @@ def run(
 ) -> dict[str, Any]:
     """:func:`rollback_check` (unless ``rollback`` is False), then :func:`check`, then for
     a state twin :func:`calibrate` (its live band), then under the ``refit`` policy a fit
-    after a new detection (unless ``refit`` is False: the caller fits, e.g. as a background
-    job); the fit's result, or why it failed, is under ``refit``, the rollback test's
-    under ``rollback``, the band's under ``band``."""
+    after a new detection, or a follow-up fit while a change is new
+    (:func:`follow_up_since`), unless ``refit`` is False (the caller fits, e.g. as a
+    background job, from ``refit_since``); the fit's result, or why it failed, is under
+    ``refit``, the rollback test's under ``rollback``, the band's under ``band``."""
     decision = reads.get_twin(ctx, twin_id).kind is TwinKind.DECISION
     # a clone's versions are gated on the donor's held-out answers, not on a live log
     judged = (
@@ -339,11 +344,16 @@ def run(
     result["rollback"] = judged
     result["band"] = None if decision else calibrate(ctx, twin_id, window_h)
     result["refit"] = None
-    if refit and result["policy"] == "refit" and result["new"]:
+    result["refit_since"] = None
+    since = None
+    if result["policy"] == "refit":
+        since = refit_since(result["new"]) if result["new"] else None
+        if since is None and not decision:
+            since = follow_up_since(ctx, twin_id)
+    result["refit_since"] = since
+    if refit and since is not None:
         try:
-            fitted = cohort.fit_twin(
-                ctx, twin_id, seed=seed, update="auto", since=refit_since(result["new"])
-            )
+            fitted = cohort.fit_twin(ctx, twin_id, seed=seed, update="auto", since=since)
         except TwinkitError as exc:
             result["refit"] = {"error": str(exc)}
         else:
@@ -354,6 +364,42 @@ def run(
                 "how": (fitted.selection or {}).get("update") or "fitted anew",
             }
     return result
+
+
+def follow_up_since(ctx: EngineContext, twin_id: str) -> str | None:
+    """Where the new regime began, if the twin is due a follow-up refit: a fit with
+    ``since`` (a refit after a change) came after the newest change was found, the change
+    was found at most :data:`FOLLOW_UP_FOR_H` hours before the newest reading,
+    :data:`FOLLOW_UP_H` hours of readings have come since that fit's data ended, and no
+    job of the twin is waiting or running. A refit
+    hours after a change has learnt from hours of the new regime; the next ones learn from
+    days of it, as a daily refit would, but only while the change is new."""
+    twin = reads.get_twin(ctx, twin_id)
+    with ctx.store.read() as conn:
+        entries = ledger.events_of(conn, twin.key, [DRIFT_EVENT, "model_registered"])
+        ends = observations.channel_ends(conn, twin.key)
+        pending = [
+            j
+            for j in jobs.jobs_of_twin(conn, twin.key, twin.uid)
+            if j.status.value in jobs.UNFINISHED
+        ]
+    if not ends or pending:  # a fit waiting or running may be the follow-up already
+        return None
+    newest = _micros_to_time(max(ends.values()))
+    found = [
+        pd.Timestamp(e.payload["time"])
+        for e in entries
+        if e.event == DRIFT_EVENT and e.payload.get("stream") != clone_live.RECHECKS
+    ]
+    refits = [e.payload for e in entries if e.event == "model_registered" and "since" in e.payload]
+    if not found or not refits or "data_end" not in refits[-1]:
+        return None
+    change, last = max(found), refits[-1]
+    fitted_to = pd.Timestamp(last["data_end"])
+    hour = pd.Timedelta(hours=1)
+    if fitted_to < change or newest - change > FOLLOW_UP_FOR_H * hour:
+        return None
+    return str(last["since"]) if newest - fitted_to >= FOLLOW_UP_H * hour else None
 
 
 def refit_since(detections: list[dict[str, Any]]) -> str:

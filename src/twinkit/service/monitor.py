@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 from twinkit.core.errors import TwinkitError
-from twinkit.engine.monitoring import refit_since
 from twinkit.engine.twin_engine import TwinEngine
 from twinkit.service.metrics import ServiceMetrics
 
@@ -90,17 +89,17 @@ class Monitor:
             for detection in result["new"]:
                 kind = str(detection["stream"]).split(":")[0]
                 self.metrics.drift_detections.labels(kind).inc()
-            if not result["new"]:
-                continue
-            counts["drifted"] += 1
-            if result["policy"] == "refit" and self.submit_fit is not None:
+            if result["new"]:
+                counts["drifted"] += 1
+            # a new detection's refit, or a follow-up while a change is new
+            if result.get("refit_since") is not None and self.submit_fit is not None:
                 twin = self.engine.get_twin(key)
                 try:
                     params = {
                         "model": "auto",
                         "seed": 0,
                         "update": "auto",
-                        "since": refit_since(result["new"]),
+                        "since": result["refit_since"],
                     }
                     self.submit_fit(key, twin.owner, params, twin.uid)
                 except TwinkitError as exc:  # e.g. the owner's job quota is full
