@@ -223,6 +223,18 @@ def check(
     }
 
 
+def _recent_scored(
+    conn: Conn, key: str, serving: model_versions.ModelVersion, window_h: float
+) -> pd.DataFrame:
+    """The scored log rows of the serving version's target channel over the ``window_h``
+    hours of target time up to the newest scored one (every version's, both roles)."""
+    ids = twins.channel_ids(conn, key, str(serving.params.get("target")))
+    latest = forecast_log.latest_scored(conn, ids) if ids else None
+    if latest is None:
+        return pd.DataFrame()
+    return forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
+
+
 def calibrate(
     ctx: EngineContext, twin_id: str, window_h: float = DEFAULT_CHECK_WINDOW_H
 ) -> dict[str, Any]:
@@ -234,12 +246,7 @@ def calibrate(
     twin = state_twin(ctx, twin_id, window_h, "a clone's answers have no band")
     with ctx.store.read() as conn:
         serving = model_versions.serving(conn, twin.key)
-        rows = pd.DataFrame()
-        if serving is not None:
-            ids = twins.channel_ids(conn, twin.key, str(serving.params.get("target")))
-            latest = forecast_log.latest_scored(conn, ids) if ids else None
-            if latest is not None:
-                rows = forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
+        rows = _recent_scored(conn, twin.key, serving, window_h) if serving else pd.DataFrame()
     result: dict[str, Any] = {
         "twin": twin.id,
         "version": serving.version if serving else None,
@@ -293,10 +300,7 @@ def rollback_check(
         shadow = shadow_version(ctx, conn, twin.key, serving.version) if serving else None
         rows = pd.DataFrame()
         if serving is not None and shadow is not None:
-            ids = twins.channel_ids(conn, twin.key, str(serving.params.get("target")))
-            latest = forecast_log.latest_scored(conn, ids) if ids else None
-            if latest is not None:
-                rows = forecast_log.scored(conn, ids, latest - int(window_h * 3600e6))
+            rows = _recent_scored(conn, twin.key, serving, window_h)
     result: dict[str, Any] = {
         "twin": twin.id,
         "version": serving.version if serving else None,
