@@ -25,6 +25,7 @@ from PIL import Image
 from twinkit.service.pages.fanchart import fan_chart
 from twinkit.service.routes.clones import item_image
 from twinkit.service.state import ServiceState
+from twinkit.store import model_versions
 
 Headers = dict[str, str]
 ALICE_TWIN = "alice-p1"
@@ -370,6 +371,29 @@ def test_the_twin_page_shows_live_accuracy_once_readings_score_its_forecasts(
     served = re.search(r'<svg id="live-chart".*?<path class="median" d="([^"]*)"', html, re.S)
     assert served is not None and served.group(1).startswith("M")
     assert "holdout RMSE at promotion" in html
+
+
+def test_the_twin_page_shows_the_live_band_that_serves(
+    web: TestClient,
+    service: ServiceState,
+    state_twin: Callable[[str, str], Headers],
+    glucose_rows: list[dict[str, Any]],
+) -> None:
+    alice = state_twin("alice", ALICE_TWIN)
+    glucose = [r for r in glucose_rows if r["channel"] == "glucose"]
+    url = f"/v1/twins/{ALICE_TWIN}/observations"
+    assert web.post(url, json={"rows": glucose[:432]}, headers=alice).status_code == 200
+    service.engine.fit(ALICE_TWIN, model="linear_ar")
+    log_in(web, alice)
+    assert 'id="live-band"' not in web.get(f"/twins/{ALICE_TWIN}").text
+    key = service.engine.get_twin(f"alice/{ALICE_TWIN}").key
+    with service.engine.store.write() as conn:  # as the monitor's calibrate stores it
+        model_versions.set_live_band(conn, key, 1, {30: 1.5, 60: 1.75})
+
+    html = web.get(f"/twins/{ALICE_TWIN}").text
+
+    assert 'id="live-band"' in html
+    assert "x1.50 at +30 min, x1.75 at +60 min" in html
 
 
 def test_a_twin_without_a_model_says_so_instead_of_a_chart(
