@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "twinkit needs Python 3.11 or newer (set PYTHON=python3.x)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	# The reference PGD the immunity tests compare against. Its attacks need only torch;
 	# its declared dependencies would pin an old requests and pull torchvision.
 	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks==3.5.1'
