@@ -268,11 +268,8 @@ def test_fit_and_predict_leave_torch_global_state_alone() -> None:
 
 
 @pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="onnxruntime not installed (edge extra)")
-@pytest.mark.filterwarnings(
-    # export_onnx uses torch's TorchScript exporter on purpose (see there)
-    "ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning",
-    "ignore:The feature will be removed:DeprecationWarning",
-)
+# the export is torch.export-based: the deprecated TorchScript exporter would warn
+@pytest.mark.filterwarnings("error:You are using the legacy TorchScript-based ONNX export")
 @pytest.mark.parametrize("cls", NEURAL, ids=lambda cls: cls.name)
 def test_onnx_export_matches_torch(cls: type[NeuralForecaster], tmp_path: Path) -> None:
     import onnx

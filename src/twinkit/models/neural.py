@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
+import io
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -553,27 +556,33 @@ class NeuralForecaster(Forecaster):
             # Conformal offsets from the twin's registry version: the edge forecast then
             # has the same intervals as the served one.
             config["calibration"] = np.asarray(calibration).tolist()
-        past = torch.zeros(1, self.context_steps, self.n_past_features)
-        future = torch.zeros(1, self.n_steps, self.n_future_features)
+        # A batch of two: torch.export would fix a dimension of size 1 as a constant.
+        past = torch.zeros(2, self.context_steps, self.n_past_features)
+        future = torch.zeros(2, self.n_steps, self.n_future_features)
         target = Path(path)
-        batch = {0: "batch"}
-        # The TorchScript exporter: seconds faster than the dynamo one (which also works) and
-        # it keeps the GRU one ONNX op. Its trace warnings concern shape checks that are
-        # constant for a fitted network, and the GRU warning batch sizes other than the one
-        # used here; they would only alarm the user.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Converting a tensor to a Python")
-            warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size")
-            torch.onnx.export(
-                network,
-                (past, future),
-                str(target),
-                input_names=["past", "future"],
-                output_names=["quantiles"],
-                dynamic_axes={"past": batch, "future": batch, "quantiles": batch},
-                opset_version=17,
-                dynamo=False,
-            )
+        batch = torch.export.Dim("batch")
+        # The torch.export-based exporter (TorchScript's is deprecated since PyTorch 2.9).
+        # Its progress lines go to stdout; a CLI command's output must stay its own.
+        quiet = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed"
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning)
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                torch.onnx.export(
+                    network,
+                    (past, future),
+                    str(target),
+                    input_names=["past", "future"],
+                    output_names=["quantiles"],
+                    dynamic_shapes=({0: batch}, {0: batch}),
+                    opset_version=18,
+                    dynamo=True,
+                    external_data=False,
+                )
+        finally:
+            quiet.setLevel(level)
         exported = onnx.load(str(target))
         entry = exported.metadata_props.add()
         entry.key = ONNX_CONFIG_KEY
