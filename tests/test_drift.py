@@ -322,3 +322,36 @@ def test_the_refit_policy_fits_again_while_a_change_is_new(
     assert late["new"] == [] and late["refit_since"] is None
     registered = [e.payload for e in engine.history("p1") if e.event == "model_registered"]
     assert [p.get("since") is not None for p in registered] == [False, True, True]
+
+
+def test_the_service_monitor_submits_the_follow_up_once_and_not_while_a_job_waits(
+    engine: TwinEngine, drifting: DriftingFn
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from twinkit.service.metrics import ServiceMetrics
+    from twinkit.service.monitor import Monitor
+
+    # Prepare: a change found and refitted (the CLI's way), then a day more of data
+    data = drifting(12, 7, 11)
+    _twin(engine, data)
+    engine.set_monitor_policy("p1", "refit")
+    _live(engine, data, 3, 5)
+    since = engine.monitor_check("p1")["refit_since"]
+    _live(engine, data, 8, 1)
+    submitted: list[dict[str, object]] = []
+
+    def submit(key: str, owner: str, params: dict[str, object], uid: str) -> None:
+        submitted.append(params)
+        engine.jobs.create(key, owner, "fit", params, twin_uid=uid)  # it waits: no runner
+
+    monitor = Monitor(engine, ServiceMetrics(CollectorRegistry()), submit_fit=submit)
+
+    # Execute: a round, then more data and another round while the job still waits
+    first = monitor.check_round()
+    _live(engine, data, 9, 1)
+    second = monitor.check_round()
+
+    # Assert: one follow-up fit job from the change's start; none while it waits
+    assert first["refits"] == 1 and second["refits"] == 0
+    assert submitted == [{"model": "auto", "seed": 0, "update": "auto", "since": since}]
