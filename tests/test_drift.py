@@ -296,17 +296,23 @@ def test_a_refit_after_a_change_learns_from_most_of_the_new_regime(
     assert after.version == 1 and anew.version == 2
 
 
-def test_the_refit_policy_fits_again_while_a_change_is_new(
-    engine: TwinEngine, drifting: DriftingFn
-) -> None:
-    # Prepare: a change on day 7 found and refitted on day 8
+def _refitted_after_a_change(engine: TwinEngine, drifting: DriftingFn) -> tuple[pd.DataFrame, str]:
+    """Twin p1 under the refit policy: its readings change on day 7, the change is found
+    and refitted on day 8 (``monitor_check``). Returns the data and the refit's ``since``."""
     data = drifting(12, 7, 11)
     _twin(engine, data)
     engine.set_monitor_policy("p1", "refit")
     _live(engine, data, 3, 5)
     first = engine.monitor_check("p1")
     assert first["new"] and first["refit"] is not None
-    since = first["refit_since"]
+    return data, str(first["refit_since"])
+
+
+def test_the_refit_policy_fits_again_while_a_change_is_new(
+    engine: TwinEngine, drifting: DriftingFn
+) -> None:
+    # Prepare: a change on day 7 found and refitted on day 8
+    data, since = _refitted_after_a_change(engine, drifting)
 
     # Execute: checks after a day more of the new regime, at once again, and days later
     _live(engine, data, 8, 1)
@@ -333,11 +339,7 @@ def test_the_service_monitor_submits_the_follow_up_once_and_not_while_a_job_wait
     from twinkit.service.monitor import Monitor
 
     # Prepare: a change found and refitted (the CLI's way), then a day more of data
-    data = drifting(12, 7, 11)
-    _twin(engine, data)
-    engine.set_monitor_policy("p1", "refit")
-    _live(engine, data, 3, 5)
-    since = engine.monitor_check("p1")["refit_since"]
+    data, since = _refitted_after_a_change(engine, drifting)
     _live(engine, data, 8, 1)
     submitted: list[dict[str, object]] = []
 
