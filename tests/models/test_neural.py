@@ -15,7 +15,8 @@ from twinkit.core.errors import ForecastInputError
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.models import GRUAttention, Persistence, TransformerForecaster
 from twinkit.models.evaluate import rolling_scores
-from twinkit.models.neural import ONNX_CONFIG_KEY, NeuralForecaster
+from twinkit.models.neural import NeuralForecaster
+from twinkit.models.onnx_export import ONNX_CONFIG_KEY
 
 NEURAL: list[type[NeuralForecaster]] = [GRUAttention, TransformerForecaster]
 HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
-import io
-import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -19,8 +15,7 @@ import torch
 from torch import nn
 
 from twinkit.continual import Consolidation, fisher_diagonal, reservoir
-from twinkit.core.digest import canonical_json
-from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import Forecast
 from twinkit.data.grid import check_frame
 from twinkit.data.network_io import (
@@ -33,6 +28,7 @@ from twinkit.data.network_io import (
 )
 from twinkit.data.windows import Grid, Scaler, Windows
 from twinkit.models.base import QUANTILE_LEVELS, Forecaster
+from twinkit.models.onnx_export import export_network
 from twinkit.models.torch_threads import one_thread, seeded
 
 #: fewest gap-free windows worth training a network on, besides those a validation split
@@ -41,7 +37,6 @@ MIN_WINDOWS = 32
 #: the most recent share of each twin's windows, held back for early stopping
 VALIDATION_FRAC = 0.15
 #: key of the model config in an exported ONNX file's metadata_props
-ONNX_CONFIG_KEY = "twinkit_config"  # the same key twinkit.edge reads
 _MEDIAN = QUANTILE_LEVELS.index(0.5)
 _EVAL_BATCH = 4096
 #: the defaults of :meth:`NeuralForecaster.update`: EWC strength, replayed old windows per
@@ -544,13 +539,6 @@ class NeuralForecaster(Forecaster):
         Inputs ``past`` and ``future``, output ``quantiles``: run it on
         :meth:`network_inputs` and hand the result to :meth:`forecast_from_output`.
         """
-        try:
-            import onnx
-        except ImportError:
-            raise TwinkitError(
-                "ONNX export needs the edge extra: pip install 'twinkit[edge]'"
-            ) from None
-        network = self._fitted_network()
         config = self.config()
         if calibration is not None:
             # Conformal offsets from the twin's registry version: the edge forecast then
@@ -559,36 +547,7 @@ class NeuralForecaster(Forecaster):
         # A batch of two: torch.export would fix a dimension of size 1 as a constant.
         past = torch.zeros(2, self.context_steps, self.n_past_features)
         future = torch.zeros(2, self.n_steps, self.n_future_features)
-        target = Path(path)
-        batch = torch.export.Dim("batch")
-        # The torch.export-based exporter (TorchScript's is deprecated since PyTorch 2.9).
-        # Its progress lines go to stdout; a CLI command's output must stay its own.
-        quiet = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed"
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning)
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                torch.onnx.export(
-                    network,
-                    (past, future),
-                    str(target),
-                    input_names=["past", "future"],
-                    output_names=["quantiles"],
-                    dynamic_shapes=({0: batch}, {0: batch}),
-                    opset_version=18,
-                    dynamo=True,
-                    external_data=False,
-                )
-        finally:
-            quiet.setLevel(level)
-        exported = onnx.load(str(target))
-        entry = exported.metadata_props.add()
-        entry.key = ONNX_CONFIG_KEY
-        entry.value = canonical_json(config)
-        onnx.save(exported, str(target))
-        return target
+        return export_network(self._fitted_network(), (past, future), config, Path(path))
 
     def _fitted_network(self) -> nn.Module:
         if self.network is None:
