@@ -342,6 +342,23 @@ def test_the_twin_page_draws_the_fan_chart_counts_versions_and_provenance(
         assert f"<td>{event}</td>" in html
 
 
+def _fitted_on_36_hours(
+    web: TestClient,
+    service: ServiceState,
+    state_twin: Callable[[str, str], Headers],
+    glucose_rows: list[dict[str, Any]],
+) -> tuple[Headers, list[dict[str, Any]]]:
+    """Alice's twin with its first 36 hours of glucose, fitted (linear_ar), alice logged in
+    on ``web``; her headers and the 3 hours of readings after those."""
+    alice = state_twin("alice", ALICE_TWIN)
+    glucose = [r for r in glucose_rows if r["channel"] == "glucose"]
+    url = f"/v1/twins/{ALICE_TWIN}/observations"
+    assert web.post(url, json={"rows": glucose[:432]}, headers=alice).status_code == 200
+    service.engine.fit(ALICE_TWIN, model="linear_ar")
+    log_in(web, alice)
+    return alice, glucose[432:468]
+
+
 def test_the_twin_page_shows_live_accuracy_once_readings_score_its_forecasts(
     web: TestClient,
     service: ServiceState,
@@ -349,13 +366,8 @@ def test_the_twin_page_shows_live_accuracy_once_readings_score_its_forecasts(
     glucose_rows: list[dict[str, Any]],
 ) -> None:
     # Prepare: fitted on the first 36 hours; the page serves a forecast; 3 hours arrive
-    alice = state_twin("alice", ALICE_TWIN)
-    glucose = [r for r in glucose_rows if r["channel"] == "glucose"]
-    first, rest = glucose[:432], glucose[432:468]
+    alice, rest = _fitted_on_36_hours(web, service, state_twin, glucose_rows)
     url = f"/v1/twins/{ALICE_TWIN}/observations"
-    assert web.post(url, json={"rows": first}, headers=alice).status_code == 200
-    service.engine.fit(ALICE_TWIN, model="linear_ar")
-    log_in(web, alice)
     before = web.get(f"/twins/{ALICE_TWIN}").text
     assert "No served forecast has been scored yet" in before
     assert web.post(url, json={"rows": rest}, headers=alice).status_code == 200
@@ -379,12 +391,7 @@ def test_the_twin_page_shows_the_live_band_that_serves(
     state_twin: Callable[[str, str], Headers],
     glucose_rows: list[dict[str, Any]],
 ) -> None:
-    alice = state_twin("alice", ALICE_TWIN)
-    glucose = [r for r in glucose_rows if r["channel"] == "glucose"]
-    url = f"/v1/twins/{ALICE_TWIN}/observations"
-    assert web.post(url, json={"rows": glucose[:432]}, headers=alice).status_code == 200
-    service.engine.fit(ALICE_TWIN, model="linear_ar")
-    log_in(web, alice)
+    _fitted_on_36_hours(web, service, state_twin, glucose_rows)
     assert 'id="live-band"' not in web.get(f"/twins/{ALICE_TWIN}").text
     key = service.engine.get_twin(f"alice/{ALICE_TWIN}").key
     with service.engine.store.write() as conn:  # as the monitor's calibrate stores it
