@@ -35,9 +35,14 @@ class Problem:
     message: str
     row: int | None = None  # 1-based data row (the header is not a row)
     column: str | None = None
+    #: 1-based line of the source file (an importer's files have titles and metadata
+    #: lines before their data, so a line number is what the user can find)
+    line: int | None = None
 
     def __str__(self) -> str:
         where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
         if self.row is not None:
             where.append(f"row {self.row}")
         if self.column is not None:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,10 +54,19 @@ class BatchKind(StrEnum):
 
 @dataclass(frozen=True)
 class SignalBatch:
-    """Validated signal rows: ``twin_id, channel, t`` (int64 us UTC), ``value``, ``row``."""
+    """Validated signal rows: ``twin_id, channel, t`` (int64 us UTC), ``value``, ``row``.
+
+    A batch from a device export (``twinkit.importers``) also carries ``flags``, a reason
+    per row (aligned with ``frame``) to quarantine it or None (a sensor's "Low" marker, an
+    error code); ``provenance``, what the import was (format, version, options, decisions)
+    for the ledger; and ``units``, the unit of each channel's values.
+    """
 
     frame: pd.DataFrame
     source: str
+    flags: np.ndarray | None = None
+    provenance: dict[str, Any] | None = None
+    units: dict[str, str] | None = None
 
     kind = BatchKind.SIGNALS
 

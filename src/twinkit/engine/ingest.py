@@ -22,7 +22,7 @@ from twinkit.core.errors import NotFoundError, Problem, TwinkitError, Validation
 from twinkit.core.timewindow import micros_iso
 from twinkit.core.twin import KNOWN_CHANNELS, Channel, Twin, TwinKind, public_id, split_ref
 from twinkit.data.importers import Batch, SignalBatch, load_batch, parse_batch
-from twinkit.screen import Screen, ScreenContext, run_screens
+from twinkit.screen import DeviceFlag, Screen, ScreenContext, run_screens
 from twinkit.store import ledger, observations, twins
 from twinkit.store.db import Conn
 from twinkit.store.timeutil import utc_now_iso
@@ -162,7 +162,8 @@ def channel_ids(conn: Conn, batch: SignalBatch, known: dict[str, Twin]) -> pd.Da
                 )
             )
         else:
-            new.append((twin_id, KNOWN_CHANNELS.get(name) or Channel(name)))
+            unit = (batch.units or {}).get(name, "")
+            new.append((twin_id, KNOWN_CHANNELS.get(name) or Channel(name, unit)))
     if problems:
         raise ValidationError(batch.source, problems)
     twins.add_channels(conn, new)
@@ -228,7 +229,10 @@ def ingest_batch(
         stored = observations.stored_signals(
             conn, touched, int(frame["t"].min()), int(frame["t"].max())
         )
-        screening = run_screens(batch, signal_screens, ScreenContext(ranges, stored))
+        screens = tuple(signal_screens)
+        if batch.flags is not None:
+            screens = (DeviceFlag(), *screens)
+        screening = run_screens(batch, screens, ScreenContext(ranges, stored))
     else:
         stored = observations.stored_decisions(conn, list(known))
         screens = with_opt_ins(decision_screens, known)
@@ -272,11 +276,13 @@ def ingest_batch(
     result.n_quarantined = int(held.sum())
     result.n_duplicates = int(screening.duplicate.sum())
     result.quarantine_reasons = reasons
+    provenance = getattr(batch, "provenance", None)
     ledger.append(
         conn,
         "batch_ingested",
         known_twin(result.twins),
         {
+            **({"import": provenance} if provenance else {}),
             "batch_id": batch_id,
             "kind": batch.kind.value,
             "source": batch.source,

@@ -10,11 +10,13 @@ store only through it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from twinkit import importers
 from twinkit.core.forecast import Forecast
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
@@ -25,6 +27,7 @@ from twinkit.engine import (
     clone_versions,
     cohort,
     fitting,
+    importing,
     ingest,
     ledger_view,
     live,
@@ -47,6 +50,7 @@ from twinkit.engine.population import DEFAULT_POPULATION_MODEL, PopulationResult
 from twinkit.engine.retraction import RetractResult
 from twinkit.engine.serving import ForecastKey, ServedForecast
 from twinkit.engine.sessions import Sessions
+from twinkit.importers.nightscout import fetch as fetch_nightscout
 from twinkit.models.base import Forecaster
 from twinkit.screen import DEFAULT_DECISION_SCREENS, DEFAULT_SIGNAL_SCREENS, FutureTime, Screen
 from twinkit.store.artifacts import ArtifactStore
@@ -180,6 +184,54 @@ class TwinEngine:
         """Held rows: of one twin, or all (``twin_id`` in each is the twin's store key)."""
         key = None if twin_id is None else self.get_twin(twin_id).key
         return ingest.quarantine(self.context, key, include_released)
+
+    def import_data(
+        self,
+        format: str,
+        paths: Path | str | Sequence[Path | str],
+        twin: str,
+        owner: str | None = None,
+        *,
+        rename: Mapping[str, str] | None = None,
+        only: Sequence[str] | None = None,
+        **options: Any,
+    ) -> importing.ImportResult:
+        """Import a device or platform export (``twinkit.importers.FORMATS``: dexcom, libre,
+        nightscout, fhir, fitbit, apple-health) into the state twin ``twin``: units are
+        converted to the twin's, channels it does not declare are left out, and the rows
+        are validated, screened and stored with their ledger entry, all or nothing.
+        ``options`` are the format's (``tz="Europe/Berlin"``, ``unit``, ``person``, ...);
+        ``rename`` maps the importer's channel names to the twin's."""
+        files = [str(paths)] if isinstance(paths, Path | str) else [str(p) for p in paths]
+        readings = importers.read(format, files if len(files) > 1 else files[0], **options)
+        readings = importing.renamed(readings, rename or {})
+        return importing.import_readings(
+            self.context, readings, twin, owner, only=only, options={**options, "rename": rename}
+        )
+
+    def import_nightscout(
+        self,
+        url: str,
+        twin: str,
+        owner: str | None = None,
+        *,
+        token: str | None = None,
+        api_secret: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        rename: Mapping[str, str] | None = None,
+        only: Sequence[str] | None = None,
+    ) -> importing.ImportResult:
+        """Import a Nightscout site's entries, treatments and devicestatus (by default the
+        last 90 days) with an access token or the API secret; as :meth:`import_data`."""
+        readings = fetch_nightscout(
+            url, token=token, api_secret=api_secret, since=since, until=until
+        )
+        readings = importing.renamed(readings, rename or {})
+        options = {"url": url, "since": since and since.isoformat(), "rename": rename}
+        return importing.import_readings(
+            self.context, readings, twin, owner, only=only, options=options
+        )
 
     def release(self, quarantine_ids: Sequence[int]) -> int:
         """Store quarantined rows after all; rows timed in the future stay held."""

@@ -50,6 +50,22 @@ class FutureTime:
         return out
 
 
+class DeviceFlag:
+    """Rows an importer flagged: a sensor's "Low"/"High" marker, an error code, a value
+    beyond what the device measures. Not numbers to learn from, not errors either: held
+    with the importer's reason. Applied to every imported batch, before the other screens.
+    """
+
+    name = "device_flag"
+
+    def flag(self, batch: Batch, candidates: np.ndarray, context: ScreenContext) -> np.ndarray:
+        out = _none(len(batch))
+        if isinstance(batch, SignalBatch) and batch.flags is not None:
+            take = candidates & ~pd.isna(batch.flags)
+            out[take] = batch.flags[take]
+        return out
+
+
 class NonFinite:
     """NaN or infinite values (signals) or features (decisions)."""
 
