@@ -3,9 +3,11 @@ a clock correction, and truncated or corrupted files (clear error, store unchang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,6 +17,8 @@ import pytest
 from twinkit.core.errors import ValidationError
 from twinkit.engine import TwinEngine
 from twinkit.importers import dexcom
+
+SnapshotFn = Callable[[TwinEngine], dict[str, list[tuple[Any, ...]]]]  # conftest `snapshot`
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -145,8 +149,8 @@ def test_a_clock_correction_is_undone_by_the_transmitters_clock(
 
 
 def test_a_truncated_file_is_refused_naming_the_line_and_stores_nothing(
-    engine: TwinEngine, files: ModuleType, tmp_path: Path, snapshot
-) -> None:  # type: ignore[no-untyped-def]
+    engine: TwinEngine, files: ModuleType, tmp_path: Path, snapshot: SnapshotFn
+) -> None:
     path = files.dexcom(
         tmp_path / "cut.csv", [(datetime(2026, 6, 1, 0, 5 * i), 100) for i in range(10)]
     )
