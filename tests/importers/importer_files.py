@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 DEXCOM_HEADER = [
     "Index",
@@ -203,17 +204,57 @@ def fhir_bundle(
     return path
 
 
-def fitbit_hourly(path: Path, people: dict[str, Sequence[tuple[datetime, int]]]) -> Path:
-    """``hourlySteps_merged.csv`` as Fitbit writes it: M/D/YYYY h:mm:ss AM."""
+def fitabase_time(when: datetime, spelling: str = "fitbit") -> str:
+    """``when`` as Fitabase files spell it: ``fitbit`` (Fitbit's own, month first, as
+    ``4/12/2016 1:00:00 AM``), ``date`` (``4/12/2016``), and the spellings of files that
+    went through a spreadsheet: ``padded-24h`` (``04/12/2016 01:00``, month first),
+    ``dayfirst-24h`` (``12/04/2016 01:00``), ``dayfirst-ampm`` (``12/04/2016 1:00 AM``)."""
+    hour, ampm = when.hour % 12 or 12, "AM" if when.hour < 12 else "PM"
+    m, d, y = when.month, when.day, when.year
+    spelled = {
+        "fitbit": f"{m}/{d}/{y} {hour}:{when:%M:%S} {ampm}",
+        "date": f"{m}/{d}/{y}",
+        "padded-24h": f"{m:02d}/{d:02d}/{y} {when:%H:%M}",
+        "dayfirst-24h": f"{d:02d}/{m:02d}/{y} {when:%H:%M}",
+        "dayfirst-ampm": f"{d:02d}/{m:02d}/{y} {hour}:{when:%M} {ampm}",
+    }
+    return spelled[spelling]
+
+
+def fitbit_table(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A Fitabase CSV of any kind: ``header``, then ``rows`` (each cell written as str)."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["Id", "ActivityHour", "StepTotal"])
-        for person, rows in people.items():
-            for when, steps in rows:
-                hour = when.strftime("%I").lstrip("0") or "12"
-                stamp = f"{when.month}/{when.day}/{when.year} {hour}:00:00 {when.strftime('%p')}"
-                writer.writerow([person, stamp, steps])
+        writer.writerow(header)
+        writer.writerows([[str(cell) for cell in row] for row in rows])
     return path
+
+
+def fitbit_hourly(
+    path: Path,
+    people: dict[str, Sequence[tuple[datetime, int]]],
+    *,
+    spelling: str | Callable[[datetime], str] = "fitbit",
+) -> Path:
+    """``hourlySteps_merged.csv`` as Fitbit writes it (M/D/YYYY h:mm:ss AM); ``spelling``
+    (see :func:`fitabase_time`), or a function of each row's time that names one, for a
+    file whose rows a spreadsheet rewrote."""
+    rows = []
+    for person, readings in people.items():
+        for when, steps in readings:
+            chosen = spelling if isinstance(spelling, str) else spelling(when)
+            rows.append([person, fitabase_time(when, chosen), steps])
+    return fitbit_table(path, ["Id", "ActivityHour", "StepTotal"], rows)
+
+
+def fitbit_minutes_wide(
+    path: Path, person: str, hours: Sequence[tuple[datetime, Sequence[int]]]
+) -> Path:
+    """``minuteStepsWide_merged.csv``: a row per hour (``ActivityHour``), ``Steps00`` ..
+    ``Steps59`` the steps of each of its minutes."""
+    header = ["Id", "ActivityHour", *(f"Steps{m:02d}" for m in range(60))]
+    rows = [[person, fitabase_time(when), *steps] for when, steps in hours]
+    return fitbit_table(path, header, rows)
 
 
 def apple_health(path: Path, records: Sequence[tuple[str, str, str, float]]) -> Path:
@@ -231,9 +272,150 @@ def apple_health(path: Path, records: Sequence[tuple[str, str, str, float]]) -> 
     for kind, unit, when, value in records:
         lines.append(
             f' <Record type="HKQuantityTypeIdentifier{kind}" sourceName="Ada\u2019s Watch" '
-            f'sourceVersion="10.1" unit="{unit}" creationDate="{when}" startDate="{when}" '
+            f'sourceVersion="10.1" unit={quoteattr(unit)} creationDate="{when}" startDate="{when}" '
             f'endDate="{when}" value="{value}"/>'
         )
     lines.append("</HealthData>")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# -- Nightscout, FHIR and Apple Health: documents and files the tests shape themselves --
+
+
+def nightscout_file(path: Path, docs: Sequence[dict[str, Any]], *, ndjson: bool = False) -> Path:
+    """Nightscout documents as a saved ``/api/v1/*.json`` (a JSON array, one document a
+    line inside it) or as ``mongoexport`` writes them (NDJSON, one document a line)."""
+    if ndjson:
+        text = "".join(json.dumps(d) + "\n" for d in docs)
+    else:
+        text = "[\n" + ",\n".join(json.dumps(d) for d in docs) + "\n]\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def nightscout_treatment(i: int, when: datetime, event: str, **fields: Any) -> dict[str, Any]:
+    """A ``treatments`` document at ``when`` (UTC), as the API answers (``created_at`` in UTC
+    with milliseconds)."""
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    doc = {"_id": f"t{i:06d}", "eventType": event, "created_at": stamp, "enteredBy": "AAPS"}
+    return doc | fields
+
+
+def nightscout_devicestatus(
+    i: int, when: datetime, uploader: str, iob: float, cob: float
+) -> dict[str, Any]:
+    """A ``devicestatus`` document of an OpenAPS/AAPS (``"openaps"``) or Loop (``"loop"``)
+    uploader, with insulin and carbs on board."""
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    doc: dict[str, Any] = {"_id": f"d{i:06d}", "created_at": stamp, "device": uploader}
+    if uploader == "openaps":
+        doc["openaps"] = {
+            "iob": {"iob": iob, "basaliob": 0.1, "activity": 0.01, "time": stamp},
+            "suggested": {"COB": cob, "IOB": iob, "bg": 120, "timestamp": stamp},
+        }
+    else:
+        doc["loop"] = {
+            "name": "Loop",
+            "iob": {"iob": iob, "timestamp": stamp},
+            "cob": {"cob": cob, "timestamp": stamp},
+        }
+    return doc
+
+
+def fhir_observation(
+    i: int,
+    code: str,
+    when: str,
+    value: float,
+    unit: str | None,
+    *,
+    status: str = "final",
+    quantity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One Observation (LOINC ``code``, ``effectiveDateTime`` ``when``, UCUM ``unit``)."""
+    value_quantity: dict[str, Any] = {"value": value}
+    if unit is not None:
+        value_quantity |= {"unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{i}",
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": when,
+        "valueQuantity": value_quantity | (quantity or {}),
+    }
+
+
+def fhir_file(path: Path, resources: Sequence[dict[str, Any]], *, ndjson: bool = False) -> Path:
+    """Resources as a Bundle (pretty-printed JSON) or as a bulk-data NDJSON file."""
+    if ndjson:
+        path.write_text("".join(json.dumps(r) + "\n" for r in resources), encoding="utf-8")
+        return path
+    entries = [
+        {"fullUrl": f"urn:uuid:{r.get('id', i)}", "resource": r} for i, r in enumerate(resources)
+    ]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    path.write_text(json.dumps(bundle, indent=1), encoding="utf-8")
+    return path
+
+
+APPLE_HEALTH_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<!DOCTYPE HealthData [\n"
+    "<!ELEMENT HealthData (ExportDate,Me,(Record|Correlation|Workout)*)>\n"
+    "<!ATTLIST HealthData locale CDATA #REQUIRED>\n"
+    "]>\n"
+    '<HealthData locale="en_DE">\n'
+    ' <ExportDate value="2026-12-06 10:00:00 +0100"/>\n'
+    ' <Me HKCharacteristicTypeIdentifierBiologicalSex="HKBiologicalSexFemale"/>\n'
+)
+
+
+def apple_record(
+    kind: str, unit: str, when: str, value: float, metadata: dict[str, str] | None = None
+) -> str:
+    """One ``<Record>`` of ``export.xml`` (with ``<MetadataEntry>`` children if given)."""
+    head = (
+        f'<Record type="HKQuantityTypeIdentifier{kind}" sourceName="Ada\u2019s iPhone" '
+        f'sourceVersion="17.1" unit={quoteattr(unit)} creationDate="{when}" '
+        f'startDate="{when}" endDate="{when}" value="{value}"'
+    )
+    if not metadata:
+        return head + "/>"
+    entries = "".join(f'\n  <MetadataEntry key="{k}" value="{v}"/>' for k, v in metadata.items())
+    return head + ">" + entries + "\n </Record>"
+
+
+def apple_export(path: Path, elements: Sequence[str], *, root: str = "HealthData") -> Path:
+    """``export.xml`` holding ``elements`` (records, correlations) under ``root``."""
+    head = APPLE_HEALTH_HEAD.replace("HealthData", root)
+    body = "".join(f" {e}\n" for e in elements)
+    path.write_text(head + body + f"</{root}>\n", encoding="utf-8")
+    return path
+
+
+def apple_heart_rate_export(path: Path, n: int, start: datetime) -> Path:
+    """A large ``export.xml``: ``n`` HeartRate records a minute apart from ``start`` (UTC),
+    written piece by piece, as a watch's years of readings are."""
+    device = (
+        "&lt;&lt;HKDevice: 0x281f4c0a0&gt;, name:Apple Watch, manufacturer:Apple Inc., "
+        "model:Watch, hardware:Watch6,2, software:10.1&gt;"
+    )
+    with path.open("w", encoding="utf-8") as f:
+        f.write(APPLE_HEALTH_HEAD)
+        chunk: list[str] = []
+        for i in range(n):
+            when = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S +0000")
+            chunk.append(
+                ' <Record type="HKQuantityTypeIdentifierHeartRate" sourceName="Ada\u2019s Watch" '
+                f'sourceVersion="10.1" device="{device}" unit="count/min" creationDate="{when}" '
+                f'startDate="{when}" endDate="{when}" value="{60 + i % 50}"/>\n'
+            )
+            if len(chunk) == 10_000:
+                f.write("".join(chunk))
+                chunk.clear()
+        f.write("".join(chunk))
+        f.write("</HealthData>\n")
     return path

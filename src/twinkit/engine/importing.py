@@ -182,26 +182,6 @@ def import_readings(
                 f"{imported.source}: nothing to import for {found.ref}: it declares "
                 f"{', '.join(sorted(declared)) or 'no channels'}; the file has {left}"
             )
-        frame = pd.DataFrame(
-            {
-                "time": pd.to_datetime(imported.t[keep], unit="us", utc=True),
-                "channel": imported.channel[keep].astype(str),
-                "value": values[keep],
-            }
-        )
-        lines, flags = imported.line[keep], imported.flag[keep]
-        batch = parse_batch(frame, imported.source, twin_id, ctx.time_window.earliest_us)
-        assert isinstance(batch, SignalBatch)
-        position = batch.frame["row"].to_numpy() - 1
-        batch = replace(
-            batch,
-            frame=batch.frame.assign(row=lines[position]),
-            flags=flags[position],
-            units={k: v for k, v in result.units.items() if v},
-        )
-        keyed = key_twins(conn, batch, owner)
-        assert isinstance(keyed, SignalBatch)
-        batch = keyed
         provenance: dict[str, Any] = {
             "format": imported.format,
             "version": imported.version,
@@ -211,16 +191,44 @@ def import_readings(
             "left_out": result.left_out,
             "notes": result.notes,
         }
-        pieces = max(1, -(-len(batch) // CHUNK_ROWS))
+        rows = np.flatnonzero(keep)
+        pieces = max(1, -(-len(rows) // CHUNK_ROWS))
         for i in range(pieces):
-            part = slice(i * CHUNK_ROWS, (i + 1) * CHUNK_ROWS)
-            chunk = replace(
-                batch,
-                frame=batch.frame.iloc[part].reset_index(drop=True),
-                flags=None if batch.flags is None else batch.flags[part],
-                provenance=provenance | ({"part": f"{i + 1}/{pieces}"} if pieces > 1 else {}),
-            )
+            part = rows[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
+            batch = _batch(ctx, imported, values, part, twin_id, result.units)
+            keyed = key_twins(conn, batch, owner)
+            assert isinstance(keyed, SignalBatch)
+            more = {"part": f"{i + 1}/{pieces}"} if pieces > 1 else {}
+            chunk = replace(keyed, provenance=provenance | more)
             result.batches.append(
                 ingest_batch(conn, chunk, ctx.signal_screens, ctx.decision_screens)
             )
     return result
+
+
+def _batch(
+    ctx: EngineContext,
+    imported: Imported,
+    values: np.ndarray,
+    rows: np.ndarray,
+    twin_id: str,
+    units: dict[str, str],
+) -> SignalBatch:
+    """The validated batch of ``rows`` of the readings: each row numbered by its line in
+    the source, with its importer flag."""
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(imported.t[rows], unit="us", utc=True),
+            "channel": imported.channel[rows].astype(str),
+            "value": values[rows],
+        }
+    )
+    batch = parse_batch(frame, imported.source, twin_id, ctx.time_window.earliest_us)
+    assert isinstance(batch, SignalBatch)
+    position = rows[batch.frame["row"].to_numpy() - 1]
+    return replace(
+        batch,
+        frame=batch.frame.assign(row=imported.line[position]),
+        flags=imported.flag[position],
+        units={k: v for k, v in units.items() if v},
+    )

@@ -52,6 +52,7 @@ _SKIP_STATUS = {"entered-in-error", "cancelled"}
 def _resources(text: str, source: str) -> list[tuple[int, Any]]:
     """(position, resource): the entries of a Bundle, or the lines of an NDJSON file."""
     stripped = text.lstrip()
+    n = 0  # lines before the one being decoded (NDJSON: one resource a line)
     try:
         if stripped.startswith("{") and "\n{" not in stripped.rstrip():
             doc = json.loads(text)
@@ -68,7 +69,7 @@ def _resources(text: str, source: str) -> list[tuple[int, Any]]:
         refuse(
             source,
             f"not valid JSON: {exc.msg} (a truncated file?)",
-            exc.lineno,
+            n + exc.lineno,
             f"char {exc.colno}",
         )
     except AttributeError:
@@ -88,7 +89,7 @@ def _time_us(resource: dict[str, Any]) -> int | None:
                 return None
             if stamp.tzinfo is None:
                 return None  # FHIR requires a zone on a time of day; a bare date has none
-            return int(stamp.tz_convert("UTC").as_unit("us").value)
+            return int(stamp.tz_convert("UTC").value) // 1000  # .value is always in ns
     return None
 
 

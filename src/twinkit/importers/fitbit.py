@@ -21,7 +21,8 @@ A value belongs to the start of its period (the hour of ``ActivityHour``, the da
 ``ActivityDate``). Times are the wearer's local clock: name the zone (``tz``). Files
 often carry several people (``Id``): ``person`` picks one. Dates may be spelled in more
 than one order within a file (files that went through a spreadsheet): each spelling's
-order is decided on its own (see :mod:`twinkit.importers.localtime`).
+order is decided on its own, from every person's rows (see
+:mod:`twinkit.importers.localtime`), so one person's few rows cannot decide it wrongly.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def read(
         refuse(source, "the file has a header but no rows", 2)
     table = pd.DataFrame(rows, columns=header).apply(lambda col: col.str.strip())
     notes: dict[str, Any] = {}
+    mine, group = np.ones(len(table), dtype=bool), None
     if "Id" in table.columns:
         people = list(pd.unique(table["Id"]))
         if person is None and len(people) > 1:
@@ -124,8 +126,7 @@ def read(
         chosen = person if person is not None else people[0]
         if chosen not in people:
             refuse(source, f"no rows of person {chosen!r} (Id)", None, "Id")
-        mine = (table["Id"] == chosen).to_numpy()
-        table, lines = table.loc[mine].reset_index(drop=True), lines[mine]
+        mine, group = (table["Id"] == chosen).to_numpy(), pd.factorize(table["Id"])[0]
         notes["person"] = chosen
     wide = [c for c in table.columns if _WIDE.match(c)]
     layout = None
@@ -138,9 +139,12 @@ def read(
         refuse(source, f"not a Fitbit (Fitabase) file this importer knows: columns {header}", 1)
     time_column, present = layout
     tzinfo = zone(tz, source, "Fitbit")
+    # the date order is the file's: decided on every person's rows, each in sequence
     naive = parse_clock(
-        table[time_column], lines, time_column, source, dayfirst=dayfirst, notes=notes
-    )
+        table[time_column], lines, time_column, source,
+        dayfirst=dayfirst, group=group, notes=notes,
+    )[mine]  # fmt: skip
+    table, lines = table.loc[mine].reset_index(drop=True), lines[mine]
     problems: list[Problem] = []
     parts_t, parts_c, parts_v, parts_l = [], [], [], []
     units: dict[str, str] = {}
@@ -163,11 +167,14 @@ def read(
         parts_l.append(lines[keep])
         units[channel] = unit
     check_problems(source, problems)
-    channel_all = np.concatenate(parts_c)
+    # in file order (by line, then a wide row's minutes), which the DST decisions read
+    naive_all, line_all = np.concatenate(parts_t), np.concatenate(parts_l)
+    order = np.lexsort((naive_all, line_all))
+    channel_all = np.concatenate(parts_c)[order]
     codes = pd.factorize(channel_all)[0]
-    t = localize(np.concatenate(parts_t), tzinfo, codes, notes)
+    t = localize(naive_all[order], tzinfo, codes, notes)
     return Imported(
         FORMAT, f"Fitabase CSV ({time_column})", source, t, channel_all,
-        np.concatenate(parts_v), np.full(len(t), None, dtype=object),
-        np.concatenate(parts_l), units, notes,
+        np.concatenate(parts_v)[order], np.full(len(t), None, dtype=object),
+        line_all[order], units, notes,
     )  # fmt: skip

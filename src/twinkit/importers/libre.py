@@ -70,6 +70,13 @@ def read(
     kind = table[j_type].to_numpy()
     notes: dict[str, Any] = {}
     problems: list[Problem] = []
+    for i in np.flatnonzero(kind == "")[:5]:
+        add_problem(
+            problems,
+            "a record without a record type (a truncated file?)",
+            int(lines[i]),
+            header[j_type],
+        )
     pieces: list[
         tuple[np.ndarray, str, np.ndarray, np.ndarray]
     ] = []  # rows, channel, values, flags
@@ -103,7 +110,8 @@ def read(
         )
         channel = _GLUCOSE_CHANNEL[glucose_kind]
         pieces.append((rows_g, channel, values, flags))
-        units[channel] = glucose_unit
+        if len(rows_g):
+            units[channel] = glucose_unit
     amounts = (
         ("3", r"^Ketone\s*\(?mmol/L\)?$", "ketones", "mmol/L"),
         ("4", r"^Rapid-Acting Insulin \(units\)$", "insulin", "U"),
@@ -123,7 +131,8 @@ def read(
                 problems, f"not a number: {cells.iloc[i]!r}", int(lines[rows_a[i]]), header[j]
             )
         pieces.append((rows_a, channel, numbers, np.full(len(rows_a), None, dtype=object)))
-        units[channel] = channel_unit
+        if len(rows_a):
+            units[channel] = channel_unit
     j_servings = _find(header, r"^Carbohydrates \(servings\)$")
     if j_servings is not None:
         servings = int(((kind == "5") & (table[j_servings] != "").to_numpy()).sum())

@@ -84,7 +84,7 @@ def parse_clock(
     minute = parts["mi"].fillna("0").astype(int).to_numpy()
     second = parts["s"].fillna("0").astype(int).to_numpy()
     frac = parts["f"].fillna("0").str.ljust(6, "0").astype(int).to_numpy()
-    ampm = parts["ampm"].fillna("").str.lower().str[0].to_numpy()
+    ampm = parts["ampm"].fillna("").str.lower().str[:1].to_numpy()
     pm, am = ampm == "p", ampm == "a"
     hour = np.where(pm & (hour < 12), hour + 12, np.where(am & (hour == 12), 0, hour))
     year_first = parts["a"].str.len().to_numpy() == 4
@@ -214,15 +214,20 @@ def localize(
     unresolved = 0
     if twice.any():
         groups = np.zeros(len(out), np.int64) if group is None else np.asarray(group)
+        # Which way the file runs is decided on all its rows: a channel of two rows says
+        # little, the file's other channels say it well.
+        same = groups[1:] == groups[:-1]
+        steps = np.diff(naive_us)[same]
+        newest_first = (steps < 0).sum() > (steps > 0).sum()
         for g in np.unique(groups[twice]):
             members = np.flatnonzero(groups == g)
-            seq = naive_us[members]
-            if len(seq) > 1 and (np.diff(seq) < 0).sum() * 2 > len(seq) - 1:
-                members = members[::-1]  # the file runs newest first
+            if newest_first:
+                members = members[::-1]
             previous = np.iinfo(np.int64).min
             for i in members:
                 if twice[i]:
-                    out[i] = summer_us[i] if summer_us[i] >= previous else winter_us[i]
+                    # the second reading of a repeated clock time is the second pass
+                    out[i] = summer_us[i] if summer_us[i] > previous else winter_us[i]
                     unresolved += int(len(members) == 1)
                 previous = out[i]
     if notes is not None:

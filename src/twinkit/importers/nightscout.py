@@ -69,10 +69,10 @@ def _time_us(doc: dict[str, Any], keys: tuple[str, ...]) -> int | None:
             try:
                 stamp = pd.Timestamp(value)
             except (ValueError, TypeError):
-                return None
+                continue  # the next field may be readable
             if stamp.tzinfo is None:
                 stamp = stamp.tz_localize("UTC")  # Nightscout writes UTC
-            return int(stamp.tz_convert("UTC").as_unit("us").value)
+            return int(stamp.tz_convert("UTC").value) // 1000  # .value is always in ns
     return None
 
 
@@ -94,7 +94,7 @@ def parse(
     docs: list[Any], source: str, collection: str | None = None, rows: Rows | None = None
 ) -> tuple[Rows, dict[str, Any]]:
     """Rows from one collection's documents (``collection`` guessed when None)."""
-    rows = rows or Rows()
+    rows = rows if rows is not None else Rows()  # an empty Rows is falsy (len 0)
     kind = collection or _collection(docs)
     notes: dict[str, Any] = {}
     problems: list[Problem] = []
@@ -209,22 +209,29 @@ def _merge(notes: dict[str, Any], found: dict[str, Any]) -> None:
 
 
 def _load(text: str, source: str) -> list[Any]:
-    stripped = text.lstrip()
+    if text.lstrip().startswith("["):
+        docs = _decode(text, source, 0)
+    else:  # one document a line
+        docs = [
+            _decode(line, source, n) for n, line in enumerate(text.splitlines()) if line.strip()
+        ]
+    if not isinstance(docs, list):
+        refuse(source, "expected a JSON array of documents")
+    return docs
+
+
+def _decode(text: str, source: str, lines_before: int) -> Any:
+    """JSON text that starts after ``lines_before`` lines of the file; refused naming the
+    file's line where it is not JSON."""
     try:
-        if stripped.startswith("["):
-            docs = json.loads(text)
-        else:
-            docs = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         refuse(
             source,
             f"not valid JSON: {exc.msg} (a truncated file?)",
-            exc.lineno,
+            lines_before + exc.lineno,
             f"char {exc.colno}",
         )
-    if not isinstance(docs, list):
-        refuse(source, "expected a JSON array of documents")
-    return docs
 
 
 class NightscoutError(TwinkitError):
