@@ -266,14 +266,12 @@ print(len(readings), elapsed, before, peak[0])
 def apple_memory(folder: Path, gigabytes: float, seed: int) -> dict[str, Any]:
     path = folder / f"export-{gigabytes:g}gb.xml"
     records = write_apple(path, gigabytes, seed)
-    base = subprocess.run(
-        [sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True
-    )
-    base_kb = int(base.stdout.split()[2])
     run = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=True
     )
-    kept, elapsed, peak_kb = run.stdout.split()
+    fields = run.stdout.split()
+    kept, elapsed = int(fields[0]), float(fields[1])
+    base_kb, peak_kb = int(fields[2]), int(fields[3])
     size = path.stat().st_size
     path.unlink()
     return {
