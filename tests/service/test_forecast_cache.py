@@ -68,6 +68,13 @@ def served(
     assert first.status_code == 200, first.text
     assert (first.json()["version"], first.json()["degraded"]) == (2, False)
     assert service.forecasts.stats()["size"] == 1  # the answer is cached from now on
+    # The served forecast's log record is scored against the shadow (v1), whose model is
+    # loaded when the record is flushed: by the monitor's thread, at its own pace, or here.
+    # Either way it is loaded before a test counts the models.
+    engine.flush_forecast_log()
+    deadline = time.monotonic() + 30
+    while engine.serving_models.stats()["size"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     return alice, engine.artifacts.path(engine.version("p1").sha256)
 
 
