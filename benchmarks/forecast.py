@@ -6,6 +6,8 @@ the ratios the issue's targets are stated in, the data, seed and machine. Exampl
     python benchmarks/forecast.py cgm --data ../shared/data/cgm_iglu --out cgm.json
     python benchmarks/forecast.py cgm --data ../shared/data/cgm_iglu --cold-start 24h
     python benchmarks/forecast.py simglucose --patients 10 --days 10 --out sim.json
+    python benchmarks/forecast.py cgm --data ../shared/data/cgm_iglu --every 15 \\
+        --models persistence,linear_ar,plain_ridge,auto_arima,auto_ets,population,twinkit
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ def ratios(report: dict[str, Any], horizons: list[int]) -> dict[str, Any]:
         value = models.get(name, {}).get("pooled", {}).get(str(h), {}).get("rmse")
         return None if value is None else float(value)
 
-    for base in ("persistence", "linear_ar", "population"):
+    for base in ("persistence", "linear_ar", "population", "plain_ridge", "auto_arima"):
         for h in horizons:
             mine, theirs = rmse("twinkit", h), rmse(base, h)
             if mine is not None and theirs:
                 out[f"twinkit_over_{base}_{h}"] = round(mine / theirs, 4)
+    for h in horizons:
+        mine, theirs = rmse("linear_ar", h), rmse("plain_ridge", h)
+        if mine is not None and theirs:
+            out[f"linear_ar_over_plain_ridge_{h}"] = round(mine / theirs, 4)
     twinkit = models.get("twinkit", {}).get("per_twin", {})
     population = models.get("population", {}).get("per_twin", {})
     shared = sorted(set(twinkit) & set(population))
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-origins", type=int, default=200)
     parser.add_argument("--meta", action="store_true", help="Reptile-trained population")
     parser.add_argument("--cache", type=Path, default=Path(".twinkit/cache"))
+    parser.add_argument("--every", type=float, default=None, help="downsample: 15 for a Libre")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_origins=args.max_origins,
         meta=args.meta,
         progress=lambda what: print(f"... {what}", file=sys.stderr, flush=True),
+        every_min=args.every,
     )
     report["data"].update(described)
     report["targets"] = ratios(report, horizons)

@@ -302,12 +302,20 @@ def eval_forecast(
     ] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated models (default: all, population, twinkit).")
+        str | None,
+        typer.Option(
+            help="Comma-separated models (default: all, population, twinkit); also the "
+            "comparators plain_ridge, auto_arima, auto_ets (statsforecast)."
+        ),
     ] = None,
     cold_start: Annotated[
         str | None, typer.Option(help="Personalise on only the first part, e.g. 24h.")
     ] = None,
     max_origins: Annotated[int, typer.Option(help="Forecast origins per twin, at most.")] = 200,
+    every: Annotated[
+        float | None,
+        typer.Option(help="Downsample to one reading per this many minutes (15: a Libre)."),
+    ] = None,
     meta: Annotated[
         bool, typer.Option(help="Meta-learn the population prior (Reptile) for cold starts.")
     ] = False,
@@ -333,6 +341,7 @@ def eval_forecast(
             cold_start=window,
             max_origins=max_origins,
             meta=meta,
+            every_min=every,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from twinkit.data.windows import EVENT_CHANNELS
+
 
 def long_to_wide(long: pd.DataFrame) -> pd.DataFrame:
     """``channel, t (int64 us UTC), value`` rows -> a UTC-indexed frame, a column per channel.
@@ -38,3 +40,27 @@ def long_to_wide(long: pd.DataFrame) -> pd.DataFrame:
         wide = np.where(counts > 0, sums / counts, np.nan)
     index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
     return pd.DataFrame(wide, index=index, columns=pd.Index([str(n) for n in names]))
+
+
+def downsample(long: pd.DataFrame, every_min: float) -> pd.DataFrame:
+    """Long-format signals (``twin_id, time, channel, value``) as a sensor that records
+    every ``every_min`` minutes would have them: per twin and channel, the first reading of
+    each interval (at the interval's start); event channels (carbs, insulin, ...) summed.
+
+    >>> t = pd.date_range("2026-01-01", periods=6, freq="5min", tz="UTC")
+    >>> long = pd.DataFrame({"twin_id": "a", "time": t, "channel": "glucose",
+    ...                      "value": [100.0, 101, 102, 103, 104, 105]})
+    >>> downsample(long, 15)["value"].tolist()
+    [100.0, 103.0]
+    """
+    rule = pd.Timedelta(minutes=every_min)
+    frame = long.assign(time=pd.to_datetime(long["time"], utc=True))
+    frame = frame.assign(bin=frame["time"].dt.floor(rule))
+    keys = ["twin_id", "channel", "bin"]
+    events = frame["channel"].isin(sorted(EVENT_CHANNELS))
+    firsts = frame.loc[~events].sort_values("time").groupby(keys, observed=True)["value"].first()
+    sums = frame.loc[events].groupby(keys, observed=True)["value"].sum()
+    out = pd.concat([firsts, sums]).reset_index().rename(columns={"bin": "time"})
+    columns = out[["twin_id", "time", "channel", "value"]]
+    ordered: pd.DataFrame = columns.sort_values(["twin_id", "channel", "time"], ignore_index=True)
+    return ordered

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.data.frames import downsample
 from twinkit.data.grid import target_grid
+from twinkit.eval.comparators import COMPARATORS
 from twinkit.models.base import Forecaster, forecaster_class, registered_forecasters
 from twinkit.models.evaluate import rolling_forecasts
 from twinkit.models.neural import NeuralForecaster
@@ -142,17 +144,25 @@ def evaluate_forecasts(
     meta: bool = False,
     model_params: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
+    every_min: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate models on long-format ``data``; return the JSON-ready report.
 
+    ``every_min`` first downsamples the data to one reading per that many minutes (as a
+    15-minute sensor would record them: :func:`twinkit.data.frames.downsample`).
+
     ``models`` may name ``persistence``, ``linear_ar``, any registered forecaster (fitted
-    per twin from scratch), ``population`` (the ``population_model`` trained on other
-    twins only) and ``twinkit``: the twin's default personal model, the best of
-    ``candidates`` on the twin's own validation data (as ``twinkit fit`` chooses), one of
-    them being the population model fine-tuned on the twin. ``meta`` trains the
+    per twin from scratch), the outside comparators (``plain_ridge``, ``auto_arima``,
+    ``auto_ets``: :mod:`twinkit.eval.comparators`), ``population`` (the
+    ``population_model`` trained on other twins only) and ``twinkit``: the twin's default
+    personal model, the best of ``candidates`` on the twin's own validation data (as
+    ``twinkit fit`` chooses), one of them being the population model fine-tuned on the
+    twin. ``meta`` trains the
     population models by Reptile (a starting point for cold starts) instead of pooling.
     """
     started = time.perf_counter()
+    if every_min is not None:
+        data = downsample(data, every_min)
     horizons = sorted({int(h) for h in horizons})
     max_h = max(horizons)
     wanted = list(models) if models else [*registered_forecasters(), "population", "twinkit"]
@@ -164,7 +174,8 @@ def evaluate_forecasts(
 
     def build(name: str) -> Forecaster:
         kwargs = {"target": target, "seed": seed, "max_horizon_min": max_h}
-        return forecaster_class(name)(**{**kwargs, **params.get(name, {})})
+        cls = COMPARATORS.get(name) or forecaster_class(name)
+        return cls(**{**kwargs, **params.get(name, {})})
 
     per_model: dict[str, dict[str, Scores]] = {m: {} for m in wanted}
     chosen: dict[str, str] = {}
@@ -239,6 +250,7 @@ def evaluate_forecasts(
         "twinkit_candidates": list(candidates),
         "folds": len(populations),
         "max_origins_per_twin": max_origins,
+        "every_min": every_min,
     }
     report["seed"] = seed
     report["seconds"] = round(time.perf_counter() - started, 1)

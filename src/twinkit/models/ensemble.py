@@ -50,11 +50,14 @@ def conformal_quantiles(residuals: np.ndarray, levels: Sequence[float]) -> np.nd
 
 
 def combine(medians: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, conformal quantiles (levels x steps) and combined forecasts (origins x steps).
+    """Weights (members x steps), conformal quantiles (levels x steps) and combined
+    forecasts (origins x steps).
 
     ``medians`` is (members x origins x steps) of point forecasts, ``truth`` (origins x
-    steps); NaN marks a forecast or an observation that is missing. Weights are inverse
-    mean squared errors over the forecasts every member made.
+    steps); NaN marks a forecast or an observation that is missing. Each horizon step
+    weighs the members by their inverse mean squared error at that step, over the
+    forecasts every member made: a member that is better at short horizons and another
+    that is better at long ones each count most where they are better.
     """
     usable = np.isfinite(truth) & np.isfinite(medians).all(axis=0)
     scored = int(usable.sum(axis=0).min()) if usable.size else 0
@@ -63,10 +66,11 @@ def combine(medians: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
             "ensemble: too few scored forecasts to weight and calibrate the members "
             f"({scored}); give it more gap-free history"
         )
-    mse = np.array([np.mean((m[usable] - truth[usable]) ** 2) for m in medians])
+    errors = np.where(usable[None], (np.nan_to_num(medians) - np.nan_to_num(truth)) ** 2, 0.0)
+    mse = errors.sum(axis=1) / usable.sum(axis=0)[None, :]  # (members, steps)
     weights = 1.0 / np.maximum(mse, 1e-9)
-    weights /= weights.sum()
-    combined = np.einsum("m,mok->ok", weights, np.nan_to_num(medians))
+    weights /= weights.sum(axis=0, keepdims=True)
+    combined = np.einsum("mk,mok->ok", weights, np.nan_to_num(medians))
     combined[~np.isfinite(medians).all(axis=0)] = np.nan
     quantiles = np.zeros((len(QUANTILE_LEVELS), truth.shape[1]))
     for k in range(truth.shape[1]):
@@ -86,7 +90,7 @@ class Ensemble(Forecaster):
     >>> frame = pd.DataFrame({"glucose": y}, index=idx)
     >>> model = Ensemble(members=("persistence", "linear_ar"), max_horizon_min=30,
     ...                  max_calibration_origins=100).fit(frame)
-    >>> bool(model.weights[1] > model.weights[0])  # linear_ar is the better member here
+    >>> bool((model.weights[1] > model.weights[0]).all())  # linear_ar is the better member
     True
     """
 
@@ -200,19 +204,23 @@ class Ensemble(Forecaster):
         step = self._check_fitted()
         assert self.residual_quantiles is not None
         steps = horizon_steps(horizons, step, self.residual_quantiles.shape[1])
+        # One weight per member and horizon step; a version saved before the weights were
+        # per step has one per member, the same at every step.
+        per_step = self.weights if self.weights.ndim == 2 else self.weights[:, None]
+        per_step = np.broadcast_to(per_step, (len(self.members), self.residual_quantiles.shape[1]))
         medians, weights, origin = [], [], None
-        for weight, member in zip(self.weights, self.members, strict=True):
+        for weight, member in zip(per_step, self.members, strict=True):
             try:
                 forecast = member.predict(context, horizons)
             except ForecastInputError:
                 continue
             medians.append(forecast.quantiles[0.5])
-            weights.append(weight)
+            weights.append(weight[steps - 1])
             origin = forecast.origin
         if origin is None:
             raise ForecastInputError("ensemble: no member could forecast from this context")
-        w = np.asarray(weights) / np.sum(weights)
-        centre = np.einsum("m,mh->h", w, np.asarray(medians))
+        w = np.asarray(weights) / np.sum(weights, axis=0, keepdims=True)
+        centre = np.einsum("mh,mh->h", w, np.asarray(medians))
         quantiles = centre[None, :] + self.residual_quantiles[:, steps - 1]
         return make_forecast(self.target, origin, horizons, centre, quantiles, self.name)
 

@@ -23,6 +23,11 @@ POPULATION = "population"
 ENSEMBLE = "ensemble"
 #: fewer validation forecasts per horizon than this and a winner keeps its own intervals
 MIN_CALIBRATION = 100
+#: the population prior stays while the twin's validation forecasts are fewer than
+#: :data:`MIN_CALIBRATION` and span less than this: too little of the twin's own data to
+#: judge by (a new twin's first day and a half); a 15-minute sensor reaches it with fewer
+#: forecasts than a 5-minute one. From there on, only a win beyond noise moves the prior.
+MIN_CHOICE_SPAN = pd.Timedelta(hours=12)
 #: what ``twinkit fit`` weighs by default
 DEFAULT_CANDIDATES = ("linear_ar", POPULATION, PERSONALIZED, ENSEMBLE)
 
@@ -91,9 +96,10 @@ def select_personal_model(
 
     With ``prefer_prior``, the population model stays the choice unless the best
     candidate beats it by more than one standard error of their paired per-origin
-    errors, and whenever fewer than :data:`MIN_CALIBRATION` validation forecasts could
-    be scored: a short validation period (a new twin's first day) cannot tell small
-    differences from noise, and then the prior learned from many people is the safer bet.
+    errors, and whenever fewer than :data:`MIN_CALIBRATION` validation forecasts over
+    less than :data:`MIN_CHOICE_SPAN` could be scored: a short validation period (a new
+    twin's first day) cannot tell small differences from noise, and then the prior
+    learned from many people is the safer bet.
     """
     specs = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
     singles = [s for s in specs if s.name != ENSEMBLE]
@@ -131,7 +137,7 @@ def select_personal_model(
     if combination is not None:
         rolling_of[ENSEMBLE] = combination[2]
     if chosen != POPULATION and POPULATION in rolling_of and prefer_prior:
-        if _validation_size(rolling_of[chosen]) < MIN_CALIBRATION:
+        if not _enough_to_choose(rolling_of[chosen]):
             # Too little of the twin's own data to judge by (its first day or so): the
             # prior, learned from many people, stays until the twin's data can outvote it.
             chosen = POPULATION
@@ -184,6 +190,16 @@ def _settle(
     if chosen == POPULATION and ensemble < scores[POPULATION].get("score", np.inf):
         return ENSEMBLE
     return chosen
+
+
+def _enough_to_choose(rolling: RollingForecasts) -> bool:
+    """Whether the validation forecasts are enough to let the twin's data outvote the
+    prior: :data:`MIN_CALIBRATION` of them, or (fewer, from a sparser sensor) spanning
+    :data:`MIN_CHOICE_SPAN`."""
+    if _validation_size(rolling) >= MIN_CALIBRATION:
+        return True
+    origins = rolling.origins
+    return len(origins) > 1 and (origins[-1] - origins[0]) >= MIN_CHOICE_SPAN
 
 
 def _validation_size(rolling: RollingForecasts) -> int:
