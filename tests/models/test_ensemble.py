@@ -77,7 +77,10 @@ def test_each_horizon_weighs_the_member_that_is_better_there() -> None:
     assert weights.shape == (2, 4)
     assert weights[0, 0] > 0.8 and weights[0, 3] < 0.3
     assert np.allclose(weights.sum(axis=0), 1.0)
-    rmse = lambda f: np.sqrt(((f - truth) ** 2).mean(axis=0))  # noqa: E731
+
+    def rmse(forecasts: np.ndarray) -> np.ndarray:
+        return np.asarray(np.sqrt(((forecasts - truth) ** 2).mean(axis=0)))
+
     best = np.minimum(rmse(medians[0]), rmse(medians[1]))
     assert (rmse(combined) <= 1.02 * best).all()
 
