@@ -62,6 +62,7 @@ from twinkit.clone.simulate import (
     shift_for_share,
 )
 from twinkit.clone.strategies import STRATEGIES, strategy
+from twinkit.core.progress import to_stderr
 from twinkit.data.datasets.decisions import load_mnist_5k, load_music_gold, load_music_mturk
 from twinkit.eval.clone_benchmark import evaluate_clones
 
@@ -108,7 +109,7 @@ def music(args: argparse.Namespace) -> dict[str, Any]:
         seeds=[int(s) for s in args.seeds.split(",")],
         min_labels=30,
         truth=truth,
-        progress=lambda s: print(s, file=sys.stderr),
+        progress=to_stderr,
     )
     groups = systematic_groups(frame, truth, list(report["per_twin"]))
     split: dict[str, Any] = {}

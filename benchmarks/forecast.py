@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from twinkit.core.progress import to_stderr
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
 from twinkit.eval.forecast_benchmark import evaluate_forecasts
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cold_start=pd.Timedelta(args.cold_start) if args.cold_start else None,
         max_origins=args.max_origins,
         meta=args.meta,
-        progress=lambda what: print(f"... {what}", file=sys.stderr, flush=True),
+        progress=to_stderr,
         every_min=args.every,
     )
     report["data"].update(described)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from twinkit.core.progress import to_stderr
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
 from twinkit.eval.forecaster_immunity_benchmark import evaluate_forecast_immunity
 from twinkit.immunity.history_tampering import HistoryBudget
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps=args.steps,
         copies=args.copies,
         seed=args.seed,
-        progress=lambda what: print(f"... {what}", file=sys.stderr, flush=True),
+        progress=to_stderr,
     )
     report["data"].update(described)
     report["seconds"] = round(time.perf_counter() - started, 1)

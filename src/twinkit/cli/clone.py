@@ -14,6 +14,7 @@ from twinkit.cli.common import (
     DbOption,
     JsonOption,
     app,
+    bar,
     console,
     engine_for,
     eval_app,
@@ -232,7 +233,7 @@ def eval_clone(
         ],
         axis=1,
     )
-    with spinner("evaluating"):
+    with bar("evaluating clones") as progress:
         report = evaluate_clones(
             frame,
             budget_list,
@@ -240,6 +241,7 @@ def eval_clone(
             test_frac=test_frac,
             min_labels=min_labels,
             seeds=seed_list,
+            progress=progress,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

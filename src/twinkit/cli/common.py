@@ -12,9 +12,19 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from twinkit.core.errors import TwinkitError
+from twinkit.core.progress import ProgressFn
 from twinkit.engine import TwinEngine
 
 app = typer.Typer(
@@ -53,14 +63,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 class _State:
     db: str | None = None
+    quiet: bool = False
 
 
 _state = _State()
 
 
 @app.callback()
-def _main(db: DbOption = None) -> None:
+def _main(
+    db: DbOption = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or spinners on stderr.")
+    ] = False,
+) -> None:
     _state.db = db
+    _state.quiet = quiet
 
 
 def engine_for(db: str | None) -> TwinEngine:
@@ -73,6 +90,11 @@ def print_json(obj: Any) -> None:
 
 @contextmanager
 def spinner(text: str) -> Iterator[None]:
+    """A spinner on stderr while the block runs (none with ``--quiet``; rich draws none
+    when stderr is not a terminal, so scripts and CI logs stay clean)."""
+    if not _drawing():
+        yield
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -85,14 +107,42 @@ def spinner(text: str) -> Iterator[None]:
 
 
 def progress_bar() -> Progress:
+    """A determinate bar with the time left, on stderr (see :func:`spinner`)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not _drawing(),
     )
+
+
+def _drawing() -> bool:
+    """Whether to draw progress: stderr is a terminal and ``--quiet`` was not given (a
+    disabled rich display still writes blank lines, so none is made)."""
+    return not _state.quiet and err.is_terminal
+
+
+@contextmanager
+def bar(title: str) -> Iterator[ProgressFn]:
+    """A progress bar for a function that reports ``progress(what, done, total)``
+    (:mod:`twinkit.core.progress`): yields that callback."""
+    if not _drawing():
+        yield lambda what, done, total: None
+        return
+    with progress_bar() as shown:
+        task: list[TaskID] = []
+
+        def report(what: str, done: int, total: int) -> None:
+            if not task:
+                task.append(shown.add_task(title, total=total))
+            shown.update(task[0], completed=done, total=total, description=f"{title}: {what}")
+
+        yield report
 
 
 def read_signals(path: Path, command: str) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from twinkit.cli.common import JsonOption, console, eval_app, read_signals, spinner
+from twinkit.cli.common import JsonOption, bar, console, eval_app, read_signals
 from twinkit.core.errors import TwinkitError
 from twinkit.immunity import attack_class, registered_attacks
 from twinkit.immunity.evasion import DEFAULT_ATTACKS
@@ -243,7 +243,7 @@ def _classifier_immunity(
         cut = int(len(y) * 0.8)
         x_train, y_train = x[order[:cut]], y[order[:cut]]
         x_test, y_test = x[order[cut:]], y[order[cut:]]
-    with spinner("attacking, vaccinating, screening"):
+    with bar("attacking, vaccinating, screening") as progress:
         report: dict[str, Any] = evaluate_immunity(
             x_train,
             [str(v) for v in y_train],
@@ -260,6 +260,7 @@ def _classifier_immunity(
             adv_awp=adv_awp,
             adv_binarize=adv_binarize,
             poisoning=poisoning,
+            progress=progress,
             flip_seeds=flip_seeds,
             flip_threshold=flip_threshold,
         )
@@ -312,7 +313,7 @@ def _forecast_immunity(
     if not names:
         raise TwinkitError("--models names no forecaster")
     frame = read_signals(path, "--forecast")
-    with spinner("attacking and vaccinating forecasters"):
+    with bar("attacking and vaccinating forecasters") as progress:
         report = evaluate_forecast_immunity(
             frame,
             target,
@@ -322,6 +323,7 @@ def _forecast_immunity(
             max_origins=max_origins,
             seed=seed,
             attack=attack,
+            progress=progress,
         )
     table = Table(
         "model",

@@ -16,6 +16,7 @@ from twinkit.cli.common import (
     DbOption,
     JsonOption,
     app,
+    bar,
     console,
     engine_for,
     err,
@@ -25,7 +26,6 @@ from twinkit.cli.common import (
     print_json,
     progress_bar,
     read_signals,
-    spinner,
 )
 from twinkit.core.errors import TwinkitError
 
@@ -208,9 +208,9 @@ def population_fit(
 ) -> None:
     """Train a population prior on the twins' training data; `twinkit fit` then starts
     personal models from it."""
-    with spinner(f"training a {model} population model"):
+    with bar(f"training a {model} population model") as progress:
         result = engine_for(db).fit_population(
-            model, twin_ids or None, target, seed, meta=meta, owner=owner
+            model, twin_ids or None, target, seed, meta=meta, owner=owner, progress=progress
         )
     if as_json:
         print_json(result.to_dict())
@@ -330,7 +330,7 @@ def eval_forecast(
     except ValueError as exc:
         raise TwinkitError(f"bad --horizons or --cold-start: {exc}") from None
     frame = read_signals(data, "eval forecast")
-    with spinner("evaluating"):
+    with bar("evaluating forecasters") as progress:
         report = evaluate_forecasts(
             frame,
             target,
@@ -342,6 +342,7 @@ def eval_forecast(
             max_origins=max_origins,
             meta=meta,
             every_min=every,
+            progress=progress,
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
+from twinkit.core.progress import ProgressFn
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.frames import long_to_wide
@@ -55,6 +56,7 @@ def fit_population(
     meta: bool = False,
     window: TimeWindow | None = None,
     owner: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> PopulationResult:
     """Train ``model`` on state twins' data and register it as the next population prior.
 
@@ -67,7 +69,8 @@ def fit_population(
     Each twin contributes only the data before its own holdout split (the part
     ``twinkit fit`` trains on), so a twin's holdout scores stay honest when its personal
     model starts from this prior. ``meta`` refines the pooled model by Reptile, a better
-    start for twins with about a day of data.
+    start for twins with about a day of data. ``progress`` hears of a neural model's
+    training epochs.
     """
     started = time.perf_counter()
     window = window or TimeWindow()
@@ -120,7 +123,8 @@ def fit_population(
             f"no twin{whose} has enough {target!r} data for a population model"
         )
     prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
-    if meta:
+    if isinstance(prior, NeuralForecaster):
+        prior.progress = progress  # the epochs of its training    if meta:
         if not isinstance(prior, NeuralForecaster):
             raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
         meta_learn(prior, histories)

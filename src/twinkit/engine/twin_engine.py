@@ -18,6 +18,7 @@ import pandas as pd
 
 from twinkit import importers
 from twinkit.core.forecast import Forecast
+from twinkit.core.progress import ProgressFn
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
 from twinkit.data.importers import read_table
@@ -329,6 +330,7 @@ class TwinEngine:
         params: dict[str, Any] | None = None,
         meta: bool = False,
         owner: str | None = None,
+        progress: ProgressFn | None = None,
     ) -> PopulationResult:
         """Train a population prior on state twins (their training parts only): those
         named, else ``owner``'s, pooled with other owners' only if all of them share (see
@@ -343,6 +345,7 @@ class TwinEngine:
             params=params,
             meta=meta,
             window=self.time_window,
+            progress=progress,
             owner=owner,
         )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from twinkit.clone.prior import feature_columns, train_population
 from twinkit.clone.query import Pool
 from twinkit.clone.strategies import STRATEGIES, strategy
 from twinkit.core.errors import TwinkitError
+from twinkit.core.progress import ProgressFn, Steps
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -51,7 +52,7 @@ def evaluate_clones(
     batch: int = 10,
     truth: Mapping[str, str] | None = None,
     advice_threshold: float = 0.9,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """The report described in the module docstring, as a JSON-ready dict.
 
@@ -61,7 +62,6 @@ def evaluate_clones(
     theirs if they took the ``personal_full`` clone's answer whenever it disagrees with
     confidence above ``advice_threshold``.
     """
-    say = progress or (lambda _: None)
     if not 0.0 < test_frac < 1.0:
         raise TwinkitError(f"--test-frac must be between 0 and 1, got {test_frac}")
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -82,6 +82,7 @@ def evaluate_clones(
     budgets = sorted(set(int(b) for b in budgets))
     per_twin: dict[str, Any] = {}
     advice_rows: list[dict[str, Any]] = []
+    say = Steps(len(people) * len(seeds), progress)
     for person in people:
         mine = frame[frame["twin_id"] == person].reset_index(drop=True)
         others = frame[frame["twin_id"] != person]

@@ -9,7 +9,7 @@ any of that twin's data; personal models see only the twin's training part.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.core.progress import ProgressFn, Steps
 from twinkit.data.frames import downsample
 from twinkit.data.grid import target_grid
 from twinkit.eval.comparators import COMPARATORS
@@ -143,7 +144,7 @@ def evaluate_forecasts(
     candidates: Sequence[str] = DEFAULT_CANDIDATES,
     meta: bool = False,
     model_params: dict[str, dict[str, Any]] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     every_min: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate models on long-format ``data``; return the JSON-ready report.
@@ -170,7 +171,6 @@ def evaluate_forecasts(
     splits, skipped = split_twins(data, target, train_frac, max_origins)
     if not splits:
         raise TwinkitError(f"no twin has enough {target!r} readings to evaluate")
-    say = progress or (lambda _: None)
 
     def build(name: str) -> Forecaster:
         kwargs = {"target": target, "seed": seed, "max_horizon_min": max_h}
@@ -182,7 +182,9 @@ def evaluate_forecasts(
     failures: dict[str, dict[str, str]] = {m: {} for m in wanted}
     populations: dict[int, Forecaster] = {}
     fold_of = _folds([s.twin_id for s in splits], min(folds, len(splits)), seed)
-    if {"population", "twinkit"} & set(wanted):
+    need_population = bool({"population", "twinkit"} & set(wanted))
+    say = Steps(len(splits) + (len(set(fold_of.values())) if need_population else 0), progress)
+    if need_population:
         for k in sorted(set(fold_of.values())):
             others = [s.train for s in splits if fold_of[s.twin_id] != k]
             if not others:  # a single twin: nobody else to learn from
@@ -225,6 +227,7 @@ def evaluate_forecasts(
             except (ForecastInputError, TwinkitError) as exc:
                 failures[name][twin.twin_id] = str(exc)
 
+    say.finish()
     report: dict[str, Any] = {"models": {}}
     for name in wanted:
         pooled = Scores()

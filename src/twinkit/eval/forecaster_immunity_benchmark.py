@@ -20,13 +20,14 @@ those lows the forecast still flags (``forecast < threshold``), clean and attack
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
+from twinkit.core.progress import ProgressFn, Steps
 from twinkit.eval.forecast_benchmark import split_twins
 from twinkit.immunity.base import AttackSettings, ForecasterAttack, forecaster_attack
 from twinkit.immunity.forecaster_attacks import DEFAULT_FORECASTER_ATTACK
@@ -66,12 +67,11 @@ def evaluate_forecast_immunity(
     context_hours: float = 24.0,
     seed: int = 0,
     attack: str = DEFAULT_FORECASTER_ATTACK,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Attack every model on every twin of long-format ``data`` (twin_id, time, channel,
     value) with the registered forecaster attack ``attack`` (``steps`` its steps);
     return the JSON-ready report (see the module)."""
-    say = progress or (lambda _: None)
     attacker = forecaster_attack(attack, AttackSettings(steps=steps))
     hs = sorted({int(h) for h in horizons})
     if not hs or hs[0] <= 0:
@@ -86,6 +86,7 @@ def evaluate_forecast_immunity(
         return forecaster_class(name)(target=target, seed=seed, max_horizon_min=hs[-1])
 
     report: dict[str, Any] = {"kind": "forecast", "models": {}}
+    say = Steps(len(models) * len(splits), progress)
     for name in models:
         errors: dict[str, dict[int, list[float]]] = {
             v: {h: [] for h in hs} for v in ("clean", "clean_vaccinated", *VARIANTS)

@@ -19,6 +19,7 @@ import numpy as np
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
+from twinkit.core.progress import ProgressFn
 from twinkit.immunity.attacks import robust_accuracy
 from twinkit.immunity.evasion import (
     DEFAULT_ATTACKS,
@@ -57,6 +58,18 @@ _ORDER = (
 )
 
 
+class _OneMore:
+    """Reports an inner function's steps as all but the last of one step more."""
+
+    def __init__(self, progress: ProgressFn) -> None:
+        self.progress = progress
+        self.total = 1
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        self.total = total + 1
+        self.progress(what, done, self.total)
+
+
 def _share(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
@@ -84,7 +97,7 @@ def evaluate_immunity(
     square_queries: int = 5000,
     flip_seeds: int = 3,
     flip_threshold: float | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Run the immunity benchmark; returns the JSON-ready report (see the module).
 
@@ -110,6 +123,7 @@ def evaluate_immunity(
     if not 0.0 <= threshold <= 1.0:
         raise TwinkitError(f"flip_threshold must be between 0 and 1, got {flip_threshold}")
     items = split_items(x_train, y_train, x_test, y_test, image_shape)
+    outer = _OneMore(progress) if poisoning and progress is not None else None
     evasion = evasion_report(
         items,
         eps=eps,
@@ -125,11 +139,12 @@ def evaluate_immunity(
         adv_awp=adv_awp,
         adv_binarize=adv_binarize,
         square_queries=square_queries,
-        progress=progress,
+        progress=outer or progress,
     )
     report: dict[str, Any] = {key: evasion.get(key) for key in _ORDER}
     if poisoning:
-        (progress or (lambda _: None))("poisoning: label flips and a backdoor")
+        if progress is not None and outer is not None:
+            progress("poisoning: label flips and a backdoor", outer.total - 1, outer.total)
         report["poisoning"], report["poisoning_by_seed"] = _poisoning(
             items.x_train,
             items.y_train,

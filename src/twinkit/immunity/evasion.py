@@ -32,7 +32,7 @@ to this report; a decision twin's robustness job
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ import numpy as np
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
+from twinkit.core.progress import ProgressFn, Steps
 from twinkit.immunity.attacks import robust_accuracy
 from twinkit.immunity.base import AttackSettings, ClassifierAttack, classifier_attack
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
@@ -171,7 +172,7 @@ def evasion_report(
     adv_awp: float = 0.0,
     adv_binarize: float | None = None,
     square_queries: int = 5000,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """The clone's evasion report, JSON-ready (see the module).
 
@@ -188,8 +189,8 @@ def evasion_report(
     ``adv_trained_by_attack``. With ``adv_training=False`` the ``adv_trained_adaptive``
     entries and ``clean_acc_adv_trained`` are ``None``.
     """
-    say = progress or (lambda _: None)
     budgets = [float(e) for e in eps]
+    say = Steps(2 + int(adv_training) + len(attacks) * len(budgets), progress)
     if not budgets or min(budgets) < 0:
         raise TwinkitError(f"need at least one budget eps >= 0, got {list(eps)}")
     shape = items.image_shape

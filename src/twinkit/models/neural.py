@@ -17,6 +17,7 @@ from torch import nn
 from twinkit.continual import Consolidation, fisher_diagonal, reservoir
 from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import Forecast
+from twinkit.core.progress import ProgressFn, Steps
 from twinkit.data.grid import check_frame
 from twinkit.data.network_io import (
     NetworkInputs,
@@ -136,6 +137,9 @@ class NeuralForecaster(Forecaster):
         self.lr = lr
         self.weight_decay = weight_decay
         self.patience = patience
+        #: told of each training epoch as it starts (``progress(what, done, total)``); a
+        #: caller's hook, not a parameter of the model
+        self.progress: ProgressFn | None = None
         self.max_gap_min = max_gap_min
         self.network: nn.Module | None = None
         self.scaler: Scaler | None = None  # None for a population model: each twin its own
@@ -389,7 +393,9 @@ class NeuralForecaster(Forecaster):
         best_loss = _validation_loss(network, val, levels)
         best_state = _copy_state(network)
         stalled = 0
-        for _ in range(epochs):
+        steps = Steps(epochs, self.progress)
+        for epoch in range(epochs):
+            steps(f"epoch {epoch + 1} of at most {epochs}")
             network.train()
             order = torch.randperm(len(train[0]), generator=shuffle)
             for start in range(0, len(order), self.batch_size):
@@ -409,6 +415,7 @@ class NeuralForecaster(Forecaster):
                 stalled += 1
                 if stalled >= self.patience:
                     break
+        steps.finish()
         network.load_state_dict(best_state)
         network.eval()
         self.best_val_loss = best_loss
