@@ -9,6 +9,7 @@ installs it: there they fail, so a missing browser cannot pass unnoticed.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
+from matplotlib.image import imread
 from pydantic import SecretStr
 
 from twinkit.engine import TwinEngine
@@ -158,6 +160,27 @@ def test_log_in_see_the_chart_and_label_three_questions(
                 assert width > 50, name
             assert by_class["band"][2] > 0  # an area, not a line
             assert (tmp_path / "twin.png").stat().st_size > 10_000
+
+            # Assert: what a clinician reads on the chart: clock times, the unit, the
+            # target range (its colour is in the screenshot) and the hypoglycaemia line
+            ticks = page.eval_on_selector_all(
+                "#fan-chart text.x", "ts => ts.map(t => t.textContent)"
+            )
+            assert ticks and all(re.fullmatch(r"\d{2}:\d{2}|[A-Z][a-z]{2} \d{2}", t) for t in ticks)
+            assert "(mg/dL)" in (page.text_content("#fan-chart #y-label") or "")
+            target = page.eval_on_selector(
+                "#fan-chart rect.target", "r => r.getBoundingClientRect().height"
+            )
+            assert target > 20
+            assert (
+                page.eval_on_selector(
+                    "#fan-chart line.hypo", "l => l.getBoundingClientRect().width"
+                )
+                > 100
+            )
+            pixels = (imread(tmp_path / "twin.png")[..., :3] * 255).round()
+            green = np.all(np.abs(pixels - np.array([220, 242, 227])) <= 2, axis=-1)
+            assert green.sum() > 5_000  # the target range's band is on the screen
 
             # Execute: the donor's page; ask the clone, wait for its questions
             page.goto(f"{server}/twins/{DONOR}/label")

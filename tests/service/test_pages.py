@@ -340,6 +340,12 @@ def test_the_twin_page_draws_the_fan_chart_counts_versions_and_provenance(
     assert "<td>v1</td><td>linear_ar</td>" in html
     for event in ("twin_created", "batch_ingested", "model_registered"):
         assert f"<td>{event}</td>" in html
+    # the ledger in words, each entry's record and full hash on demand
+    assert "Created as a state twin recording glucose (mg/dL), carbs (g)." in html
+    assert re.search(r"Received \d+ rows[^<]*: \d+ stored, 0 held in quarantine", html)
+    assert "Model v1 now serves (automatically)" in html
+    assert re.search(r'<details class="raw"><summary>record and hash</summary>\s*'
+                     r'<p><code class="hash">[0-9a-f]{64}</code>', html)  # fmt: skip
 
 
 def _fitted_on_36_hours(
@@ -438,7 +444,76 @@ def test_the_fan_chart_puts_the_band_around_the_median_from_the_last_reading() -
     for (xu, yu), (xm, ym), (xl, yl) in zip(upper, med, lower, strict=True):
         assert xu == xm == xl
         assert yu <= ym <= yl
-    assert [t.label for t in chart.x_ticks] == ["-1 h", "now", "+1 h"]
+    assert [t.label for t in chart.x_ticks] == ["11:00", "12:00", "13:00"]  # the clock, UTC
+    assert chart.x_label == "time (UTC)"
+
+
+def test_the_fan_chart_reads_as_a_clinician_expects() -> None:
+    # Prepare: glucose around 100-130 mg/dL in the evening in Berlin, crossing midnight
+    origin = pd.Timestamp("2026-01-05T22:30:00Z")  # 23:30 in Berlin (UTC+1)
+    past = pd.date_range(origin - pd.Timedelta(hours=3), origin, freq="5min")
+    times = pd.DatetimeIndex([origin + pd.Timedelta(minutes=m) for m in (30, 60, 90)])
+    median = np.array([115.0, 125.0, 130.0])
+
+    # Execute
+    chart = fan_chart(
+        past, np.full(len(past), 100.0), origin, times, median, median - 20, median + 20,
+        zone="Europe/Berlin", target_range=(70.0, 180.0), hypo=70.0,
+        y_label="glucose (mg/dL)",
+    )  # fmt: skip
+
+    # Assert: clock times of Berlin, the date at midnight; the value axis reaches the
+    # whole target range although the data stay within it; the hypo line is its floor
+    labels = [t.label for t in chart.x_ticks]
+    assert labels[:3] == ["21:00", "22:00", "23:00"] and "Jan 06" in labels
+    assert chart.x_label == "time (Europe/Berlin)" and chart.y_label == "glucose (mg/dL)"
+    values = [float(t.label) for t in chart.y_ticks]
+    assert min(values) <= 70 and max(values) >= 180
+    _, top, _, bottom = chart.plot
+    assert chart.target is not None and chart.hypo_y is not None
+    high_px, low_px = chart.target
+    assert top <= high_px < low_px <= bottom
+    assert chart.hypo_y == low_px  # 70 mg/dL: the range's floor is the hypo line
+
+
+def test_the_twin_page_labels_its_axes_and_warns_when_the_data_are_old(
+    web: TestClient, state_with_forecast: Headers
+) -> None:
+    log_in(web, state_with_forecast)
+    html = web.get(f"/twins/{ALICE_TWIN}").text
+    assert 'id="y-label"' in html and "glucose (mg/dL)</text>" in html
+    assert "time (UTC)</text>" in html
+    assert '<rect class="target"' in html and '<line class="hypo"' in html
+    # the synthetic readings are from January 2026: long before the page is asked for
+    stale = re.search(r'<p class="warning" id="stale">The last reading is ([^<]+) old', html)
+    assert stale and " d " in stale.group(1)
+
+
+def test_fresh_readings_in_mmol_show_their_range_in_the_twins_zone(
+    web: TestClient, client: TestClient, service: ServiceState, new_owner: Callable[[str], Headers]
+) -> None:
+    # Prepare: a twin kept in mmol/L, in New York, with readings up to a few minutes ago
+    bob = new_owner("bob")
+    twin = {"id": "p-mmol", "kind": "state", "metadata": {"tz": "America/New_York"},
+            "channels": [{"name": "glucose", "unit": "mmol/L", "low": 1, "high": 40}]}  # fmt: skip
+    assert client.post("/v1/twins", json=twin, headers=bob).status_code == 201
+    end = pd.Timestamp.now(tz="UTC").floor("5min")
+    times = pd.date_range(end - pd.Timedelta(hours=30), end, freq="5min")
+    level = 6.5 + 1.5 * np.sin(np.arange(len(times)) / 20)
+    rows = [{"time": t.isoformat(), "channel": "glucose", "value": float(v)}
+            for t, v in zip(times, level, strict=True)]  # fmt: skip
+    answer = client.post("/v1/twins/p-mmol/observations", json={"rows": rows}, headers=bob)
+    assert answer.status_code == 200, answer.text
+    service.engine.fit("bob/p-mmol", model="linear_ar")
+    log_in(web, bob)
+
+    # Execute
+    html = web.get("/twins/p-mmol").text
+
+    # Assert: no stale warning; mmol/L on the axis; New York's clock
+    assert 'id="stale"' not in html
+    assert "glucose (mmol/L)</text>" in html and "time (America/New_York)</text>" in html
+    assert "America/New_York" in html
 
 
 def test_an_image_twins_items_are_shown_as_pngs() -> None:

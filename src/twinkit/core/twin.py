@@ -277,6 +277,19 @@ KNOWN_CHANNELS: dict[str, Channel] = {
 }
 
 
+#: the range clinicians read a channel against, by (channel, unit): glucose 70-180 mg/dL
+#: (3.9-10.0 mmol/L), the consensus target for time in range (Battelino et al. 2019), whose
+#: lower bound is also the line of hypoglycaemia (level 1)
+TARGET_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("glucose", "mg/dL"): (70.0, 180.0),
+    ("glucose", "mmol/L"): (3.9, 10.0),
+    ("cgm", "mg/dL"): (70.0, 180.0),
+    ("cgm", "mmol/L"): (3.9, 10.0),
+}
+#: channels whose target range's lower bound is a hypoglycaemia line
+HYPO_CHANNELS = frozenset({"glucose", "cgm"})
+
+
 #: the ingest screens a twin may opt in to (metadata ``"screens"``), by kind
 OPT_IN_SCREENS: dict[TwinKind, tuple[str, ...]] = {TwinKind.DECISION: ("poison",)}
 
@@ -361,6 +374,36 @@ class Twin:
 
     def channel(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
+
+    def unit_of(self, name: str) -> str:
+        """The unit the twin keeps channel ``name`` in: declared, else twinkit's default."""
+        declared = self.channel(name)
+        if declared is not None and declared.unit:
+            return declared.unit
+        known = KNOWN_CHANNELS.get(name)
+        return known.unit if known is not None else ""
+
+    def target_range(self, name: str) -> tuple[float, float] | None:
+        """The range the twin's channel is read against: metadata ``"target_range":
+        {"glucose": [70, 180]}``, else :data:`TARGET_RANGES` for its unit, else None.
+
+        >>> Twin("p1", TwinKind.STATE).target_range("glucose")
+        (70.0, 180.0)
+        >>> Twin("p1", TwinKind.STATE, metadata={"target_range": {"glucose": [80, 160]}}
+        ...      ).target_range("glucose")
+        (80.0, 160.0)
+        """
+        given = self.metadata.get("target_range")
+        if isinstance(given, dict) and name in given:
+            low, high = given[name]
+            return (float(low), float(high))
+        return TARGET_RANGES.get((name, self.unit_of(name)))
+
+    @property
+    def time_zone(self) -> str:
+        """The zone the twin's times are shown in: metadata ``"tz"`` (IANA), else UTC."""
+        zone = self.metadata.get("tz")
+        return zone if isinstance(zone, str) and zone else "UTC"
 
     def to_dict(self) -> dict[str, Any]:
         return {

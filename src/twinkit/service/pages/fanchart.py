@@ -14,7 +14,7 @@ import pandas as pd
 
 WIDTH, HEIGHT = 720, 300
 # Room for the axes' labels: left, right, top, bottom.
-MARGIN = (48, 16, 12, 28)
+MARGIN = (56, 16, 22, 40)
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class FanChart:
     x_ticks: list[Tick]
     y_ticks: list[Tick]
     plot: tuple[float, float, float, float]  # left, top, right, bottom
+    #: the target range as (top, bottom) pixels, clipped to the plot; None without one
+    target: tuple[float, float] | None = None
+    #: the hypoglycaemia line's pixel, or None
+    hypo_y: float | None = None
+    y_label: str = ""  # the value axis: channel and unit
+    x_label: str = ""  # the time axis: clock times in this zone
 
 
 def nice_step(span: float, count: int = 5) -> float:
@@ -66,9 +72,16 @@ def fan_chart(
     high: np.ndarray,
     width: int = WIDTH,
     height: int = HEIGHT,
+    zone: str = "UTC",
+    target_range: tuple[float, float] | None = None,
+    hypo: float | None = None,
+    y_label: str = "",
 ) -> FanChart:
     """The chart of ``actual`` readings up to ``origin`` and the forecast after it: the
-    band from ``low`` to ``high`` and the ``median``, both starting at the last reading."""
+    band from ``low`` to ``high`` and the ``median``, both starting at the last reading.
+
+    The time axis shows clock times (``HH:MM``) in ``zone`` at whole hours; the value axis
+    spans the data and the ``target_range`` (drawn as a band) and the ``hypo`` line."""
     last = float(actual[-1]) if len(actual) else float("nan")
     # The fan opens from the last reading, so it reads as the continuation of the line.
     f_times = pd.DatetimeIndex([origin, *times]) if math.isfinite(last) else times
@@ -80,7 +93,8 @@ def fan_chart(
     t0 = min([*actual_times, origin]) if len(actual_times) else origin
     t1 = max([*times, origin])
     span_s = max((t1 - t0).total_seconds(), 60.0)
-    values = np.concatenate([actual, f_low, f_high, f_med]).astype(np.float64)
+    marks = [v for v in (*(target_range or ()), hypo) if v is not None]
+    values = np.concatenate([actual, f_low, f_high, f_med, marks]).astype(np.float64)
     values = values[np.isfinite(values)]
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     step = nice_step(hi - lo if hi > lo else abs(hi) or 1.0)
@@ -113,15 +127,22 @@ def fan_chart(
     while value <= y_max + step / 2:
         y_ticks.append(Tick(y_of(value), f"{value:g}"))
         value += step
-    # Hour marks relative to now: "-2 h", "now", "+1 h".
+    # Whole hours of the clock in the twin's zone: "13:00", and the date at midnight.
     x_ticks = []
-    hours = math.floor((t0 - origin).total_seconds() / 3600)
-    while origin + pd.Timedelta(hours=hours) <= t1:
-        moment = origin + pd.Timedelta(hours=hours)
-        if moment >= t0:
-            label = "now" if hours == 0 else f"{hours:+d} h"
-            x_ticks.append(Tick(x_of(moment), label))
-        hours += 1
+    local = t0.tz_convert(zone) if t0.tzinfo is not None else t0.tz_localize("UTC").tz_convert(zone)
+    moment = local.ceil("h")
+    every = max(1, math.ceil(span_s / 3600 / 8))
+    while moment <= t1:
+        label = moment.strftime("%b %d") if moment.hour == 0 else moment.strftime("%H:%M")
+        x_ticks.append(Tick(x_of(moment), label))
+        moment += pd.Timedelta(hours=every)
+
+    def clipped(v: float) -> float:
+        return min(max(y_of(v), top), bottom)
+
+    band_px = None
+    if target_range is not None:
+        band_px = (clipped(max(target_range)), clipped(min(target_range)))
     return FanChart(
         width=width,
         height=height,
@@ -132,6 +153,10 @@ def fan_chart(
         x_ticks=x_ticks,
         y_ticks=y_ticks,
         plot=(left, top, right, bottom),
+        target=band_px,
+        hypo_y=clipped(hypo) if hypo is not None else None,
+        y_label=y_label,
+        x_label=f"time ({zone})",
     )
 
 

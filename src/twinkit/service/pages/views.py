@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from fastapi import APIRouter, Request
@@ -24,7 +25,8 @@ from twinkit.core.errors import (
     TwinkitError,
     ValidationError,
 )
-from twinkit.core.twin import Twin, TwinKind
+from twinkit.core.twin import HYPO_CHANNELS, Twin, TwinKind
+from twinkit.report.words import in_words
 from twinkit.service.deps import StateDep
 from twinkit.service.errors import status_of
 from twinkit.service.pages.fanchart import FanChart, LiveChart, fan_chart, live_chart
@@ -62,10 +64,13 @@ from twinkit.service.state import ServiceState
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 TEMPLATES.env.globals["csrf_field"] = CSRF_FIELD
+TEMPLATES.env.globals["in_words"] = in_words
 #: the horizons of the fan chart, minutes ahead (fewer if the model cannot reach them)
 FAN_HORIZONS = tuple(range(5, 125, 5))
 #: how much of the past the chart shows before the forecast
 RECENT = pd.Timedelta(hours=3)
+#: a last reading older than this gets a warning: the forecast starts from it, not now
+STALE_AFTER = pd.Timedelta(minutes=30)
 #: ledger entries shown on a twin's page, newest first
 HISTORY_SHOWN = 50
 LABEL_PREFIX = "label:"
@@ -178,6 +183,7 @@ class ChartView:
     origin: str = ""
     degraded_reason: str | None = None
     missing: str | None = None
+    stale: str | None = None  # the last reading is old: how old
 
 
 def _chart(state: ServiceState, twin: Twin) -> ChartView:
@@ -195,6 +201,9 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
     f = served.forecast
     recent = state.engine.signals_between(twin.ref, f.origin - RECENT, f.origin, [f.target])
     low, high = f.interval(0.9)
+    unit = twin.unit_of(f.target)
+    band = twin.target_range(f.target)
+    zone = _zone(twin)
     chart = fan_chart(
         pd.DatetimeIndex(recent["time"]),
         recent["value"].to_numpy(dtype=float),
@@ -203,15 +212,39 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
         f.quantiles[0.5],
         low,
         high,
+        zone=zone,
+        target_range=band,
+        hypo=band[0] if band is not None and f.target in HYPO_CHANNELS else None,
+        y_label=f"{f.target} ({unit})" if unit else f.target,
     )
+    age = pd.Timestamp.now(tz="UTC") - f.origin
     return ChartView(
         chart=chart,
         target=f.target,
         model=f.model,
         version=f.version,
-        origin=f.origin.isoformat(),
+        origin=f.origin.tz_convert(zone).strftime("%Y-%m-%d %H:%M ") + zone,
         degraded_reason=served.reason if served.degraded else None,
+        stale=_age(age) if age > STALE_AFTER else None,
     )
+
+
+def _zone(twin: Twin) -> str:
+    """The twin's zone if it names a real one, else UTC."""
+    try:
+        ZoneInfo(twin.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return twin.time_zone
+
+
+def _age(age: pd.Timedelta) -> str:
+    """``2 h 10 min``, ``3 d 4 h``."""
+    minutes = int(age.total_seconds() // 60)
+    days, hours, mins = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {mins} min" if hours else f"{mins} min"
 
 
 @dataclass(frozen=True)
