@@ -44,6 +44,28 @@ INPUT_CHOICES = ("levels", "deltas")
 _FOLDS = ((0.55, 0.70), (0.70, 0.85), (0.85, 1.0))
 
 
+def _bridged(recent: np.ndarray, lags: int, scheme: int) -> np.ndarray | None:
+    """The forecast's window with gaps inside it bridged linearly, or None when it cannot
+    be: a long window must not leave a twin without forecasts for hours after a short
+    gap. Bridged only when the newest readings (the last three) are there and at least
+    half the window is; the first release's windows had to be gap-free.
+
+    >>> _bridged(np.array([1.0, np.nan, np.nan, 4.0, 5.0, 6.0]), 6, 2).tolist()
+    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    >>> _bridged(np.array([np.nan, np.nan, np.nan, np.nan, 5.0, 6.0]), 6, 2) is None
+    True
+    """
+    if len(recent) < lags:
+        return None
+    known = np.isfinite(recent)
+    if known.all():
+        return recent
+    if scheme == 1 or not known[-3:].all() or known.sum() * 2 < lags:
+        return None
+    at = np.arange(lags)
+    return np.interp(at, at[known], recent[known])
+
+
 @dataclass(frozen=True)
 class _Config:
     lags: int
@@ -313,10 +335,11 @@ class LinearAR(Forecaster):
             else -1
         )
         recent = grid.target[max(last + 1 - self.lags, 0) : last + 1]
-        if len(recent) < self.lags or not np.isfinite(recent).all():
+        recent = _bridged(recent, self.lags, self.scheme)
+        if recent is None:
             raise ForecastInputError(
                 f"linear_ar: the last {self.lags} readings ({self.lags * step:g} min) of "
-                f"{self.target!r} before the forecast origin must be gap-free"
+                f"{self.target!r} before the forecast origin have too large a gap"
             )
         steps = horizon_steps(horizons, step, self.coef.shape[0])
         if self.scheme == 1:
