@@ -63,7 +63,7 @@ def _bridged(recent: np.ndarray, lags: int, scheme: int) -> np.ndarray | None:
     if scheme == 1 or not known[-3:].all() or known.sum() * 2 < lags:
         return None
     at = np.arange(lags)
-    return np.interp(at, at[known], recent[known])
+    return np.asarray(np.interp(at, at[known], recent[known]), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -334,8 +334,8 @@ class LinearAR(Forecaster):
             if np.isfinite(grid.target).any()
             else -1
         )
-        recent = grid.target[max(last + 1 - self.lags, 0) : last + 1]
-        recent = _bridged(recent, self.lags, self.scheme)
+        window = grid.target[max(last + 1 - self.lags, 0) : last + 1]
+        recent = _bridged(window, self.lags, self.scheme)
         if recent is None:
             raise ForecastInputError(
                 f"linear_ar: the last {self.lags} readings ({self.lags * step:g} min) of "
