@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from twinkit.service.pages.fanchart import fan_chart
+from twinkit.report.fanchart import fan_chart
 from twinkit.service.routes.clones import item_image
 from twinkit.service.state import ServiceState
 from twinkit.store import model_versions

@@ -26,10 +26,10 @@ from twinkit.core.errors import (
     ValidationError,
 )
 from twinkit.core.twin import HYPO_CHANNELS, Twin, TwinKind
+from twinkit.report.fanchart import FanChart, LiveChart, fan_chart, live_chart
 from twinkit.report.words import in_words
 from twinkit.service.deps import StateDep
 from twinkit.service.errors import status_of
-from twinkit.service.pages.fanchart import FanChart, LiveChart, fan_chart, live_chart
 from twinkit.service.pages.session import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
