@@ -647,6 +647,10 @@ def test_the_labeling_page_posts_labels_and_shows_the_clones_next_questions(
     assert asked.status_code == 303
     assert len(before) == 5
     assert "The clone guesses" in page.text
+    # a probability is shown as the model's, never "100% sure", against what was measured
+    assert "% sure" not in page.text and "100%" not in page.text
+    assert "its probability" in page.text
+    assert "not yet checked against your answers" in page.text or "agreed" in page.text
     assert posted.status_code == 303
     assert posted.headers["location"] == f"/twins/{DONOR}/label"
     assert item_ids(meanwhile.text) == before[3:]
@@ -735,3 +739,18 @@ def test_a_decision_twin_is_fitted_and_decides_over_http_for_its_owner_only(
         assert decided.json()["version"] == 1
     else:
         assert rolled.status_code == 409  # nothing served before v1
+
+
+def test_item_images_are_drawn_at_a_readable_size_and_probabilities_never_certain() -> None:
+    from types import SimpleNamespace
+
+    from twinkit.service.pages.views import _image_scale, sure
+
+    def view(side: int) -> SimpleNamespace:
+        image = SimpleNamespace(width=side, height=side)
+        return SimpleNamespace(queries=[SimpleNamespace(image=image)])
+
+    assert _image_scale(view(8)) * 8 >= 160  # sklearn's 8x8 digits
+    assert _image_scale(view(28)) * 28 >= 160  # MNIST
+    assert _image_scale(SimpleNamespace(queries=[])) == 4
+    assert [sure(p) for p in (1.0, 0.999, 0.5, 0.0)] == [">99%", ">99%", "50%", "<1%"]

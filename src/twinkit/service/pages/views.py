@@ -65,6 +65,7 @@ from twinkit.service.state import ServiceState
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 TEMPLATES.env.globals["csrf_field"] = CSRF_FIELD
 TEMPLATES.env.globals["in_words"] = in_words
+TEMPLATES.env.filters["sure"] = lambda p: sure(float(p))
 #: the horizons of the fan chart, minutes ahead (fewer if the model cannot reach them)
 FAN_HORIZONS = tuple(range(5, 125, 5))
 #: how much of the past the chart shows before the forecast
@@ -319,8 +320,44 @@ def _label_page(
         "view": view,
         "problems": problems or [],
         "label_prefix": LABEL_PREFIX,
+        "agreement": _measured_agreement(state, twin),
+        "scale": _image_scale(view),
     }
     return render(request, "label.html", context, status)
+
+
+#: the side an item's image is drawn at, at least (CSS pixels): an 8x8 digit is 160 px
+IMAGE_SIDE = 160
+
+
+def _image_scale(view: Any) -> int:
+    """Whole-pixel magnification that draws the items' images at least IMAGE_SIDE wide."""
+    sides = [max(q.image.width, q.image.height) for q in view.queries if q.image is not None]
+    return max(4, -(-IMAGE_SIDE // min(sides))) if sides else 4
+
+
+def _measured_agreement(state: ServiceState, twin: Twin) -> float | None:
+    """How often the serving clone agreed with the donor on held-out items: what its
+    probabilities are to be read against (a network's probability is not a frequency)."""
+    try:
+        serving = state.engine.version(twin.ref)
+    except TwinkitError:
+        return None
+    agreement = serving.metrics.get("agreement")
+    return float(agreement) if isinstance(agreement, int | float) else None
+
+
+def sure(probability: float) -> str:
+    """A model's probability as a share a reader can trust: never 0 % or 100 %.
+
+    >>> sure(1.0), sure(0.973), sure(0.004)
+    ('>99%', '97%', '<1%')
+    """
+    if probability >= 0.995:
+        return ">99%"
+    if probability < 0.005:
+        return "<1%"
+    return f"{probability:.0%}"
 
 
 @router.get("/twins/{twin_id}/label")
