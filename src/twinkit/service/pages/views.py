@@ -336,15 +336,18 @@ def _image_scale(view: Any) -> int:
     return max(4, -(-IMAGE_SIDE // min(sides))) if sides else 4
 
 
-def _measured_agreement(state: ServiceState, twin: Twin) -> float | None:
-    """How often the serving clone agreed with the donor on held-out items: what its
-    probabilities are to be read against (a network's probability is not a frequency)."""
+def _measured_agreement(state: ServiceState, twin: Twin) -> tuple[float, int] | None:
+    """How often the serving clone agreed with the donor on held-out items, and on how many:
+    what its probabilities are to be read against (a network's probability is not a
+    frequency)."""
     try:
         serving = state.engine.version(twin.ref)
     except TwinkitError:
         return None
-    agreement = serving.metrics.get("agreement")
-    return float(agreement) if isinstance(agreement, int | float) else None
+    agreement, held = serving.metrics.get("agreement"), serving.metrics.get("held")
+    if not isinstance(agreement, int | float) or not isinstance(held, int | float) or not held:
+        return None
+    return float(agreement), int(held)
 
 
 def sure(probability: float) -> str:
