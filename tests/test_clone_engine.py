@@ -492,11 +492,14 @@ def test_cli_eval_clone_reports_strategies_and_baselines(
     code, _, err = run(
         capsys, "eval", "clone", str(data), "--budgets", "2,4",
         "--strategies", ",".join(strategies), "--seeds", "0", "--min-labels", "15",
-        "--json", str(out),
+        "--json", str(out), "--html", str(tmp_path / "clone.html"),
     )  # fmt: skip
 
     # Assert
     assert code == 0, err
+    page = (tmp_path / "clone.html").read_text()
+    assert "<h1>twinkit eval clone</h1>" in page and "<td>tgan</td>" in page
+    assert "<th>4 questions</th>" in page and "<script" not in page
     report = json.loads(out.read_text())
     assert set(report) >= {"strategies", "baselines", "per_twin", "advice", "data"}
     assert list(report["strategies"]) == strategies

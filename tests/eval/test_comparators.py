@@ -78,13 +78,17 @@ def test_the_command_downsamples_and_scores_the_comparators(
         sys,
         "argv",
         ["twinkit", "eval", "forecast", str(data), "--models", "persistence,linear_ar,plain_ridge",
-         "--every", "15", "--max-origins", "30", "--json", str(out)],
+         "--every", "15", "--max-origins", "30", "--json", str(out),
+         "--html", str(tmp_path / "eval.html")],
     )  # fmt: skip
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 0
     report = json.loads(out.read_text())
     assert report["data"]["every_min"] == 15
+    page = (tmp_path / "eval.html").read_text()
+    assert "<h1>twinkit eval forecast</h1>" in page and "<td>plain_ridge</td>" in page
+    assert "RMSE / MAE +30 min" in page and "<td>every min</td><td>15.0</td>" in page
     assert set(report["models"]) == {"persistence", "linear_ar", "plain_ridge"}
     for result in report["models"].values():
         assert len(result["per_twin"]) == 2 and not result["failed"]

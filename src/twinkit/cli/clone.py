@@ -210,6 +210,9 @@ def eval_clone(
     min_labels: Annotated[int, typer.Option(help="People with fewer labels are skipped.")] = 30,
     seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0,1,2",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report here (printable).")
+    ] = None,
 ) -> None:
     """Clone each person with each query strategy; report agreement on held-out items."""
     from twinkit.data.importers import DecisionBatch, load_batch
@@ -246,6 +249,11 @@ def eval_clone(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))
+    if html_out is not None:
+        from twinkit.report.evaluation import clone_html, write_evaluation
+
+        note = f"{data}: {report['data']['people']} people"
+        write_evaluation(html_out, "twinkit eval clone", clone_html(report), note)
     table = Table("strategy", *[f"agree@{b}" for b in report["data"]["budgets"]])
     for name, curve in report["strategies"].items():
         table.add_row(

@@ -320,6 +320,9 @@ def eval_forecast(
         bool, typer.Option(help="Meta-learn the population prior (Reptile) for cold starts.")
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report here (printable).")
+    ] = None,
 ) -> None:
     """Evaluate forecasters per twin on a temporal split; print a table, write JSON."""
     from twinkit.eval.forecast_benchmark import evaluate_forecasts
@@ -347,6 +350,11 @@ def eval_forecast(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))
+    if html_out is not None:
+        from twinkit.report.evaluation import forecast_html, write_evaluation
+
+        note = f"{data}: {report['data']['twins']} twins, seed {seed}, {report['seconds']} s"
+        write_evaluation(html_out, "twinkit eval forecast", forecast_html(report), note)
     table = Table("model", *[f"RMSE {h}" for h in sorted(steps)], "cov90", "twins", "failed")
     for name, result in report["models"].items():
         pooled = result["pooled"]

@@ -55,7 +55,8 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table of escaped cells (no table for no rows)."""
     if not rows:
         return ""
     top = "".join(f"<th>{_e(h)}</th>" for h in head)
@@ -185,7 +186,7 @@ def _recent(
         )
         facts.append([f"time below {low:g} {unit}", f"{np.mean(values < low):.1%}"])
         facts.append([f"time above {high:g} {unit}", f"{np.mean(values > high):.0%}"])
-    return "<h3>Recent data</h3>" + _table(["", ""], facts)
+    return "<h3>Recent data</h3>" + table(["", ""], facts)
 
 
 def _accuracy(engine: TwinEngine, twin: Twin, target: str) -> str:
@@ -203,7 +204,7 @@ def _accuracy(engine: TwinEngine, twin: Twin, target: str) -> str:
         ]
         parts.append(
             f"<h3>Holdout accuracy (v{_e(serving.get('version'))})</h3>"
-            + _table(["figure", "value"], rows)
+            + table(["figure", "value"], rows)
         )
     live = report.get("live") or []
     if live:
@@ -214,7 +215,7 @@ def _accuracy(engine: TwinEngine, twin: Twin, target: str) -> str:
         ]  # fmt: skip
         parts.append(
             "<h3>Live accuracy: served forecasts, scored as their readings came</h3>"
-            + _table(["version", "role", "horizon", "forecasts", "RMSE", "90% coverage"], rows)
+            + table(["version", "role", "horizon", "forecasts", "RMSE", "90% coverage"], rows)
         )
     band = serving.get("live_band") or {}
     if band:
@@ -248,7 +249,7 @@ def _section(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> str:
         reasons = Counter(r["reason"].split(":")[0] for r in held)
         parts.append(
             "<h3>Quarantine</h3>"
-            + _table(["reason", "rows"], [[k, v] for k, v in reasons.most_common()])
+            + table(["reason", "rows"], [[k, v] for k, v in reasons.most_common()])
         )
     versions = sorted(engine.models(twin.ref), key=lambda v: v.version, reverse=True)
     if versions:
@@ -260,7 +261,7 @@ def _section(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> str:
         ]  # fmt: skip
         parts.append(
             "<h3>Model versions</h3>"
-            + _table(["version", "model", "status", "created (UTC)", "holdout"], rows)
+            + table(["version", "model", "status", "created (UTC)", "holdout"], rows)
         )
     elif twin.kind is TwinKind.DECISION:
         parts.append(f"<p class='note'>No clone yet: <code>twinkit fit {_e(twin.id)}</code>.</p>")
@@ -271,7 +272,7 @@ def _section(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> str:
             for e in entries
         ]
         parts.append(
-            "<h3>What happened (the ledger, newest first)</h3>" + _table(["when (UTC)", ""], rows)
+            "<h3>What happened (the ledger, newest first)</h3>" + table(["when (UTC)", ""], rows)
         )
     parts.append("</section>")
     return "".join(parts)
@@ -291,14 +292,23 @@ def write_owner_report(
     moment = now if now is not None else pd.Timestamp.now(tz="UTC")
     title = "twinkit report" + (f": {owner}" if owner else "")
     body = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
         f"<p class='note'>{len(twins)} twin(s), written "
         f"{moment.strftime('%Y-%m-%d %H:%M')} UTC.</p>",
         *(_section(engine, t, moment) for t in twins),
-        "</body></html>",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(body), encoding="utf-8")
+    path.write_text(page(title, body), encoding="utf-8")
     return path
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A whole self-contained HTML document in the reports' style."""
+    return "\n".join(
+        [
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
+            f"<h1>{_e(title)}</h1>",
+            *body,
+            "</body></html>",
+        ]
+    )
