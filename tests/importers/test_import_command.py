@@ -111,3 +111,30 @@ def test_a_decision_twin_takes_no_readings(
     path = files.dexcom(tmp_path / "x.csv", readings(2))
     with pytest.raises(TwinkitError, match="is a decision twin: readings go to a state twin"):
         engine.import_data("dexcom", path, "d1", tz="UTC")
+
+
+def test_a_large_apple_health_export_reports_the_bytes_it_has_read(
+    engine: TwinEngine, files: ModuleType, tmp_path: Path
+) -> None:
+    records = [("HeartRate", "count/min", f"2026-06-01 {h:02d}:{m:02d}:00 +0200", 60 + m % 30)
+               for h in range(24) for m in range(60)]  # fmt: skip
+    path = files.apple_health(tmp_path / "export.xml", records)
+    engine.create_twin("p1", "state")
+    seen: list[tuple[str, int, int]] = []
+    result = engine.import_data(
+        "apple-health",
+        path,
+        "p1",
+        progress=lambda what, done, total: seen.append((what, done, total)),
+    )
+    assert result.n_stored == 24 * 60
+    size = path.stat().st_size
+    assert seen and all(total == size for _, _, total in seen)
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[-1] == size
+    assert "progress" not in next(
+        e.payload["import"]["options"] for e in engine.history("p1") if e.event == "batch_ingested"
+    )
+    # a format read in a moment takes the callback and ignores it
+    files.dexcom(tmp_path / "c.csv", readings(3))
+    engine.import_data("dexcom", tmp_path / "c.csv", "p1", tz="UTC", progress=lambda *a: None)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from twinkit.cli.common import DbOption, JsonOption, app, console, engine_for, print_json, spinner
+from twinkit.cli.common import DbOption, JsonOption, app, bar, console, engine_for, print_json
 from twinkit.core.errors import TwinkitError
 from twinkit.engine.importing import ImportResult
 from twinkit.importers import FORMATS
@@ -93,7 +93,7 @@ def import_(
     rename = _pairs(channel)
     keep = [c.strip() for c in only.split(",") if c.strip()] if only else None
     url = files[0] if len(files) == 1 and files[0].startswith(("http://", "https://")) else None
-    with spinner(f"importing {', '.join(files)}"):
+    with bar(f"importing {', '.join(files)}") as progress:
         if url is not None:
             if format != "nightscout":
                 raise TwinkitError(f"only nightscout imports from a URL, not {format}")
@@ -111,7 +111,8 @@ def import_(
         else:
             if token or api_secret or since or until:
                 raise TwinkitError("--token, --api-secret, --since and --until are for a URL")
-            options = {"tz": tz, "unit": unit, "dayfirst": dayfirst, "person": person}
+            options: dict[str, Any] = {"tz": tz, "unit": unit, "dayfirst": dayfirst}
+            options |= {"person": person, "progress": progress}
             result = engine.import_data(
                 format, [Path(f) for f in files], twin, owner, rename=rename, only=keep, **options
             )

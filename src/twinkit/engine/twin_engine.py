@@ -206,8 +206,9 @@ class TwinEngine:
         files = [str(paths)] if isinstance(paths, Path | str) else [str(p) for p in paths]
         readings = importers.read(format, files if len(files) > 1 else files[0], **options)
         readings = importing.renamed(readings, rename or {})
+        recorded = {k: v for k, v in options.items() if k != "progress"}
         return importing.import_readings(
-            self.context, readings, twin, owner, only=only, options={**options, "rename": rename}
+            self.context, readings, twin, owner, only=only, options={**recorded, "rename": rename}
         )
 
     def import_nightscout(

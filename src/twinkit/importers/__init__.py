@@ -50,7 +50,9 @@ FORMATS: dict[str, Format] = {
             fitbit.read,
             ("tz", "person", "dayfirst"),
         ),
-        Format("apple-health", "Apple Health export.xml (streamed)", apple_health.read, ()),
+        Format(
+            "apple-health", "Apple Health export.xml (streamed)", apple_health.read, ("progress",)
+        ),
     )
 }
 
@@ -68,6 +70,8 @@ def read(format: str, paths: str | list[str], **options: Any) -> Imported:
             f"unknown import format {format!r}: use one of {', '.join(sorted(FORMATS))}"
         )
     given = {k: v for k, v in options.items() if v is not None}
+    if "progress" not in spec.options:
+        given.pop("progress", None)  # a format read in a moment has no progress to tell
     wrong = sorted(set(given) - set(spec.options))
     if wrong:
         takes = ", ".join(spec.options) or "no options"

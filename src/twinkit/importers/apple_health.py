@@ -26,11 +26,13 @@ so are records inside a ``Correlation`` (they repeat top-level records).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from twinkit.core.errors import Problem
+from twinkit.core.progress import ProgressFn
 from twinkit.importers.base import (
     Imported,
     Rows,
@@ -91,9 +93,39 @@ class _Clock:
         return (day + h * 3600 + m * 60 + s - offset) * 1_000_000
 
 
-def read(path: str, *, types: tuple[str, ...] | None = None) -> Imported:
+class _Counted(io.RawIOBase):
+    """A file that tells ``progress`` how many of its bytes were read, every 1 %."""
+
+    def __init__(self, path: str, progress: ProgressFn) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.total = max(os.path.getsize(path), 1)
+        self.done = 0
+        self.shown = -1
+        self.progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.file.readinto(buffer)
+        self.done += n or 0
+        percent = self.done * 100 // self.total
+        if percent != self.shown:
+            self.shown = percent
+            self.progress("reading export.xml", self.done, self.total)
+        return n or 0
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def read(
+    path: str, *, types: tuple[str, ...] | None = None, progress: ProgressFn | None = None
+) -> Imported:
     """Stream an ``export.xml``; ``types`` limits the HealthKit types read (short names,
-    ``"HeartRate"``), default all those in the table above."""
+    ``"HeartRate"``), default all those in the table above. ``progress`` hears of the
+    bytes read (a large export takes a minute)."""
     source = str(path)
     if not os.path.isfile(path):
         refuse(source, "no such file")
@@ -109,7 +141,8 @@ def read(path: str, *, types: tuple[str, ...] | None = None) -> Imported:
     root: ET.Element | None = None
     n = 0
     try:
-        for event, elem in ET.iterparse(path, events=("start", "end")):
+        stream: Any = io.BufferedReader(_Counted(path, progress)) if progress else path
+        for event, elem in ET.iterparse(stream, events=("start", "end")):
             tag = elem.tag
             if event == "start":
                 if root is None:
