@@ -63,6 +63,7 @@ def test_the_report_covers_every_kind_of_twin(store: TwinEngine, tmp_path: Path)
     assert "No model yet: <code>twinkit fit p2</code>" in p2
     d1 = text.split("id='d1'>")[1].split("</section>")[0]
     assert "30 decisions" in d1 and "No clone yet" in d1
+    assert "id='robustness'" not in d1  # no robustness report was made
     # self-contained and printable
     assert "<script" not in text and not re.search(r"(src|href)=['\"]?https?:", text)
     assert "@media print" in text
@@ -79,3 +80,21 @@ def test_the_command_writes_the_named_twins(
     assert str(out) in stdout
     code, _, err = run(capsys, "--db", db_url, "report", "nobody", "--out", str(out))
     assert code == 1 and "nobody" in err
+
+
+def test_a_decision_twins_robustness_report_is_shown_where_one_was_made(
+    store: TwinEngine, tmp_path: Path
+) -> None:
+    # Prepare: the service's robustness job, run and finished as a worker would
+    d1 = store.get_twin("d1")
+    job = store.jobs.create(d1.key, d1.owner, "robustness", {}, twin_uid=d1.uid)
+    store.jobs.start(job.id)
+    made = store.robustness_report("d1", eps=[0.1], attacks=["fgsm"], vaccine=20, pgd_steps=5)
+    store.jobs.finish(job.id, made)
+
+    # Execute
+    text = write_owner_report(store, tmp_path / "r.html", ["d1"]).read_text()
+
+    # Assert
+    assert "<section id='robustness'><h2>Robustness</h2>" in text
+    assert "fgsm" in text and "From the robustness job of" in text

@@ -22,7 +22,9 @@ import pandas as pd
 from twinkit.core.errors import NotFoundError, TwinkitError
 from twinkit.core.twin import HYPO_CHANNELS, Twin, TwinKind
 from twinkit.engine import TwinEngine
+from twinkit.engine.jobs import JobStatus
 from twinkit.report.fanchart import FanChart, fan_chart
+from twinkit.report.html import robustness_html
 from twinkit.report.words import in_words
 
 #: the history the report's chart shows before the forecast
@@ -31,6 +33,8 @@ RECENT = pd.Timedelta(hours=6)
 TIME_IN_RANGE = pd.Timedelta(days=14)
 #: ledger entries per twin, newest first
 ENTRIES = 15
+#: the job kind of a decision twin's robustness report (the service's robustness route)
+ROBUSTNESS = "robustness"
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #1d2733; max-width: 960px; margin: 24px auto; }
@@ -228,6 +232,17 @@ def _accuracy(engine: TwinEngine, twin: Twin, target: str) -> str:
     return "".join(parts)
 
 
+def _robustness(engine: TwinEngine, twin: Twin) -> str:
+    """The newest finished robustness report of the twin's clone (the service's
+    ``POST .../robustness`` job), where one exists."""
+    job = engine.jobs.latest(twin.key, ROBUSTNESS, status=JobStatus.DONE, twin_uid=twin.uid)
+    if job is None or not job.result:
+        return ""
+    when = str(job.finished_at or "")[:16].replace("T", " ")
+    note = f"<p class='note'>From the robustness job of {_e(when)} UTC.</p>"
+    return robustness_html(job.result) + note
+
+
 def _section(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> str:
     summary = engine.twin_summary(twin.ref)
     channels = (
@@ -265,6 +280,8 @@ def _section(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> str:
         )
     elif twin.kind is TwinKind.DECISION:
         parts.append(f"<p class='note'>No clone yet: <code>twinkit fit {_e(twin.id)}</code>.</p>")
+    if twin.kind is TwinKind.DECISION:
+        parts.append(_robustness(engine, twin))
     entries = list(reversed(engine.history(twin.ref, owner=twin.owner)))[:ENTRIES]
     if entries:
         rows = [
