@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from twinkit.core.errors import InvalidTwinError
 
@@ -401,9 +402,16 @@ class Twin:
 
     @property
     def time_zone(self) -> str:
-        """The zone the twin's times are shown in: metadata ``"tz"`` (IANA), else UTC."""
+        """The zone the twin's times are shown in: metadata ``"tz"`` if it names an IANA
+        zone, else UTC."""
         zone = self.metadata.get("tz")
-        return zone if isinstance(zone, str) and zone else "UTC"
+        if not isinstance(zone, str) or not zone:
+            return "UTC"
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return "UTC"
+        return zone
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -81,6 +81,7 @@ def renamed(imported: Imported, rename: Mapping[str, str]) -> Imported:
     if not rename:
         return imported
     channel = np.array([rename.get(str(c), str(c)) for c in imported.channel], dtype=object)
+    value = imported.value.copy()
     units: dict[str, str] = {}
     for name, unit in imported.units.items():
         target = rename.get(name, name)
@@ -90,10 +91,10 @@ def renamed(imported: Imported, rename: Mapping[str, str]) -> Imported:
                 raise TwinkitError(
                     f"cannot merge {name!r} ({unit}) into {target!r} ({units[target]})"
                 )
-            imported.value[imported.channel == name] *= factor
+            value[imported.channel == name] *= factor
             continue
         units[target] = unit
-    return replace(imported, channel=channel, units=units)
+    return replace(imported, channel=channel, value=value, units=units)
 
 
 def import_readings(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -202,13 +204,16 @@ def add_problem(
         problems.append(Problem(message, None, column, line))
 
 
+def find_column(header: list[str], pattern: str) -> int | None:
+    """The index of the first header name that ``pattern`` matches (case-insensitive)."""
+    return next((j for j, name in enumerate(header) if re.match(pattern, name, re.I)), None)
+
+
 def read_text(path: str, source: str) -> str:
     """A text file's contents; a file that is not UTF-8 text is refused, naming the line."""
-    import os
-
-    if not os.path.isfile(path):
+    if not Path(path).is_file():
         refuse(source, "no such file")
-    raw = open(path, "rb").read()  # noqa: SIM115 - read whole, closed by refcount
+    raw = Path(path).read_bytes()
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

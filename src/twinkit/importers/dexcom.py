@@ -27,6 +27,7 @@ from twinkit.importers.base import (
     add_problem,
     check_problems,
     csv_table,
+    find_column,
     glucose_cells,
     read_text,
     refuse,
@@ -80,11 +81,11 @@ def read(path: str, *, tz: str | None = None, unit: str | None = None) -> Import
     glucose_unit = unit_name(unit) if unit is not None else str(file_unit)
     if glucose_unit not in ("mg/dL", "mmol/L"):
         refuse(source, f"glucose in {glucose_unit!r}: expected mg/dL or mmol/L", 1)
-    j_insulin = _optional(header, r"^Insulin Value")
-    j_carbs = _optional(header, r"^Carb Value")
-    j_tx_time = _optional(header, r"^Transmitter Time")
-    j_tx_id = _optional(header, r"^Transmitter ID")
-    j_device = _optional(header, r"^Device Info")
+    j_insulin = find_column(header, r"^Insulin Value")
+    j_carbs = find_column(header, r"^Carb Value")
+    j_tx_time = find_column(header, r"^Transmitter Time")
+    j_tx_id = find_column(header, r"^Transmitter ID")
+    j_device = find_column(header, r"^Device Info")
 
     table = pd.DataFrame(rows)
     event = table[j_event].str.strip().str.lower()
@@ -153,11 +154,6 @@ def read(path: str, *, tz: str | None = None, unit: str | None = None) -> Import
         FORMAT, version, source, t, channel_k, values, flags, lines_k,
         {c: u for c, u in units.items() if c in set(channel_k)}, notes,
     )  # fmt: skip
-
-
-def _optional(header: list[str], pattern: str) -> int | None:
-    found = [j for j, name in enumerate(header) if re.match(pattern, name, re.I)]
-    return found[0] if found else None
 
 
 def _clock_corrections(

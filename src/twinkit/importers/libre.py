@@ -29,6 +29,7 @@ from twinkit.importers.base import (
     add_problem,
     check_problems,
     csv_table,
+    find_column,
     glucose_cells,
     read_text,
     refuse,
@@ -42,11 +43,6 @@ _GLUCOSE = re.compile(
 )
 _GLUCOSE_CHANNEL = {"historic": "glucose", "scan": "glucose_scan", "strip": "glucose_meter"}
 _GLUCOSE_TYPE = {"historic": "0", "scan": "1", "strip": "2"}
-
-
-def _find(header: list[str], pattern: str) -> int | None:
-    found = [j for j, name in enumerate(header) if re.match(pattern, name, re.I)]
-    return found[0] if found else None
 
 
 def read(
@@ -64,7 +60,7 @@ def read(
         refuse(source, "the export has no rows", at + 2)
     table = pd.DataFrame(rows).apply(lambda col: col.str.strip())
     j_time = header.index("Device Timestamp")
-    j_type = _find(header, r"^Record Type$")
+    j_type = find_column(header, r"^Record Type$")
     if j_type is None:
         refuse(source, "not a LibreView export: no 'Record Type' column", at + 1)
     kind = table[j_type].to_numpy()
@@ -119,7 +115,7 @@ def read(
         ("5", r"^Carbohydrates \(grams\)$", "carbs", "g"),
     )
     for record_type, pattern, channel, channel_unit in amounts:
-        found = _find(header, pattern)
+        found = find_column(header, pattern)
         if found is None:
             continue
         j = found
@@ -133,7 +129,7 @@ def read(
         pieces.append((rows_a, channel, numbers, np.full(len(rows_a), None, dtype=object)))
         if len(rows_a):
             units[channel] = channel_unit
-    j_servings = _find(header, r"^Carbohydrates \(servings\)$")
+    j_servings = find_column(header, r"^Carbohydrates \(servings\)$")
     if j_servings is not None:
         servings = int(((kind == "5") & (table[j_servings] != "").to_numpy()).sum())
         if servings:
@@ -159,7 +155,7 @@ def read(
         dayfirst=dayfirst, group=codes, notes=notes,
     )  # fmt: skip
     t = localize(naive, tzinfo, codes, notes)
-    j_device = _find(header, r"^Device$")
+    j_device = find_column(header, r"^Device$")
     devices = sorted(set(table[j_device])) if j_device is not None else []
     version = "LibreView CSV" + (f" ({', '.join(d for d in devices if d)})" if devices else "")
     return Imported(

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from twinkit.core.forecast import Forecast
+from twinkit.core.twin import HYPO_CHANNELS, Twin
+
 WIDTH, HEIGHT = 720, 300
+#: the horizons of a twin's fan chart, minutes ahead (fewer if the model cannot reach them)
+FAN_HORIZONS = tuple(range(5, 125, 5))
+#: a last reading older than this gets a warning: the forecast starts from it, not now
+STALE_AFTER = pd.Timedelta(minutes=30)
 # Room for the axes' labels: left, right, top, bottom.
 MARGIN = (56, 16, 22, 40)
 
@@ -158,6 +165,41 @@ def fan_chart(
         y_label=y_label,
         x_label=f"time ({zone})",
     )
+
+
+def twin_chart(twin: Twin, forecast: Forecast, recent: pd.DataFrame) -> FanChart:
+    """The fan chart of ``twin``'s ``forecast`` after its ``recent`` readings (``time``,
+    ``value``), as the page and the report draw it: the twin's clock, unit, target range
+    and, for glucose, the hypoglycaemia line."""
+    unit = twin.unit_of(forecast.target)
+    band = twin.target_range(forecast.target)
+    low, high = forecast.interval(0.9)
+    return fan_chart(
+        pd.DatetimeIndex(recent["time"]),
+        recent["value"].to_numpy(dtype=float),
+        forecast.origin,
+        forecast.times,
+        forecast.quantiles[0.5],
+        low,
+        high,
+        zone=twin.time_zone,
+        target_range=band,
+        hypo=band[0] if band is not None and forecast.target in HYPO_CHANNELS else None,
+        y_label=f"{forecast.target} ({unit})" if unit else forecast.target,
+    )
+
+
+def age_in_words(age: pd.Timedelta) -> str:
+    """``2 h 10 min``, ``3 d 4 h``.
+
+    >>> age_in_words(pd.Timedelta(minutes=130)), age_in_words(pd.Timedelta(hours=76))
+    ('2 h 10 min', '3 d 4 h')
+    """
+    minutes = int(age.total_seconds() // 60)
+    days, hours, mins = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {mins} min" if hours else f"{mins} min"
 
 
 @dataclass(frozen=True)

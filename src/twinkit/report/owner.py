@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import NotFoundError, TwinkitError
-from twinkit.core.twin import HYPO_CHANNELS, Twin, TwinKind
+from twinkit.core.twin import Twin, TwinKind
 from twinkit.engine import TwinEngine
 from twinkit.engine.jobs import JobStatus
-from twinkit.report.fanchart import FanChart, fan_chart
+from twinkit.report.fanchart import FAN_HORIZONS, STALE_AFTER, FanChart, age_in_words, twin_chart
 from twinkit.report.html import robustness_html
 from twinkit.report.words import in_words
 
@@ -110,18 +110,10 @@ def chart_svg(c: FanChart, label: str) -> str:
     return "".join(parts)
 
 
-def _age(age: pd.Timedelta) -> str:
-    minutes = int(age.total_seconds() // 60)
-    days, hours, mins = minutes // 1440, minutes % 1440 // 60, minutes % 60
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {mins} min" if hours else f"{mins} min"
-
-
 def _state(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> list[str]:
     out: list[str] = []
     try:
-        served = engine.forecast(twin.ref, tuple(range(5, 125, 5)))
+        served = engine.forecast(twin.ref, FAN_HORIZONS)
     except TwinkitError:
         try:
             served = engine.forecast(twin.ref, (30, 60))
@@ -138,14 +130,8 @@ def _state(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> list[str]:
         unit = twin.unit_of(f.target)
         band = twin.target_range(f.target)
         recent = engine.signals_between(twin.ref, f.origin - RECENT, f.origin, [f.target])
-        low, high = f.interval(0.9)
         try:
-            chart = fan_chart(
-                pd.DatetimeIndex(recent["time"]), recent["value"].to_numpy(dtype=float),
-                f.origin, f.times, f.quantiles[0.5], low, high, zone=zone, target_range=band,
-                hypo=band[0] if band is not None and f.target in HYPO_CHANNELS else None,
-                y_label=f"{f.target} ({unit})" if unit else f.target,
-            )  # fmt: skip
+            chart = twin_chart(twin, f, recent)
             out.append(chart_svg(chart, f"{f.target}: readings, forecast median, 90% band"))
         except ValueError as exc:
             out.append(f"<p class='note'>No chart: {_e(exc)}</p>")
@@ -157,8 +143,8 @@ def _state(engine: TwinEngine, twin: Twin, now: pd.Timestamp) -> list[str]:
             + "</p>"
         )
         age = now - f.origin
-        if age > pd.Timedelta(minutes=30):
-            out.append(f"<p class='warning'>The last reading is {_e(_age(age))} old.</p>")
+        if age > STALE_AFTER:
+            out.append(f"<p class='warning'>The last reading is {_e(age_in_words(age))} old.</p>")
         out.append(_recent(engine, twin, f.target, unit, band, f.origin))
     out.append(_accuracy(engine, twin, target))
     return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from fastapi import APIRouter, Request
@@ -25,8 +24,16 @@ from twinkit.core.errors import (
     TwinkitError,
     ValidationError,
 )
-from twinkit.core.twin import HYPO_CHANNELS, Twin, TwinKind
-from twinkit.report.fanchart import FanChart, LiveChart, fan_chart, live_chart
+from twinkit.core.twin import Twin, TwinKind
+from twinkit.report.fanchart import (
+    FAN_HORIZONS,
+    STALE_AFTER,
+    FanChart,
+    LiveChart,
+    age_in_words,
+    live_chart,
+    twin_chart,
+)
 from twinkit.report.words import in_words
 from twinkit.service.deps import StateDep
 from twinkit.service.errors import status_of
@@ -66,12 +73,8 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "
 TEMPLATES.env.globals["csrf_field"] = CSRF_FIELD
 TEMPLATES.env.globals["in_words"] = in_words
 TEMPLATES.env.filters["sure"] = lambda p: sure(float(p))
-#: the horizons of the fan chart, minutes ahead (fewer if the model cannot reach them)
-FAN_HORIZONS = tuple(range(5, 125, 5))
 #: how much of the past the chart shows before the forecast
 RECENT = pd.Timedelta(hours=3)
-#: a last reading older than this gets a warning: the forecast starts from it, not now
-STALE_AFTER = pd.Timedelta(minutes=30)
 #: ledger entries shown on a twin's page, newest first
 HISTORY_SHOWN = 50
 LABEL_PREFIX = "label:"
@@ -201,23 +204,8 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
         state.metrics.degraded_predictions.labels(served.source).inc()
     f = served.forecast
     recent = state.engine.signals_between(twin.ref, f.origin - RECENT, f.origin, [f.target])
-    low, high = f.interval(0.9)
-    unit = twin.unit_of(f.target)
-    band = twin.target_range(f.target)
-    zone = _zone(twin)
-    chart = fan_chart(
-        pd.DatetimeIndex(recent["time"]),
-        recent["value"].to_numpy(dtype=float),
-        f.origin,
-        f.times,
-        f.quantiles[0.5],
-        low,
-        high,
-        zone=zone,
-        target_range=band,
-        hypo=band[0] if band is not None and f.target in HYPO_CHANNELS else None,
-        y_label=f"{f.target} ({unit})" if unit else f.target,
-    )
+    chart = twin_chart(twin, f, recent)
+    zone = twin.time_zone
     age = pd.Timestamp.now(tz="UTC") - f.origin
     return ChartView(
         chart=chart,
@@ -226,26 +214,8 @@ def _chart(state: ServiceState, twin: Twin) -> ChartView:
         version=f.version,
         origin=f.origin.tz_convert(zone).strftime("%Y-%m-%d %H:%M ") + zone,
         degraded_reason=served.reason if served.degraded else None,
-        stale=_age(age) if age > STALE_AFTER else None,
+        stale=age_in_words(age) if age > STALE_AFTER else None,
     )
-
-
-def _zone(twin: Twin) -> str:
-    """The twin's zone if it names a real one, else UTC."""
-    try:
-        ZoneInfo(twin.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return "UTC"
-    return twin.time_zone
-
-
-def _age(age: pd.Timedelta) -> str:
-    """``2 h 10 min``, ``3 d 4 h``."""
-    minutes = int(age.total_seconds() // 60)
-    days, hours, mins = minutes // 1440, minutes % 1440 // 60, minutes % 60
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {mins} min" if hours else f"{mins} min"
 
 
 @dataclass(frozen=True)
