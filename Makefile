@@ -12,9 +12,6 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
-	# The reference PGD the immunity tests compare against. Its attacks need only torch;
-	# its declared dependencies would pin an old requests and pull torchvision.
-	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks==3.5.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

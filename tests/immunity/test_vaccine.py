@@ -227,7 +227,6 @@ def test_a_thresholded_adversarial_clone_is_scored_by_the_worse_of_two_attacks()
     budget its adaptive accuracy counts an item as fooled when either PGD through the
     straight-through gradient or the gradient-free Square attack fools it, so it is at most
     either one's; without images the option is refused."""
-    pytest.importorskip("torchattacks")
     data = load_digits()
     images = (data.images[:360] / 16.0).astype(np.float64)
     y = data.target[:360]

@@ -14,8 +14,7 @@ from rich.table import Table
 
 from twinkit.cli.common import JsonOption, bar, console, eval_app, read_signals
 from twinkit.core.errors import TwinkitError
-from twinkit.immunity import attack_class, registered_attacks
-from twinkit.immunity.evasion import DEFAULT_ATTACKS
+from twinkit.immunity.base import DEFAULT_ATTACKS, attack_class, registered_attacks
 from twinkit.immunity.forecaster_attacks import DEFAULT_FORECASTER_ATTACK
 
 # Read when the commands are defined: the help lists every attack registered by then.

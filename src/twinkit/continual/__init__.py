@@ -9,8 +9,18 @@ diagonal Fisher information on the old data; uniform weights make it L2-SP (Li e
 
 from __future__ import annotations
 
-from twinkit.continual.consolidation import Consolidation, fisher_diagonal
+from typing import TYPE_CHECKING
+
 from twinkit.continual.replay import reservoir, stratified
+from twinkit.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from twinkit.continual.consolidation import Consolidation, fisher_diagonal
+
+#: consolidation needs torch (``twinkit[train]``): imported when first used
+__getattr__ = lazy_exports(
+    __name__, dict.fromkeys(["Consolidation", "fisher_diagonal"], "consolidation")
+)
 
 #: how a forecaster is brought up to date after a change (see ``NeuralForecaster.update``)
 UPDATE_METHODS = ("ewc", "finetune", "scratch")

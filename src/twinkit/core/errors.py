@@ -133,3 +133,7 @@ class QuotaExceededError(TwinkitError):
     #: seconds after which asking again may succeed (a hint for Retry-After; the job
     #: book sets it from how long the owner's jobs run)
     retry_after_s = 30
+
+
+class MissingExtraError(TwinkitError, ImportError):
+    """A part of twinkit whose libraries are not installed (an install without an extra)."""

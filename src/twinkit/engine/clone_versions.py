@@ -31,8 +31,6 @@ import numpy as np
 import pandas as pd
 
 from twinkit.clone.confusion import confusion_zone
-from twinkit.clone.metrics import agreement, kappa
-from twinkit.clone.model import CloneModel, expected_calibration_error
 from twinkit.core.digest import decisions_digest, features_json
 from twinkit.core.errors import (
     IntegrityError,
@@ -51,6 +49,7 @@ from twinkit.store import model_versions
 from twinkit.store.model_versions import ModelVersion
 
 if TYPE_CHECKING:
+    from twinkit.clone.model import CloneModel
     from twinkit.engine.context import EngineContext
 
 #: one answer in this many is held out to score versions (by a hash of the item's id)
@@ -219,6 +218,9 @@ def _scores(
 ) -> dict[str, Any]:
     """Held-out agreement with the donor, Cohen's kappa, calibration (ECE), and the
     prior's agreement as a baseline; None where nothing is held out."""
+    from twinkit.clone.metrics import agreement, kappa
+    from twinkit.clone.model import expected_calibration_error
+
     if len(said) == 0:
         return {"agreement": None, "kappa": None, "ece": None, "prior_agreement": None, "held": 0}
     answered = clone.predict(x)
@@ -272,6 +274,8 @@ def _compare(
     said: np.ndarray,
 ) -> tuple[tuple[bool, str], dict[str, Any] | None]:
     """Promote or not: both versions scored on the same held-out answers."""
+    from twinkit.clone.metrics import agreement
+
     if current is None:
         return (True, "first version of this twin"), None
     if current.model != CLONE or current.params.get("features") != features:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from twinkit.core.errors import TwinkitError
 from twinkit.engine import reads
+from twinkit.models.base import is_neural
 from twinkit.models.ensemble import Ensemble
-from twinkit.models.neural import NeuralForecaster
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
@@ -29,7 +29,7 @@ def export_onnx(
     if isinstance(model, Ensemble) and len(model.members) == 1:
         calibration = model.residual_quantiles
         model = model.members[0]
-    if not isinstance(model, NeuralForecaster):
+    if not is_neural(model):
         members = getattr(model, "members_names", None)
         raise TwinkitError(
             f"twin {twin_id!r} v{chosen.version} is {chosen.model}"

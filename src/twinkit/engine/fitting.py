@@ -27,9 +27,8 @@ from twinkit.core.twin import Twin, TwinKind, public_id
 from twinkit.data.frames import long_to_wide
 from twinkit.engine import reads
 from twinkit.engine.population import load_population
-from twinkit.models.base import Forecaster, forecaster_class
+from twinkit.models.base import Forecaster, forecaster_class, is_neural
 from twinkit.models.evaluate import holdout_split, rolling_scores
-from twinkit.models.neural import NeuralForecaster
 from twinkit.personalize.select import DEFAULT_CANDIDATES, select_personal_model
 from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.model_versions import ModelVersion, Status
@@ -37,6 +36,7 @@ from twinkit.store.timeutil import utc_now_iso
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
+    from twinkit.models.neural import NeuralForecaster
 
 #: ``fit(model=AUTO)`` picks the twin's best candidate on its own validation data
 AUTO = "auto"
@@ -204,7 +204,7 @@ def _update_method(
             return None, None
         raise TwinkitError(f"twin {name!r} has no serving version to update: fit it first")
     serving = reads.load_model(ctx, current)
-    if isinstance(serving, NeuralForecaster):
+    if is_neural(serving):
         return ("ewc" if update == "auto" else update), serving
     if update == "auto":
         return None, None

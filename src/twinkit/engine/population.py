@@ -17,10 +17,8 @@ from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Twin, TwinKind
 from twinkit.data.frames import long_to_wide
 from twinkit.engine.owners import OWNER_NAME_PATTERN
-from twinkit.models.base import Forecaster, forecaster_class
+from twinkit.models.base import Forecaster, forecaster_class, is_neural
 from twinkit.models.evaluate import holdout_split
-from twinkit.models.neural import NeuralForecaster
-from twinkit.personalize.meta import meta_learn
 from twinkit.store import ledger, model_versions, observations, twins
 from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
@@ -123,10 +121,13 @@ def fit_population(
             f"no twin{whose} has enough {target!r} data for a population model"
         )
     prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
-    if isinstance(prior, NeuralForecaster):
-        prior.progress = progress  # the epochs of its training    if meta:
-        if not isinstance(prior, NeuralForecaster):
+    if is_neural(prior):
+        prior.progress = progress  # the epochs of its training
+    if meta:
+        if not is_neural(prior):
             raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
+        from twinkit.personalize.meta import meta_learn
+
         meta_learn(prior, histories)
     else:
         fit = getattr(prior, "fit_population", None)

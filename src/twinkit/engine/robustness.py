@@ -21,8 +21,7 @@ import numpy as np
 from twinkit.core.errors import TwinkitError
 from twinkit.core.twin import TwinKind, public_id
 from twinkit.engine import reads
-from twinkit.immunity.base import ClassifierAttack, attack_class
-from twinkit.immunity.evasion import DEFAULT_ATTACKS, evasion_report, split_items
+from twinkit.immunity.base import DEFAULT_ATTACKS, ClassifierAttack, attack_class
 
 if TYPE_CHECKING:
     from twinkit.engine.context import EngineContext
@@ -114,6 +113,8 @@ def clone_robustness(
     its poisoning part, see :func:`~twinkit.immunity.evasion.evasion_report`; ``attacks``
     any registered classifier attacks), plus ``twin``, the scaling of the features and
     how the items were split."""
+    from twinkit.immunity.evasion import evasion_report, split_items
+
     shape = reads.get_twin(ctx, twin_id).image_shape
     check_attacks(attacks, shape)
     x, labels, names, low, high = labelled_items(ctx, twin_id)

@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from twinkit.core.errors import ForecastInputError, IntegrityError, NotFoundError, TwinkitError
+from twinkit.core.errors import (
+    ForecastInputError,
+    IntegrityError,
+    MissingExtraError,
+    NotFoundError,
+    TwinkitError,
+)
 from twinkit.core.forecast import Forecast
 from twinkit.core.lru import LRU
 from twinkit.core.twin import TwinKind, public_id, twin_key
@@ -165,9 +171,15 @@ def serve_forecast(
                 "twinkit decide), it does not forecast"
             )
         sha256 = head.sha256 if head is not None else None
-        if sha256 is not None:
+        if head is not None and head.sha256 is not None:
             try:
-                model = ctx.serving_models.load(sha256)
+                model = ctx.serving_models.load(head.sha256)
+            except MissingExtraError as exc:
+                # not a broken artifact but an install without its libraries: say so
+                raise MissingExtraError(
+                    f"twin {public_id(twin_id)!r} is served by v{head.version} ({head.model}): "
+                    f"{exc}; or run its ONNX export (twinkit export) with twinkit.edge"
+                ) from exc
             except _LOAD_ERRORS as exc:
                 failure = exc  # the fallbacks may read the whole history: read it all
         start, columns = _window(conn, twin_id, model)

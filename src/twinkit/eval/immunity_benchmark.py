@@ -21,6 +21,7 @@ from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
 from twinkit.core.progress import ProgressFn
 from twinkit.immunity.attacks import robust_accuracy
+from twinkit.immunity.base import DEFAULT_THRESHOLD, Method
 from twinkit.immunity.evasion import (
     DEFAULT_ATTACKS,
     evasion_report,
@@ -29,8 +30,6 @@ from twinkit.immunity.evasion import (
 )
 from twinkit.immunity.poison import Trigger, attack_success_rate, backdoor, flip_labels
 from twinkit.immunity.screening import (
-    DEFAULT_THRESHOLD,
-    Method,
     screen_poison,
     suspicious_rows,
 )

@@ -13,8 +13,8 @@ done in float64 on the returned array.
   starts and restarts; per item it returns the best iterate it saw, one that succeeds if
   any did (the most confident such), otherwise the one of highest loss.
 - :func:`square`: the Square attack (Andriushchenko et al. 2020), L-infinity, from the
-  torchattacks library: random search that asks only for the answers, so a model whose
-  gradient misleads (a thresholded input, say) cannot hide from it.
+  Adversarial Robustness Toolbox (ART): random search that asks only for the answers, so a
+  model whose gradient misleads (a thresholded input, say) cannot hide from it.
 - targeted mode (``targeted=True, target=...``) minimises the cross-entropy to a target
   class instead of maximising it to the true one; :func:`make_safe` and
   :func:`false_alarm` are the two directions that matter to a screen.
@@ -27,7 +27,8 @@ torch under :func:`~twinkit.models.torch_threads.seeded`, so a seed fixes the re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -453,8 +454,20 @@ def false_alarm(
     )
 
 
+@contextmanager
+def numpy_global_seed(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for the block, then put its state back: ART's
+    attacks draw from it."""
+    state = np.random.get_state()  # noqa: NPY002 - ART uses the legacy global generator
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 class _ImageLogits(nn.Module):
-    """:class:`InputLogits` of images (n, 1, height, width), for torchattacks."""
+    """:class:`InputLogits` of images (n, 1, height, width), for ART."""
 
     def __init__(self, logits_fn: InputLogits) -> None:
         super().__init__()
@@ -477,18 +490,13 @@ def square(
 ) -> np.ndarray:
     """The Square attack (Andriushchenko et al. 2020): gradient-free random search in the
     L-infinity ball of ``eps`` around each item, at most ``queries`` model calls per item,
-    with the margin loss; torchattacks' implementation, run on :class:`InputLogits`.
+    with the margin loss; the Adversarial Robustness Toolbox's implementation, run on
+    :class:`InputLogits`.
 
     It needs images (a clone with ``image_shape``): it perturbs squares of pixels. Pixels
     are the range [0, 1]. The result is projected onto the ball and the range in float64,
     as the other attacks' results are. Returns float64 (n, features).
     """
-    try:
-        import torchattacks
-    except ImportError as err:  # pragma: no cover - the Makefile installs it
-        raise TwinkitError(
-            "the Square attack needs torchattacks: pip install --no-deps 'torchattacks==3.5.1'"
-        ) from err
     eps = _check_eps(eps)
     if queries < 1:
         raise TwinkitError(f"queries must be at least 1, got {queries}")
@@ -499,19 +507,37 @@ def square(
     truth = _indices(model, y, len(xs), "labels")
     if eps == 0 or len(xs) == 0:
         return xs.copy()
+    try:
+        from art.attacks.evasion import SquareAttack
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError as err:  # pragma: no cover - the train extra installs it
+        raise TwinkitError(
+            "the Square attack needs the Adversarial Robustness Toolbox: "
+            "pip install 'twinkit[train]'"
+        ) from err
     height, width = model.image_shape
-    images_fn = _ImageLogits(InputLogits(model)).eval()
-    out = np.empty_like(xs)
-    with seeded(seed):
-        attack = torchattacks.Square(
-            images_fn, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed
-        )
-        for start in range(0, len(xs), batch_size):
-            rows = slice(start, start + batch_size)
-            images = torch.as_tensor(xs[rows], dtype=torch.float32).reshape(-1, 1, height, width)
-            found = attack(images, torch.as_tensor(truth[rows])).reshape(len(images), -1)
-            out[rows] = _project(xs[rows], found.double().numpy(), eps, "linf", lo[rows], hi[rows])
-    return out
+    classifier = PyTorchClassifier(
+        _ImageLogits(InputLogits(model)).eval(),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, height, width),
+        nb_classes=len(model.classes),
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    # One restart of ``queries`` model calls: ART counts the first call as iteration 0.
+    attack = SquareAttack(
+        classifier,
+        norm=np.inf,
+        eps=eps,
+        max_iter=max(queries - 1, 1),
+        nb_restarts=1,
+        batch_size=batch_size,
+        verbose=False,
+    )
+    images = xs.reshape(-1, 1, height, width).astype(np.float32)
+    with numpy_global_seed(seed), seeded(seed):
+        found = attack.generate(images, y=truth)
+    return _project(xs, found.reshape(len(xs), -1).astype(np.float64), eps, "linf", lo, hi)
 
 
 def robust_accuracy(model: CloneModel, x_adv: np.ndarray, y: Labels) -> float:

@@ -23,13 +23,15 @@ Adding an attack is one new module: a subclass of one of the two bases, decorate
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
 
 import numpy as np
 
-from twinkit.core.errors import TwinkitError
+from twinkit.core.errors import MissingExtraError, TwinkitError
+from twinkit.core.lazy import require
 from twinkit.core.plugins import load_plugins
 
 if TYPE_CHECKING:
@@ -187,6 +189,28 @@ class ForecasterAttack(Attack):
 
 _REGISTRY: dict[str, type[Attack]] = {}
 
+#: the poison screens (:mod:`.screening`): out-of-fold loss (label flips), spectral
+#: signatures and trigger features (backdoors)
+Method = Literal["loss", "spectral", "trigger"]
+#: what the spectral screen looks at: scaled features, or a trained clone's last hidden layer
+Representation = Literal["input", "hidden"]
+#: the loss screen flags a row whose label has out-of-fold probability below this
+DEFAULT_THRESHOLD = 0.2
+
+#: the attacks a robustness report runs unless told otherwise
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+
+#: twinkit's own classifier attacks, which need the training stack: registered when
+#: their module is first imported (by :func:`attack_class`, or a listing where torch is)
+_CLASSIFIER_HOME = "twinkit.immunity.classifier_attacks"
+_CLASSIFIER_NAMES = ("bpda", "fgsm", "pgd", "pgd_l2", "square")
+
+
+def _builtin_classifier_attacks() -> None:
+    with contextlib.suppress(MissingExtraError):  # a slim install: listed, refused when asked
+        require(_CLASSIFIER_HOME, "the classifier attacks")
+
+
 A = TypeVar("A", bound=type[Attack])
 
 
@@ -225,12 +249,18 @@ def unregister_attack(name: str) -> None:
 def registered_attacks(attacks: Victim | None = None) -> list[str]:
     """Names of the registered attacks, sorted; only those on ``attacks`` if given."""
     load_plugins()
-    return sorted(n for n, cls in _REGISTRY.items() if attacks is None or cls.attacks == attacks)
+    _builtin_classifier_attacks()
+    names = {n for n, cls in _REGISTRY.items() if attacks is None or cls.attacks == attacks}
+    if attacks in (None, "classifier"):
+        names.update(_CLASSIFIER_NAMES)
+    return sorted(names)
 
 
 def attack_class(name: str, attacks: Victim | None = None) -> type[Attack]:
     """The attack registered as ``name``; with ``attacks``, it must attack that."""
     load_plugins()
+    if name not in _REGISTRY and name in _CLASSIFIER_NAMES:
+        require(_CLASSIFIER_HOME, f"the {name!r} attack")
     cls = _REGISTRY.get(name)
     if cls is None or (attacks is not None and cls.attacks != attacks):
         what = f"{attacks} attack" if attacks is not None else "attack"

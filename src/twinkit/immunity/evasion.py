@@ -42,11 +42,13 @@ from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
 from twinkit.core.progress import ProgressFn, Steps
 from twinkit.immunity.attacks import robust_accuracy
-from twinkit.immunity.base import AttackSettings, ClassifierAttack, classifier_attack
+from twinkit.immunity.base import (
+    DEFAULT_ATTACKS,
+    AttackSettings,
+    ClassifierAttack,
+    classifier_attack,
+)
 from twinkit.immunity.vaccine import adversarial_training, vaccinate, vaccine_samples
-
-#: the attacks a report runs unless told otherwise
-DEFAULT_ATTACKS = ("fgsm", "pgd")
 
 
 def normalise_images(

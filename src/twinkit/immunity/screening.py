@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ from torch import nn
 
 from twinkit.clone.model import CloneModel
 from twinkit.core.errors import TwinkitError
+from twinkit.immunity.base import DEFAULT_THRESHOLD, Method, Representation
 from twinkit.immunity.poison import (
     LabelsLike,
     _check_rate,
@@ -66,14 +67,6 @@ from twinkit.immunity.poison import (
 )
 from twinkit.models.torch_threads import one_thread
 
-#: the poison screens: out-of-fold loss (label flips), spectral signatures and trigger
-#: features (backdoors)
-Method = Literal["loss", "spectral", "trigger"]
-#: what the spectral screen looks at: scaled features, or a trained clone's last hidden layer
-Representation = Literal["input", "hidden"]
-
-#: the loss screen flags a row whose label has out-of-fold probability below this
-DEFAULT_THRESHOLD = 0.2
 #: the share of rows the spectral screen assumes poisoned when not told
 DEFAULT_CONTAMINATION = 0.05
 #: the spectral screen flags 1.5 times the assumed share (Tran et al. 2018)

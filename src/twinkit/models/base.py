@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import abc
+import sys
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeGuard
 
 import numpy as np
 import pandas as pd
 
 from twinkit.core.errors import ForecastInputError
 from twinkit.core.forecast import QUANTILE_LEVELS, Forecast, make_forecast
+from twinkit.core.lazy import require
 from twinkit.core.plugins import load_plugins
 from twinkit.data.grid import (
     check_frame,
@@ -21,6 +23,9 @@ from twinkit.data.grid import (
 )
 from twinkit.data.windows import MAX_GAP_MIN, to_grid
 
+if TYPE_CHECKING:
+    from twinkit.models.neural import NeuralForecaster
+
 __all__ = [
     "QUANTILE_LEVELS",
     "Forecaster",
@@ -29,6 +34,7 @@ __all__ = [
     "forecaster_class",
     "grid_step_minutes",
     "horizon_steps",
+    "is_neural",
     "make_forecast",
     "register_forecaster",
     "registered_forecasters",
@@ -36,6 +42,14 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Forecaster]] = {}
+
+#: twinkit's own forecasters that need the training stack, by the module that registers
+#: them: imported when first asked for, so that a slim install has the others
+_TRAINING_HOMES = {
+    "gp": "twinkit.models.gp",
+    "gru": "twinkit.models.gru",
+    "transformer": "twinkit.models.transformer",
+}
 
 
 def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
@@ -47,16 +61,28 @@ def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
 def registered_forecasters() -> list[str]:
     """Names of every forecaster that can be built by name, baselines first."""
     load_plugins()
-    first = [n for n in ("persistence", "linear_ar") if n in _REGISTRY]
-    return first + sorted(n for n in _REGISTRY if n not in first)
+    names = set(_REGISTRY) | set(_TRAINING_HOMES)
+    first = [n for n in ("persistence", "linear_ar") if n in names]
+    return first + sorted(n for n in names if n not in first)
+
+
+def is_neural(model: object) -> TypeGuard[NeuralForecaster]:
+    """Whether ``model`` is a network (:class:`~twinkit.models.neural.NeuralForecaster`),
+    without importing torch where no network was loaded."""
+    neural = sys.modules.get("twinkit.models.neural")
+    return neural is not None and isinstance(model, neural.NeuralForecaster)
 
 
 def forecaster_class(name: str) -> type[Forecaster]:
+    """The forecaster registered as ``name``; :class:`~twinkit.core.errors.MissingExtraError`
+    when it needs libraries this install lacks."""
     load_plugins()
+    if name not in _REGISTRY and name in _TRAINING_HOMES:
+        require(_TRAINING_HOMES[name], f"the {name!r} forecaster")
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(registered_forecasters())
         raise ForecastInputError(f"unknown model {name!r}; known models: {known}") from None
 
 

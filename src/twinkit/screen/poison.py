@@ -12,12 +12,7 @@ import pandas as pd
 
 from twinkit.core.errors import TwinkitError
 from twinkit.data.importers import Batch, DecisionBatch
-from twinkit.immunity.screening import (
-    DEFAULT_THRESHOLD,
-    Method,
-    Representation,
-    screen_poison,
-)
+from twinkit.immunity.base import DEFAULT_THRESHOLD, Method, Representation
 from twinkit.screen.base import ScreenContext
 
 #: the screens :class:`PoisonScreen` can run: one of them, or "both" (loss and spectral)
@@ -123,6 +118,9 @@ class PoisonScreen:
         out = np.full(len(batch), None, dtype=object)
         if not isinstance(batch, DecisionBatch) or not candidates.any():
             return out
+        # the screens train clones: the training stack, imported only for decision rows
+        from twinkit.immunity.screening import screen_poison
+
         twin_ids = batch.frame["twin_id"].to_numpy(dtype=object)
         labels = np.asarray([str(v) for v in batch.frame["label"]], dtype=object)
         usable = candidates & np.isfinite(batch.features).all(axis=1)

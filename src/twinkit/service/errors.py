@@ -19,6 +19,7 @@ from twinkit.core.errors import (
     AlreadyExistsError,
     ForecastInputError,
     InvalidTwinError,
+    MissingExtraError,
     NotFoundError,
     PromotionError,
     QuotaExceededError,
@@ -39,6 +40,8 @@ _STATUS: tuple[tuple[type[TwinkitError], int], ...] = (
     (InvalidTwinError, 422),
     (ForecastInputError, 422),
     (QuotaExceededError, 429),
+    # a model this server's install cannot run (a slim install without torch)
+    (MissingExtraError, 501),
 )
 _HTTP_TYPES = {
     400: "BadRequest",

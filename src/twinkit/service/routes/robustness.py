@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twinkit.engine.jobs import JobStatus
 from twinkit.engine.robustness import MIN_LABELS, check_attacks
-from twinkit.immunity import registered_attacks
-from twinkit.immunity.evasion import DEFAULT_ATTACKS
+from twinkit.immunity.base import DEFAULT_ATTACKS, registered_attacks
 from twinkit.service.deps import OwnerDep, StateDep, TwinDep
 from twinkit.service.errors import not_found
 from twinkit.service.jobs import jsonable
