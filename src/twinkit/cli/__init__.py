@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from twinkit.cli import clone, immunity, imports, learn, monitor, report, serve, store  # noqa: F401  (importing them registers the commands)
+from twinkit.cli import clone, federated, immunity, imports, learn, monitor, report, serve, store  # noqa: F401  (importing them registers the commands)
 from twinkit.cli.common import app, err
 from twinkit.core.errors import TwinkitError
 

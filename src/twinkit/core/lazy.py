@@ -28,6 +28,8 @@ EXTRA_OF = {
     "fastapi": "service",
     "simglucose": "sim",
     "psycopg": "postgres",
+    "flwr": "federated",
+    "ray": "federated",
 }
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from twinkit.core.digest import signals_digest
 from twinkit.core.errors import ForecastInputError, NotFoundError, TwinkitError
+from twinkit.core.lazy import require
 from twinkit.core.progress import ProgressFn
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Twin, TwinKind
@@ -37,9 +38,80 @@ class PopulationResult:
     seconds: float
     sha256: str
     owners: list[str]  # whose twins it pools
+    #: how a federated prior was trained (what its ledger entry records), else None
+    federation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Train a prior across sites instead of pooling their data: ``sites`` simulated
+    sites (the twins dealt round-robin in key order) on Flower's simulation engine,
+    ``rounds`` rounds of ``strategy`` (:data:`twinkit.federated.STRATEGIES`), each site
+    training ``local_epochs`` epochs a round; ``options`` go to the strategy."""
+
+    sites: int = 3
+    strategy: str = "fedavg"
+    rounds: int = 5
+    local_epochs: int = 1
+    options: dict[str, Any] | None = None
+
+
+def _pseudonym(seed: int, twins: Sequence[str]) -> str:
+    """A site's name in the ledger: a hash of its twins, not the twins."""
+    return "site-" + hashlib.sha256(f"{seed}:{','.join(twins)}".encode()).hexdigest()[:10]
+
+
+def _federate(
+    prior: Forecaster,
+    histories: list[pd.DataFrame],
+    used: list[str],
+    federation: Federation,
+    seed: int,
+) -> tuple[Forecaster, dict[str, Any]]:
+    """``prior`` trained by ``federation`` over ``histories`` (of the twins ``used``);
+    the record of the run for the ledger."""
+    if not is_neural(prior):
+        raise TwinkitError(f"{prior.name!r} cannot be federated; use a neural model (gru)")
+    if not 2 <= federation.sites <= len(used):
+        raise TwinkitError(
+            f"{federation.sites} sites for {len(used)} twins: a federation needs at least two "
+            "sites and a twin for each"
+        )
+    simulation = require("twinkit.federated.simulation", "a federated population model")
+    from twinkit.federated.local import LocalTraining
+
+    order = sorted(range(len(used)), key=lambda i: used[i])
+    members = {s: [used[i] for i in order[s :: federation.sites]] for s in range(federation.sites)}
+    names = {s: _pseudonym(seed, twins) for s, twins in members.items()}
+    result = simulation.federate(
+        prior,
+        {names[s]: [histories[used.index(t)] for t in twins] for s, twins in members.items()},
+        strategy=federation.strategy,
+        rounds=federation.rounds,
+        local=LocalTraining(
+            epochs=federation.local_epochs, lr=prior.lr, batch_size=prior.batch_size
+        ),
+        options=federation.options,
+        seed=seed,
+    )
+    record = {
+        "engine": "flower-simulation",
+        "strategy": result.strategy,
+        "rounds": result.rounds,
+        "local_epochs": federation.local_epochs,
+        "sites": [
+            {"site": name, "twins": len(members[s]), "windows": result.windows[s]}
+            for s, name in names.items()
+        ],
+        "joined": {str(r): sites for r, sites in result.joined.items()},
+        "aggregates": result.aggregates,
+        "held_loss": {str(r): round(v, 6) for r, v in result.held_loss.items()},
+        "seconds": result.seconds,
+    }
+    return result.model, record
 
 
 def fit_population(
@@ -55,6 +127,7 @@ def fit_population(
     window: TimeWindow | None = None,
     owner: str | None = None,
     progress: ProgressFn | None = None,
+    federation: Federation | None = None,
 ) -> PopulationResult:
     """Train ``model`` on state twins' data and register it as the next population prior.
 
@@ -68,7 +141,9 @@ def fit_population(
     ``twinkit fit`` trains on), so a twin's holdout scores stay honest when its personal
     model starts from this prior. ``meta`` refines the pooled model by Reptile, a better
     start for twins with about a day of data. ``progress`` hears of a neural model's
-    training epochs.
+    training epochs. With ``federation`` the twins are split into sites and the model is
+    trained across them with Flower instead (:class:`Federation`); the ledger records the
+    rounds, the sites by pseudonym and the hash of every round's aggregate.
     """
     started = time.perf_counter()
     window = window or TimeWindow()
@@ -123,7 +198,12 @@ def fit_population(
     prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
     if is_neural(prior):
         prior.progress = progress  # the epochs of its training
-    if meta:
+    record = None
+    if federation is not None:
+        if meta:
+            raise TwinkitError("a prior is either meta-learned or federated, not both")
+        prior, record = _federate(prior, histories, used, federation, seed)
+    elif meta:
         if not is_neural(prior):
             raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
         from twinkit.personalize.meta import meta_learn
@@ -169,11 +249,19 @@ def fit_population(
                 "params": prior.params(),
                 "data_hash": data_hash,
                 "holdout_frac": holdout_frac,
-                "training": "reptile" if meta else "pooled",
+                "training": "federated" if record else "reptile" if meta else "pooled",
+                **({"federation": record} if record else {}),
             },
         )
     return PopulationResult(
-        version, model, used, skipped, round(time.perf_counter() - started, 2), sha, owners
+        version,
+        model,
+        used,
+        skipped,
+        round(time.perf_counter() - started, 2),
+        sha,
+        owners,
+        record,
     )
 
 

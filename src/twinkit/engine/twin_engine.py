@@ -332,9 +332,11 @@ class TwinEngine:
         meta: bool = False,
         owner: str | None = None,
         progress: ProgressFn | None = None,
+        federation: population.Federation | None = None,
     ) -> PopulationResult:
         """Train a population prior on state twins (their training parts only): those
-        named, else ``owner``'s, pooled with other owners' only if all of them share (see
+        named, else ``owner``'s, pooled with other owners' only if all of them share, or
+        trained across sites with ``federation`` (see
         :func:`twinkit.engine.population.fit_population`)."""
         return population.fit_population(
             self.store,
@@ -348,6 +350,7 @@ class TwinEngine:
             window=self.time_window,
             progress=progress,
             owner=owner,
+            federation=federation,
         )
 
     def population(

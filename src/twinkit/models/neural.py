@@ -321,6 +321,15 @@ class NeuralForecaster(Forecaster):
         ]
 
     def _train_fresh(self, grids: list[Grid], scalers: list[Scaler]) -> None:
+        windows = self._shape(grids, scalers)
+        with seeded(self.seed):
+            network = self._new_network()
+            self._train(network, windows, self.lr, self.epochs)
+        self.network = network
+
+    def _shape(self, grids: list[Grid], scalers: list[Scaler]) -> list[Windows]:
+        """Fix the step, the window lengths and the feature counts from ``grids``; their
+        windows."""
         step = grids[0].step_min
         self.step_min = step
         self.context_steps = max(1, round(self.context_min / step))
@@ -328,10 +337,48 @@ class NeuralForecaster(Forecaster):
         windows = [self._windows(g, s) for g, s in zip(grids, scalers, strict=True)]
         self.n_past_features = windows[0].past.shape[2]
         self.n_future_features = windows[0].future.shape[2]
+        return windows
+
+    # -- federated learning ----------------------------------------------------------------
+
+    def initialise(self, step_min: float, covariates: Sequence[str]) -> Self:
+        """Give this model an untrained network (from its seed) for data sampled every
+        ``step_min`` minutes with ``covariates``, without any data: the start of a
+        federated run, whose sites train it (:meth:`site_windows`). Returns ``self``."""
+        if step_min <= 0:
+            raise ForecastInputError(f"{self.name}: step_min must be positive, got {step_min}")
+        self.covariates = list(covariates)
+        # A made-up history, only to lay out one window of these channels.
+        n = round((self.context_min + self.max_horizon_min) / step_min) + 4
+        index = pd.date_range("2026-01-01", periods=n, freq=pd.Timedelta(minutes=step_min))
+        probe = pd.DataFrame(
+            {self.target: 100.0 + 10.0 * np.sin(np.arange(n) / 6.0)}
+            | {name: 0.0 for name in self.covariates},
+            index=index.tz_localize("UTC"),
+        )
+        grids = self._grids([probe])
+        self._shape(grids, [Scaler.fit(grids[0])])
         with seeded(self.seed):
-            network = self._new_network()
-            self._train(network, windows, self.lr, self.epochs)
-        self.network = network
+            self.network = self._new_network()
+        self.network.eval()
+        self.scaler = None
+        return self
+
+    def site_windows(self, histories: Sequence[pd.DataFrame]) -> list[Windows]:
+        """The training windows of a site's twins for this initialised or fitted model,
+        each twin normalised by its own scaler (as :meth:`fit_population` does)."""
+        step = self._check_fitted()
+        windows = []
+        for history in histories:
+            check_frame(history, self.target)
+            grid = self._grid(history, self.covariate_names)
+            if not math.isclose(grid.step_min, step):
+                raise ForecastInputError(
+                    f"{self.name}: a history is sampled every {grid.step_min:g} min, the "
+                    f"federation every {step:g} min; resample it"
+                )
+            windows.append(self._windows(grid, Scaler.fit(grid)))
+        return windows
 
     def _new_network(self) -> nn.Module:
         return self.build_network(
