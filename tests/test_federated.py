@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
+from twinkit.core.errors import TwinkitError
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.engine import TwinEngine
 from twinkit.engine.population import Federation
 
 pytest.importorskip("flwr")
-from twinkit.federated import LocalTraining, federate, train_locally
+from twinkit.federated import Attacker, LocalTraining, federate, train_locally
 from twinkit.federated.local import split_site
+from twinkit.federated.strategies import Privacy, make_strategy
 from twinkit.models.gru import GRUAttention
 
 pytestmark = pytest.mark.slow
@@ -67,19 +69,20 @@ def test_one_fedavg_round_of_one_sgd_step_is_the_pooled_gradient_step() -> None:
     assert result.joined == {1: ["a", "b", "c"]} and len(result.aggregates) == 2
 
 
-def test_a_federated_prior_is_registered_recorded_and_personalised_from(
+def test_a_federated_prior_is_registered_recorded_and_personalised_from_despite_a_failure(
     tmp_path: Path,
 ) -> None:
-    # Prepare: four twins of one owner
+    # Prepare: four twins of one owner, two sites
     engine = TwinEngine(f"sqlite:///{tmp_path}/t.db")
     cohort = synthetic_cohort(n_twins=4, days=3, seed=0)
     for twin in sorted(cohort["twin_id"].unique()):
         engine.create_twin(twin, "state")
     engine.ingest(cohort)
+    failing = {1: Attacker("fail", rounds=frozenset({1}))}  # site 2 misses round 1
 
     # Execute
     result = engine.fit_population(
-        "gru", params=TINY, federation=Federation(sites=2, rounds=2), seed=0
+        "gru", params=TINY, federation=Federation(sites=2, rounds=2, attackers=failing), seed=0
     )
 
     # Assert: registered like a pooled prior, the run in the ledger without twin ids
@@ -90,10 +93,12 @@ def test_a_federated_prior_is_registered_recorded_and_personalised_from(
     pseudonyms = [s["site"] for s in record["sites"]]
     assert len(set(pseudonyms)) == 2 and [s["twins"] for s in record["sites"]] == [2, 2]
     assert not any(t in p for t in result.twins for p in pseudonyms)
+    # the failing site left out of round 1 only, and the run completed
     assert {r: sorted(s) for r, s in record["joined"].items()} == {
-        "1": sorted(pseudonyms),
+        "1": [pseudonyms[0]],
         "2": sorted(pseudonyms),
     }
+    assert record["attackers"] == {pseudonyms[1]: "fail"}
     assert len(record["aggregates"]) == 3 and len(set(record["aggregates"])) == 3
     assert set(record["held_loss"]) == {"1", "2"}
     # a twin's fit starts from it as from a pooled prior
@@ -101,3 +106,50 @@ def test_a_federated_prior_is_registered_recorded_and_personalised_from(
     assert fitted.promoted, fitted
     forecast = engine.forecast("synth-001", (30,)).forecast
     assert np.isfinite(forecast.mean).all()
+
+
+def test_a_sign_flipping_site_breaks_fedavg_and_not_the_median() -> None:
+    """One site of four sends its update negated and scaled by 10 every round: FedAvg's
+    global model loses its accuracy on the sites' held-out windows, the coordinate-wise
+    median keeps it."""
+    # Prepare
+    sites = {f"s{i}": [h] for i, h in enumerate(_histories(4))}
+    bad = {"s0": Attacker("sign_flip", factor=10.0)}
+
+    def held(strategy: str, attackers: dict[str, Attacker] | None) -> float:
+        result = federate(
+            GRUAttention(**TINY, seed=0), sites, strategy=strategy, rounds=2, attackers=attackers
+        )
+        return result.held_loss[2]
+
+    # Execute
+    clean = held("fedavg", None)
+    poisoned_mean = held("fedavg", bad)
+    poisoned_median = held("fedmedian", bad)
+
+    # Assert
+    assert poisoned_mean > 1.3 * clean, (clean, poisoned_mean)
+    assert poisoned_median < 1.05 * clean, (clean, poisoned_median)
+
+
+def test_differential_privacy_spends_the_epsilon_the_accountant_library_computes() -> None:
+    """Every site clipped and Gaussian noise on their mean, every round: the epsilon
+    reported is Google's dp-accounting RDP figure for that many Gaussian releases of that
+    noise multiplier (no amplification: every site takes part in every round)."""
+    dp_accounting = pytest.importorskip("dp_accounting")
+    # Prepare
+    sites = {f"s{i}": [h] for i, h in enumerate(_histories(3))}
+    privacy = Privacy(noise_multiplier=1.0, clipping_norm=0.5, delta=1e-5)
+
+    # Execute
+    result = federate(GRUAttention(**TINY, seed=0), sites, rounds=2, privacy=privacy)
+
+    # Assert
+    accountant = dp_accounting.rdp.RdpAccountant()
+    accountant.compose(dp_accounting.GaussianDpEvent(1.0), count=2)
+    assert result.privacy is not None
+    assert result.privacy["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-6)
+    assert result.privacy["delta"] == 1e-5 and result.joined == {1: list(sites), 2: list(sites)}
+    # a median's sensitivity is not a mean's: no accounted privacy for it
+    with pytest.raises(TwinkitError, match="accounted for fedavg and fedprox only"):
+        make_strategy("fedmedian", 3, privacy=privacy)

@@ -35,6 +35,15 @@ def simulate(
     ] = "fedavg",
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
     local_epochs: Annotated[int, typer.Option(help="Each site's epochs per round.")] = 1,
+    dp_noise: Annotated[
+        float | None,
+        typer.Option(
+            help="Central differential privacy per site (fedavg, fedprox): the noise "
+            "multiplier. The epsilon spent is printed and recorded."
+        ),
+    ] = None,
+    dp_clip: Annotated[float, typer.Option(help="With --dp-noise: the clipping norm.")] = 1.0,
+    dp_delta: Annotated[float, typer.Option(help="With --dp-noise: delta.")] = 1e-5,
     owner: Annotated[
         str | None, typer.Option(help="Whose twins (default: the store's one owner).")
     ] = None,
@@ -48,8 +57,17 @@ def simulate(
     site's twins train locally; only weights travel) and register it like a pooled prior:
     `twinkit fit` then personalises from it. The ledger records the rounds, the sites by
     pseudonym and the hash of every round's aggregate."""
+    privacy = None
+    if dp_noise is not None:
+        from twinkit.federated.strategies import Privacy
+
+        privacy = Privacy(noise_multiplier=dp_noise, clipping_norm=dp_clip, delta=dp_delta)
     federation = Federation(
-        sites=sites, strategy=strategy, rounds=rounds, local_epochs=local_epochs
+        sites=sites,
+        strategy=strategy,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        privacy=privacy,
     )
     with spinner(f"{rounds} rounds of {strategy} over {sites} sites"):
         result = engine_for(db).fit_population(
@@ -64,6 +82,13 @@ def simulate(
         f"({len(result.twins)} twins of {', '.join(result.owners)}), {rounds} rounds of "
         f"{strategy} in {result.seconds:.1f} s"
     )
+    spent = record.get("privacy")
+    if spent:
+        console.print(
+            f"  differential privacy: epsilon {spent['epsilon']:.3g} at delta "
+            f"{spent['delta']:g} (noise {spent['noise_multiplier']:g}, clip "
+            f"{spent['clipping_norm']:g}; the unit protected is a site)"
+        )
     for round_, loss in record.get("held_loss", {}).items():
         console.print(f"  round {round_}: held-out pinball loss {loss:.4f}")
     for twin_id, why in result.skipped.items():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ from twinkit.store.artifacts import ArtifactStore
 from twinkit.store.db import Store
 from twinkit.store.model_versions import PopulationVersion
 from twinkit.store.timeutil import utc_now_iso
+
+if TYPE_CHECKING:
+    from twinkit.federated.strategies import Privacy
 
 DEFAULT_POPULATION_MODEL = "gru"
 
@@ -57,6 +60,11 @@ class Federation:
     rounds: int = 5
     local_epochs: int = 1
     options: dict[str, Any] | None = None
+    #: site index (0-based) -> a :class:`twinkit.federated.attackers.Attacker`: sites
+    #: that attack or fail, to measure a strategy or fault tolerance (a benchmark tool)
+    attackers: Mapping[int, Any] | None = None
+    #: central differential privacy per site (:class:`twinkit.federated.strategies.Privacy`)
+    privacy: Privacy | None = None
 
 
 def _pseudonym(seed: int, twins: Sequence[str]) -> str:
@@ -96,12 +104,15 @@ def _federate(
         ),
         options=federation.options,
         seed=seed,
+        attackers={names[s]: a for s, a in (federation.attackers or {}).items()},
+        privacy=federation.privacy,
     )
     record = {
         "engine": "flower-simulation",
         "strategy": result.strategy,
         "rounds": result.rounds,
         "local_epochs": federation.local_epochs,
+        "attackers": {names[s]: a.kind for s, a in (federation.attackers or {}).items()},
         "sites": [
             {"site": name, "twins": len(members[s]), "windows": result.windows[s]}
             for s, name in names.items()
@@ -109,6 +120,7 @@ def _federate(
         "joined": {str(r): sites for r, sites in result.joined.items()},
         "aggregates": result.aggregates,
         "held_loss": {str(r): round(v, 6) for r, v in result.held_loss.items()},
+        "privacy": result.privacy,
         "seconds": result.seconds,
     }
     return result.model, record

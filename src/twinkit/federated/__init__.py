@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from twinkit.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from twinkit.federated.attackers import Attacker
     from twinkit.federated.local import LocalTraining, train_locally
     from twinkit.federated.simulation import FederatedResult, federate, weights_digest
     from twinkit.federated.strategies import STRATEGIES, make_strategy
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(
     __name__,
     {
+        "Attacker": "attackers",
         "LocalTraining": "local",
         "train_locally": "local",
         "FederatedResult": "simulation",
@@ -33,6 +35,7 @@ __getattr__ = lazy_exports(
 
 __all__ = [
     "STRATEGIES",
+    "Attacker",
     "FederatedResult",
     "LocalTraining",
     "federate",

@@ -25,13 +25,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.simulation import run_simulation
 
 from twinkit.core.errors import ForecastInputError, TwinkitError
 from twinkit.data.grid import detect_step_minutes
 from twinkit.data.windows import Windows
+from twinkit.federated.attackers import Attacker, SiteFailure
 from twinkit.federated.local import LocalTraining, held_loss, split_site, train_locally
-from twinkit.federated.strategies import make_strategy
+from twinkit.federated.strategies import UNIT_WEIGHT, Privacy, make_strategy
 from twinkit.models.neural import NeuralForecaster
 
 #: the longest a round waits for its sites, in seconds
@@ -52,6 +54,8 @@ class FederatedResult:
     aggregates: list[str]
     #: round -> the sites whose update it aggregated
     joined: dict[int, list[str]]
+    #: with differential privacy: its settings and the budget spent (epsilon at delta)
+    privacy: dict[str, Any] | None = None
     #: round -> mean training loss over the sites, and the global model's held-out loss
     train_loss: dict[int, float] = field(default_factory=dict)
     held_loss: dict[int, float] = field(default_factory=dict)
@@ -99,6 +103,7 @@ def _client_app(
     held: list[list[Windows]],
     local: LocalTraining,
     seed: int,
+    attackers: Mapping[int, Attacker],
 ) -> ClientApp:
     app = ClientApp()
 
@@ -115,17 +120,30 @@ def _client_app(
         network = network_from(msg)
         # FedProx sends its pull; the other strategies none
         settings = replace(local, proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))))
-        round_seed = seed * 1_000_003 + int(cast(int, config["server-round"])) * 1009 + site
-        loss, n = train_locally(network, train[site], settings, round_seed)
-        metrics = MetricRecord({"train_loss": loss, "num-examples": n, "site": site})
-        content = RecordDict({"arrays": ArrayRecord(network.state_dict()), "metrics": metrics})
+        server_round = int(cast(int, config["server-round"]))
+        attacker = attackers.get(site)
+        if attacker is not None and not attacker.active(server_round):
+            attacker = None
+        if attacker is not None and attacker.kind == "fail":
+            raise SiteFailure(f"site {site} cannot take part in round {server_round}")
+        windows = train[site] if attacker is None else attacker.windows(train[site])
+        start = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        round_seed = seed * 1_000_003 + server_round * 1009 + site
+        loss, n = train_locally(network, windows, settings, round_seed)
+        state = network.state_dict()
+        if attacker is not None:
+            state = attacker.sent(start, state)
+        metrics = MetricRecord(
+            {"train_loss": loss, "num-examples": n, UNIT_WEIGHT: 1, "site": site}
+        )
+        content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def score_site(msg: Message, context: Context) -> Message:
         site = int(context.node_config["partition-id"])
         loss, n = held_loss(network_from(msg), held[site])
-        metrics = MetricRecord({"held_loss": loss, "num-examples": n, "site": site})
+        metrics = MetricRecord({"held_loss": loss, "num-examples": n, UNIT_WEIGHT: 1, "site": site})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
     return app
@@ -141,6 +159,8 @@ def federate(
     options: dict[str, Any] | None = None,
     seed: int = 0,
     cpus: int | None = None,
+    attackers: Mapping[str, Attacker] | None = None,
+    privacy: Privacy | None = None,
 ) -> FederatedResult:
     """Train ``template``'s network (unfitted: its params and seed say what to build)
     across ``sites`` (name -> the histories of that site's twins) with Flower's
@@ -148,6 +168,10 @@ def federate(
     says (default: one epoch of Adam at the template's learning rate and batch size).
     Each site holds back its twins' most recent windows and scores every round's global
     model on them. ``cpus`` caps the sites trained at once (default: every core).
+    ``attackers`` (site name -> :class:`~.attackers.Attacker`) make sites play unfair, to
+    measure a strategy; a failing site is left out of that round's aggregate. ``privacy``
+    adds central differential privacy per site (:class:`~.strategies.Privacy`); the
+    epsilon spent is in the result.
     """
     if len(sites) < 2:
         raise TwinkitError("a federation needs at least two sites")
@@ -165,7 +189,11 @@ def federate(
             raise ForecastInputError(f"site {name!r} has no gap-free windows to train on")
         train.append(site_train)
         held.append(site_held)
-    chosen, joined = make_strategy(strategy, len(names), options)
+    unknown = sorted(set(attackers or {}) - set(names))
+    if unknown:
+        raise TwinkitError(f"attackers name unknown sites {unknown}; the sites are {names}")
+    bad = {names.index(name): attacker for name, attacker in (attackers or {}).items()}
+    chosen, joined = make_strategy(strategy, len(names), options, privacy)
     aggregates: list[str] = []
 
     def record(_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -208,7 +236,7 @@ def federate(
     try:
         run_simulation(
             server_app=server,
-            client_app=_client_app(model, train, held, local, seed),
+            client_app=_client_app(model, train, held, local, seed, bad),
             num_supernodes=len(names),
             backend_config=backend,  # type: ignore[arg-type]
         )
@@ -220,6 +248,17 @@ def federate(
     assert model.network is not None
     model.network.load_state_dict(result.arrays.to_torch_state_dict())
     model.network.eval()
+    spent = None
+    if privacy is not None:
+        used = cast(DifferentialPrivacyServerSideFixedClipping, chosen).privacy_spent()
+        spent = {
+            "mechanism": "central, server-side fixed clipping, per site",
+            "noise_multiplier": privacy.noise_multiplier,
+            "clipping_norm": privacy.clipping_norm,
+            "epsilon": None if used is None else float(used.epsilon),
+            "delta": privacy.delta,
+            "accounting": "rdp",
+        }
     return FederatedResult(
         model=model,
         strategy=strategy,
@@ -228,6 +267,7 @@ def federate(
         windows=[sum(len(w) for w in site) for site in train],
         aggregates=aggregates,
         joined={r: [names[i] for i in ids] for r, ids in joined.items()},
+        privacy=spent,
         train_loss={r: float(m["train_loss"]) for r, m in result.train_metrics_clientapp.items()},
         held_loss={r: float(m["held_loss"]) for r, m in result.evaluate_metrics_clientapp.items()},
         seconds=round(time.perf_counter() - started, 2),

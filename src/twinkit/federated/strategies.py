@@ -1,17 +1,26 @@
-"""The aggregation strategies a federation can use: Flower's own, by name.
+"""The aggregation strategies a federation can use: Flower's own, by name, optionally with
+central differential privacy.
 
 Non-IID people: ``fedavg`` (weighted by each site's windows), ``fedprox`` (the sites'
 training is pulled toward the round's weights), ``fedadam`` and ``fedyogi`` (adaptive
 server-side steps). Poisoned sites: ``fedmedian`` (coordinate-wise median),
 ``fedtrimmedavg`` (the trimmed mean), ``krum`` and ``multikrum`` (the updates closest to
 the others). Every strategy takes every site in every round.
+
+:class:`Privacy` wraps ``fedavg`` or ``fedprox`` in Flower's
+``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant: each site's update
+is clipped, Gaussian noise is added to their (unweighted) mean, and the budget spent is
+counted. The unit it protects is a site, not a person.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
     FedMedian,
@@ -20,6 +29,7 @@ from flwr.serverapp.strategy import (
     FedYogi,
     Krum,
     MultiKrum,
+    Strategy,
 )
 
 from twinkit.core.errors import TwinkitError
@@ -31,29 +41,95 @@ STRATEGIES: dict[str, tuple[type[FedAvg], dict[str, Any]]] = {
     "fedadam": (FedAdam, {"eta": 1e-2, "eta_l": 3e-3, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedyogi": (FedYogi, {"eta": 1e-2, "eta_l": 3e-3, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedmedian": (FedMedian, {}),
-    "fedtrimmedavg": (FedTrimmedAvg, {"beta": 0.2}),
+    "fedtrimmedavg": (FedTrimmedAvg, {}),  # beta: see make_strategy
     "krum": (Krum, {"num_malicious_nodes": 1}),
     "multikrum": (MultiKrum, {"num_malicious_nodes": 1}),
 }
+#: the strategies the privacy accountant can follow: a plain mean of the sites' updates
+PRIVATE_STRATEGIES = ("fedavg", "fedprox")
+#: the metric that weighs every site the same (what the accountant's bound assumes)
+UNIT_WEIGHT = "unit-weight"
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """Central differential privacy per site: every round each site's update is clipped to
+    L2 norm ``clipping_norm`` and Gaussian noise of standard deviation ``noise_multiplier
+    * clipping_norm / sites`` is added to their mean; the epsilon spent at ``delta`` comes
+    from Flower's RDP accountant (every site in every round: no amplification by
+    sampling)."""
+
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 1.0
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.noise_multiplier < 0 or self.clipping_norm <= 0 or not 0 < self.delta < 1:
+            raise TwinkitError(
+                "privacy needs noise_multiplier >= 0, clipping_norm > 0 and 0 < delta < 1"
+            )
 
 
 def make_strategy(
-    name: str, sites: int, options: dict[str, Any] | None = None
-) -> tuple[FedAvg, dict[int, list[int]]]:
+    name: str,
+    sites: int,
+    options: dict[str, Any] | None = None,
+    privacy: Privacy | None = None,
+) -> tuple[Strategy, dict[int, list[int]]]:
     """Flower's strategy ``name`` over ``sites`` sites (all of them in every round, each
-    weighted by its windows where the strategy weighs), with ``options`` over twinkit's
-    defaults; and the record it fills of the sites whose update each round aggregated."""
+    weighted by its windows where the strategy weighs, equally under ``privacy``), with
+    ``options`` over twinkit's defaults; and the record it fills of the sites whose update
+    each round aggregated."""
     if name not in STRATEGIES:
         raise TwinkitError(f"unknown strategy {name!r}; choose among {', '.join(STRATEGIES)}")
+    if privacy is not None and name not in PRIVATE_STRATEGIES:
+        raise TwinkitError(
+            f"differential privacy is accounted for {' and '.join(PRIVATE_STRATEGIES)} only "
+            f"(a plain mean of the sites' updates), not {name!r}"
+        )
     cls, defaults = STRATEGIES[name]
     settings = {**defaults, **(options or {})}
+    if name == "fedtrimmedavg" and "beta" not in settings:
+        # Flower trims int(beta * n) per side: at least one site each side where it can
+        settings["beta"] = min(0.49, max(0.2, 1 / sites + 1e-9))
     if name == "multikrum":
         settings.setdefault("num_nodes_to_select", max(1, sites - settings["num_malicious_nodes"]))
+    if privacy is not None:
+        settings["weighted_by_key"] = UNIT_WEIGHT
+    nodes: dict[str, Any] = {
+        "min_train_nodes": sites,
+        "min_evaluate_nodes": sites,
+        "min_available_nodes": sites,
+    }
     joined: dict[int, list[int]] = {}
+    try:
+        if privacy is None:
+            return _recorded(cls, joined)(**nodes, **settings), joined
+        accountant = RdpAccountant(
+            PrivacyConfig(
+                target_delta=privacy.delta,
+                population_size=sites,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            )
+        )
+        private = _recorded(DifferentialPrivacyServerSideFixedClipping, joined)
+        strategy = private(
+            cls(**nodes, **settings),
+            noise_multiplier=privacy.noise_multiplier,
+            clipping_norm=privacy.clipping_norm,
+            num_sampled_clients=sites,
+            accountant=accountant,
+        )
+        return strategy, joined
+    except (TypeError, ValueError) as exc:
+        raise TwinkitError(f"strategy {name!r}: {exc}") from None
 
-    class Recorded(cls):  # type: ignore[valid-type,misc]
-        """The strategy, noting which sites each round's aggregate is made of."""
 
+def _recorded(cls: type[Any], joined: dict[int, list[int]]) -> type[Any]:
+    """``cls``, noting in ``joined`` which sites each round's aggregate is made of."""
+
+    class Recorded(cls):  # type: ignore[misc]
         def aggregate_train(self, server_round: int, replies: Any) -> Any:
             replies = list(replies)
             joined[server_round] = sorted(
@@ -61,9 +137,5 @@ def make_strategy(
             )
             return super().aggregate_train(server_round, replies)
 
-    nodes = {"min_train_nodes": sites, "min_evaluate_nodes": sites, "min_available_nodes": sites}
-    try:
-        strategy = Recorded(**nodes, **settings)
-    except TypeError as exc:
-        raise TwinkitError(f"strategy {name!r}: {exc}") from None
-    return strategy, joined
+    Recorded.__name__ = Recorded.__qualname__ = f"Recorded{cls.__name__}"
+    return Recorded
