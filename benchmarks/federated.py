@@ -13,8 +13,11 @@ N synthetic twins dealt round-robin to ``--sites``. Priors: the GRU pooled
 (``fit_population``: up to ``--rounds`` epochs, early stopping), then federated with each
 strategy for ``--rounds`` rounds of one local epoch. Each prior is personalised on every
 twin's training part (``personalize``) and scored by rolling-origin forecasts over the
-twin's last 20 % (``rolling_scores``). Attack: the first site sends its update negated
-and scaled by 10 every round. Prints JSON with the data, seed and machine.
+twin's last 20 % (``rolling_scores``). Attacks on the first site, every round: it sends
+its update negated and scaled by 10 (``sign_flip``), or trains on its glucose changes
+negated (``flip_target``). Differential privacy: FedAvg with each site's update clipped
+to ``--dp-clip`` and the noise multiplier that spends ``--dp-epsilons`` (at delta 1e-5)
+over the rounds. Prints JSON with the data, seed and machine.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.federated import Attacker, LocalTraining, federate
+from twinkit.federated.strategies import Privacy, noise_for_epsilon
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.models.gru import GRUAttention
 from twinkit.models.neural import NeuralForecaster
@@ -91,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--strategies", default="fedavg,fedprox,fedadam")
     parser.add_argument("--robust", default="fedmedian,krum,fedtrimmedavg")
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--dp-epsilons", default="1,4,8", help="Empty for none.")
+    parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -127,13 +133,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     print(f"pooled: {report['priors']['pooled']['mean']}", file=sys.stderr)
     local = LocalTraining(epochs=1, lr=template.lr, batch_size=template.batch_size)
-    runs: list[tuple[str, str, dict[str, Attacker] | None]] = [
-        (s, s, None) for s in args.strategies.split(",") if s
-    ]
+    Run = tuple[str, str, dict[str, Attacker] | None, Privacy | None]
+    runs: list[Run] = [(s, s, None, None) for s in args.strategies.split(",") if s]
     first = next(iter(members))
-    attack = {first: Attacker("sign_flip", factor=10.0)}
-    runs += [(f"{s}+sign_flip", s, attack) for s in ["fedavg", *args.robust.split(",")] if s]
-    for label, strategy, attackers in runs:
+    for kind in ("sign_flip", "flip_target"):
+        attack = {first: Attacker(kind, factor=10.0)}
+        robust = (
+            ["fedavg", *args.robust.split(",")] if kind == "sign_flip" else ["fedavg", "fedmedian"]
+        )
+        runs += [(f"{s}+{kind}", s, attack, None) for s in robust if s]
+    for epsilon in [float(e) for e in args.dp_epsilons.split(",") if e]:
+        noise = noise_for_epsilon(epsilon, args.rounds)
+        dp = Privacy(noise_multiplier=noise, clipping_norm=args.dp_clip)
+        runs.append((f"fedavg+dp_eps{epsilon:g}", "fedavg", None, dp))
+    for label, strategy, attackers, privacy in runs:
         started = time.perf_counter()
         result = federate(
             template,
@@ -143,9 +156,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             local=local,
             seed=args.seed,
             attackers=attackers,
+            privacy=privacy,
         )
         report["priors"][label] = {
             "seconds": round(time.perf_counter() - started, 1),
+            **({"privacy": result.privacy} if result.privacy else {}),
             "held_loss": {str(r): round(v, 5) for r, v in result.held_loss.items()},
             **personal_rmse(result.model, frames, splits),
         }

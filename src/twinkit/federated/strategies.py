@@ -70,6 +70,33 @@ class Privacy:
             )
 
 
+def noise_for_epsilon(epsilon: float, rounds: int, delta: float = 1e-5) -> float:
+    """The smallest noise multiplier (to 0.1 %) whose ``rounds`` Gaussian releases spend at
+    most ``epsilon`` at ``delta`` by the RDP accountant, every site in every round (what
+    :class:`Privacy` counts).
+
+    >>> round(noise_for_epsilon(7.077, 2), 2)
+    1.0
+    """
+    if epsilon <= 0 or rounds < 1:
+        raise TwinkitError("epsilon must be positive and rounds at least 1")
+    from dp_accounting import GaussianDpEvent
+    from dp_accounting.rdp import RdpAccountant as GoogleRdp
+
+    def spent(z: float) -> float:
+        accountant = GoogleRdp()
+        accountant.compose(GaussianDpEvent(z), count=rounds)
+        return float(accountant.get_epsilon(delta))
+
+    low, high = 0.01, 1.0
+    while spent(high) > epsilon:
+        low, high = high, high * 2
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        low, high = (middle, high) if spent(middle) > epsilon else (low, middle)
+    return high
+
+
 def make_strategy(
     name: str,
     sites: int,
