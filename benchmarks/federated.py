@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     source.add_argument("--cgm-iglu", type=Path, help="Folder of iglu's example CSV files.")
     source.add_argument("--synthetic", type=int, help="This many synthetic twins.")
     parser.add_argument("--sites", type=int, default=4, help="Sites (synthetic data).")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--strategies", default="fedavg,fedprox,fedadam")
     parser.add_argument("--robust", default="fedmedian,krum,fedtrimmedavg")
     parser.add_argument("--hidden", type=int, default=32)

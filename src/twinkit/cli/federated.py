@@ -33,7 +33,7 @@ def simulate(
             help="fedavg, fedprox, fedadam, fedyogi, fedmedian, fedtrimmedavg, krum, multikrum."
         ),
     ] = "fedavg",
-    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 20,
     local_epochs: Annotated[int, typer.Option(help="Each site's epochs per round.")] = 1,
     dp_noise: Annotated[
         float | None,

@@ -57,7 +57,7 @@ class Federation:
 
     sites: int = 3
     strategy: str = "fedavg"
-    rounds: int = 5
+    rounds: int = 20
     local_epochs: int = 1
     options: dict[str, Any] | None = None
     #: site index (0-based) -> a :class:`twinkit.federated.attackers.Attacker`: sites

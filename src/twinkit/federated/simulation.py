@@ -154,7 +154,7 @@ def federate(
     sites: Mapping[str, Sequence[pd.DataFrame]],
     *,
     strategy: str = "fedavg",
-    rounds: int = 5,
+    rounds: int = 20,
     local: LocalTraining | None = None,
     options: dict[str, Any] | None = None,
     seed: int = 0,
