@@ -14,7 +14,12 @@ from torch import nn
 from twinkit.core.errors import TwinkitError
 from twinkit.data.windows import Windows
 from twinkit.models.base import QUANTILE_LEVELS
-from twinkit.models.neural import VALIDATION_FRAC, pinball_loss
+from twinkit.models.neural import (
+    chronological_split,
+    pinball_loss,
+    validation_loss,
+    window_tensors,
+)
 from twinkit.models.torch_threads import seeded
 
 Optimizer = Literal["adam", "sgd"]
@@ -44,33 +49,11 @@ class LocalTraining:
 
 
 def split_site(windows: Sequence[Windows], horizon: int) -> tuple[list[Windows], list[Windows]]:
-    """Each twin's windows, split in time: the most recent share is held back to score the
-    rounds (no training target reaches into it)."""
-    train, held = [], []
-    for w in windows:
-        if len(w) == 0:
-            continue
-        n_held = max(1, int(np.ceil(len(w) * VALIDATION_FRAC)))
-        first = w.origin[len(w) - n_held]
-        train.append(w.take(np.flatnonzero(w.origin + horizon <= first)))
-        held.append(w.take(np.arange(len(w) - n_held, len(w))))
-    return train, held
-
-
-def stacked(windows: Sequence[Windows]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The windows' past, future and target as float32 tensors, twins one after another."""
-
-    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate(arrays).astype(np.float32))
-
-    parts = [w for w in windows if len(w)]
-    if not parts:
-        raise TwinkitError("this site has no windows to train on")
-    return (
-        stack([w.past for w in parts]),
-        stack([w.future for w in parts]),
-        stack([w.target for w in parts]),
-    )
+    """Each twin's windows, split in time as a pooled fit splits them
+    (:func:`~twinkit.models.neural.chronological_split`): the most recent share is held
+    back to score the rounds."""
+    parts = [chronological_split(w, horizon) for w in windows if len(w)]
+    return [p[0] for p in parts], [p[1] for p in parts]
 
 
 def train_locally(
@@ -78,7 +61,7 @@ def train_locally(
 ) -> tuple[float, int]:
     """Train ``network`` in place on ``windows`` as ``settings`` say; the mean pinball loss
     of the last epoch's batches and the number of windows."""
-    past, future, target = stacked(windows)
+    past, future, target = window_tensors(list(windows))
     levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
     start = [p.detach().clone() for p in network.parameters()]
     params = list(network.parameters())
@@ -112,8 +95,6 @@ def train_locally(
 
 def held_loss(network: nn.Module, windows: Sequence[Windows]) -> tuple[float, int]:
     """The mean pinball loss of ``network`` on ``windows`` and their number."""
-    past, future, target = stacked(windows)
+    held = window_tensors(list(windows))
     levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
-    network.eval()
-    with torch.no_grad():
-        return float(pinball_loss(network(past, future), target, levels)), len(past)
+    return validation_loss(network, held, levels), len(held[0])

@@ -309,7 +309,7 @@ class NeuralForecaster(Forecaster):
         """Closures of the pinball loss on small batches of up to ``FISHER_WINDOWS`` of
         ``windows`` (evenly spread), for the Fisher information."""
         picked = np.unique(np.linspace(0, len(windows) - 1, FISHER_WINDOWS).astype(int))
-        past, future, target = _tensors([windows.take(picked)])
+        past, future, target = window_tensors([windows.take(picked)])
         levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
         network.eval()  # no dropout noise in the estimate
 
@@ -431,13 +431,13 @@ class NeuralForecaster(Forecaster):
                 f"{self.target!r}; need at least {needed}, i.e. about {hours:.1f} h of "
                 "data without gaps longer than max_gap_min"
             )
-        parts = [_chronological_split(w, self.n_steps) for w in windows]
-        train = _tensors([p[0] for p in parts])
-        val = _tensors([p[1] for p in parts])
+        parts = [chronological_split(w, self.n_steps) for w in windows]
+        train = window_tensors([p[0] for p in parts])
+        val = window_tensors([p[1] for p in parts])
         levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
         optimizer = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=self.weight_decay)
         shuffle = torch.Generator().manual_seed(self.seed)
-        best_loss = _validation_loss(network, val, levels)
+        best_loss = validation_loss(network, val, levels)
         best_state = _copy_state(network)
         stalled = 0
         steps = Steps(epochs, self.progress)
@@ -455,7 +455,7 @@ class NeuralForecaster(Forecaster):
                 # Recurrent nets meet the odd exploding batch; clipping keeps a run stable.
                 nn.utils.clip_grad_norm_(network.parameters(), 1.0)
                 optimizer.step()
-            loss_now = _validation_loss(network, val, levels)
+            loss_now = validation_loss(network, val, levels)
             if loss_now < best_loss:
                 best_loss, best_state, stalled = loss_now, _copy_state(network), 0
             else:
@@ -609,7 +609,7 @@ class NeuralForecaster(Forecaster):
         return self.network
 
 
-def _chronological_split(windows: Windows, horizon: int) -> tuple[Windows, Windows]:
+def chronological_split(windows: Windows, horizon: int) -> tuple[Windows, Windows]:
     """The last share of windows for validation; train windows end before it starts."""
     if len(windows) == 0:
         return windows, windows
@@ -621,7 +621,7 @@ def _chronological_split(windows: Windows, horizon: int) -> tuple[Windows, Windo
     return windows.take(train), windows.take(val)
 
 
-def _tensors(parts: list[Windows]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def window_tensors(parts: list[Windows]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     def stack(arrays: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(arrays).astype(np.float32))
 
@@ -638,7 +638,7 @@ def _tensors(parts: list[Windows]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return tensors
 
 
-def _validation_loss(
+def validation_loss(
     network: nn.Module, val: tuple[torch.Tensor, torch.Tensor, torch.Tensor], levels: torch.Tensor
 ) -> float:
     network.eval()
