@@ -99,6 +99,8 @@ def test_a_federated_prior_is_registered_recorded_and_personalised_from_despite_
         "2": sorted(pseudonyms),
     }
     assert record["attackers"] == {pseudonyms[1]: "fail"}
+    assert list(record["failures"]) == ["1"] and list(record["failures"]["1"]) == [pseudonyms[1]]
+    assert "cannot take part in round 1" in record["failures"]["1"][pseudonyms[1]]
     assert len(record["aggregates"]) == 3 and len(set(record["aggregates"])) == 3
     assert set(record["held_loss"]) == {"1", "2"}
     # a twin's fit starts from it as from a pooled prior

@@ -107,22 +107,8 @@ def _federate(
         attackers={names[s]: a for s, a in (federation.attackers or {}).items()},
         privacy=federation.privacy,
     )
-    record = {
-        "engine": "flower-simulation",
-        "strategy": result.strategy,
-        "rounds": result.rounds,
-        "local_epochs": federation.local_epochs,
-        "attackers": {names[s]: a.kind for s, a in (federation.attackers or {}).items()},
-        "sites": [
-            {"site": name, "twins": len(members[s]), "windows": result.windows[s]}
-            for s, name in names.items()
-        ],
-        "joined": {str(r): sites for r, sites in result.joined.items()},
-        "aggregates": result.aggregates,
-        "held_loss": {str(r): round(v, 6) for r, v in result.held_loss.items()},
-        "privacy": result.privacy,
-        "seconds": result.seconds,
-    }
+    record = result.record()
+    record["attackers"] = {names[s]: a.kind for s, a in (federation.attackers or {}).items()}
     return result.model, record
 
 
@@ -158,6 +144,60 @@ def fit_population(
     rounds, the sites by pseudonym and the hash of every round's aggregate.
     """
     started = time.perf_counter()
+    data = collect_histories(store, twin_ids, target, holdout_frac, window, owner)
+    prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
+    if is_neural(prior):
+        prior.progress = progress  # the epochs of its training
+    record = None
+    if federation is not None:
+        if meta:
+            raise TwinkitError("a prior is either meta-learned or federated, not both")
+        prior, record = _federate(prior, data.histories, data.used, federation, seed)
+    elif meta:
+        if not is_neural(prior):
+            raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
+        from twinkit.personalize.meta import meta_learn
+
+        meta_learn(prior, data.histories)
+    else:
+        fit = getattr(prior, "fit_population", None)
+        if fit is None:
+            raise TwinkitError(f"{model!r} cannot be trained on many twins (no fit_population)")
+        fit(data.histories)
+    training = "federated" if record else "reptile" if meta else "pooled"
+    return register_prior(
+        store, artifacts, prior, data, training, record, holdout_frac, started=started
+    )
+
+
+@dataclass
+class Histories:
+    """The training parts of the twins a prior learns from (``used``, store keys), the
+    twins left out and why, a digest of each one's readings, and whose twins they are."""
+
+    histories: list[pd.DataFrame]
+    used: list[str]
+    skipped: dict[str, str]
+    digests: list[str]
+    owners: list[str]
+
+    @property
+    def data_hash(self) -> str:
+        return hashlib.sha256("".join(sorted(self.digests)).encode()).hexdigest()
+
+
+def collect_histories(
+    store: Store,
+    twin_ids: Sequence[str] | None,
+    target: str,
+    holdout_frac: float = 0.2,
+    window: TimeWindow | None = None,
+    owner: str | None = None,
+) -> Histories:
+    """The histories a prior of ``target`` learns from: the named twins' (``twin_ids``,
+    as ``id`` or ``owner/id``), else ``owner``'s state twins (pooled with other owners'
+    only if all of them share), each cut at its holdout split; twins with data outside
+    ``window`` or too few readings are skipped, with why."""
     window = window or TimeWindow()
     with store.read() as conn:
         sharing = model_versions.sharing_owners(conn)
@@ -182,67 +222,65 @@ def fit_population(
                 "(twinkit owner share-population)"
             )
         longs = {t.key: observations.read_signals(conn, t.key) for t in chosen}
-    histories: list[pd.DataFrame] = []
-    used: list[str] = []
-    skipped: dict[str, str] = {}
-    digests = []
+    data = Histories([], [], {}, [], owners)
     for twin_id, long in longs.items():
         try:
             # One twin's bad data (times outside the window, written before it was
             # enforced) must not stop everyone's prior: that twin is skipped, with why.
             window.check_stored(twin_id, long["t"].to_numpy())
         except ForecastInputError as exc:
-            skipped[twin_id] = str(exc)
+            data.skipped[twin_id] = str(exc)
             continue
         frame = long_to_wide(long)
         if target not in frame.columns or frame[target].notna().sum() < 50:
-            skipped[twin_id] = f"fewer than 50 readings of {target!r}"
+            data.skipped[twin_id] = f"fewer than 50 readings of {target!r}"
             continue
         split = holdout_split(frame, target, holdout_frac)
-        histories.append(frame.loc[frame.index < split])
-        used.append(twin_id)
-        digests.append(signals_digest(long.assign(twin_id=twin_id)))
-    if not histories:
+        data.histories.append(frame.loc[frame.index < split])
+        data.used.append(twin_id)
+        data.digests.append(signals_digest(long.assign(twin_id=twin_id)))
+    if not data.histories:
         whose = f" of {', '.join(owners)}" if owners else ""
         raise ForecastInputError(
             f"no twin{whose} has enough {target!r} data for a population model"
         )
-    prior = forecaster_class(model)(target=target, seed=seed, **(params or {}))
-    if is_neural(prior):
-        prior.progress = progress  # the epochs of its training
-    record = None
-    if federation is not None:
-        if meta:
-            raise TwinkitError("a prior is either meta-learned or federated, not both")
-        prior, record = _federate(prior, histories, used, federation, seed)
-    elif meta:
-        if not is_neural(prior):
-            raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
-        from twinkit.personalize.meta import meta_learn
+    return data
 
-        meta_learn(prior, histories)
-    else:
-        fit = getattr(prior, "fit_population", None)
-        if fit is None:
-            raise TwinkitError(f"{model!r} cannot be trained on many twins (no fit_population)")
-        fit(histories)
+
+def register_prior(
+    store: Store,
+    artifacts: ArtifactStore,
+    prior: Forecaster,
+    data: Histories,
+    training: str,
+    record: dict[str, Any] | None = None,
+    holdout_frac: float = 0.2,
+    started: float | None = None,
+) -> PopulationResult:
+    """Save ``prior`` (trained on ``data`` by ``training``: pooled, reptile, federated)
+    and register it as the next population version, with its ledger entry (``record``: a
+    federated run's)."""
+    started = time.perf_counter() if started is None else started
     tensors, config = prior.get_state()
     sha = artifacts.save(tensors, config)
-    data_hash = hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+    owners = data.owners
     with store.write() as conn:
         version = model_versions.next_population_version(conn)
-        metrics = {"twins": float(len(used)), "seconds": round(time.perf_counter() - started, 2)}
+        metrics = {
+            "twins": float(len(data.used)),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         model_versions.insert_population(
             conn,
             PopulationVersion(
                 version=version,
-                model=model,
-                target=target,
+                model=prior.name,
+                target=prior.target,
                 sha256=sha,
                 params=prior.params(),
                 metrics=metrics,
-                twins=used,
-                data_hash=data_hash,
+                twins=data.used,
+                data_hash=data.data_hash,
                 created_at=utc_now_iso(),
                 owners=owners,
             ),
@@ -253,23 +291,23 @@ def fit_population(
             None,
             {
                 "version": version,
-                "model": model,
+                "model": prior.name,
                 "sha256": sha,
-                "twins": used,
+                "twins": data.used,
                 "owners": owners,
                 "pooling": "owner" if len(owners) == 1 else "shared",
                 "params": prior.params(),
-                "data_hash": data_hash,
+                "data_hash": data.data_hash,
                 "holdout_frac": holdout_frac,
-                "training": "federated" if record else "reptile" if meta else "pooled",
+                "training": training,
                 **({"federation": record} if record else {}),
             },
         )
     return PopulationResult(
         version,
-        model,
-        used,
-        skipped,
+        prior.name,
+        data.used,
+        data.skipped,
         round(time.perf_counter() - started, 2),
         sha,
         owners,

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from twinkit import importers
 from twinkit.core.forecast import Forecast
+from twinkit.core.lazy import require
 from twinkit.core.progress import ProgressFn
 from twinkit.core.timewindow import TimeWindow
 from twinkit.core.twin import Channel, MetadataLimits, Twin, TwinKind
@@ -351,6 +352,20 @@ class TwinEngine:
             progress=progress,
             owner=owner,
             federation=federation,
+        )
+
+    def fit_population_deployed(
+        self, superlink: str, plan: Any, owner: str = "local", root_certificates: Path | None = None
+    ) -> PopulationResult:
+        """Run ``plan`` (a :class:`twinkit.federated.Plan`) on the Flower SuperLink at
+        ``superlink`` (host:port; TLS checked against ``root_certificates``, else in the
+        clear), whose SuperNodes each read their own store, and register the result here as
+        ``owner``'s population prior (:func:`twinkit.engine.federation.fit_deployed`)."""
+        federation = require("twinkit.engine.federation", "a federated population model")
+        connection = federation.Connection(superlink, root_certificates)
+        return cast(
+            PopulationResult,
+            federation.fit_deployed(self.store, self.artifacts, connection, plan, owner),
         )
 
     def population(

@@ -15,9 +15,12 @@ counted. The unit it protects is a site, not a person.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
@@ -102,11 +105,10 @@ def make_strategy(
     sites: int,
     options: dict[str, Any] | None = None,
     privacy: Privacy | None = None,
-) -> tuple[Strategy, dict[int, list[int]]]:
+) -> tuple[Strategy, Tally]:
     """Flower's strategy ``name`` over ``sites`` sites (all of them in every round, each
     weighted by its windows where the strategy weighs, equally under ``privacy``), with
-    ``options`` over twinkit's defaults; and the record it fills of the sites whose update
-    each round aggregated."""
+    ``options`` over twinkit's defaults; and the :class:`Tally` it fills of each round."""
     if name not in STRATEGIES:
         raise TwinkitError(f"unknown strategy {name!r}; choose among {', '.join(STRATEGIES)}")
     if privacy is not None and name not in PRIVATE_STRATEGIES:
@@ -128,10 +130,10 @@ def make_strategy(
         "min_evaluate_nodes": sites,
         "min_available_nodes": sites,
     }
-    joined: dict[int, list[int]] = {}
+    tally = Tally()
     try:
         if privacy is None:
-            return _recorded(cls, joined)(**nodes, **settings), joined
+            return _recorded(cls, tally)(**nodes, **settings), tally
         accountant = RdpAccountant(
             PrivacyConfig(
                 target_delta=privacy.delta,
@@ -140,7 +142,7 @@ def make_strategy(
                 sampling_method=SamplingMethod.NO_AMPLIFICATION,
             )
         )
-        private = _recorded(DifferentialPrivacyServerSideFixedClipping, joined)
+        private = _recorded(DifferentialPrivacyServerSideFixedClipping, tally)
         strategy = private(
             cls(**nodes, **settings),
             noise_multiplier=privacy.noise_multiplier,
@@ -148,21 +150,49 @@ def make_strategy(
             num_sampled_clients=sites,
             accountant=accountant,
         )
-        return strategy, joined
+        return strategy, tally
     except (TypeError, ValueError) as exc:
         raise TwinkitError(f"strategy {name!r}: {exc}") from None
 
 
-def _recorded(cls: type[Any], joined: dict[int, list[int]]) -> type[Any]:
-    """``cls``, noting in ``joined`` which sites each round's aggregate is made of."""
+@dataclass
+class Tally:
+    """What a strategy's rounds were made of, by node id: whose update each round
+    aggregated, how many windows each site trained on, and why a site's reply was an
+    error (a site that failed is left out of that round's aggregate)."""
+
+    joined: dict[int, list[int]] = field(default_factory=dict)
+    failed: dict[int, dict[int, str]] = field(default_factory=dict)
+    windows: dict[int, int] = field(default_factory=dict)
+
+    def note(self, server_round: int, replies: list[Any]) -> None:
+        good = [m for m in replies if not m.has_error()]
+        self.joined[server_round] = sorted(m.metadata.src_node_id for m in good)
+        for m in good:
+            self.windows[m.metadata.src_node_id] = int(m.content["metrics"]["num-examples"])
+        bad = {m.metadata.src_node_id: str(m.error.reason) for m in replies if m.has_error()}
+        if bad:
+            self.failed[server_round] = bad
+
+
+def _recorded(cls: type[Any], tally: Tally) -> type[Any]:
+    """``cls``, noting in ``tally`` what each round's aggregate is made of."""
 
     class Recorded(cls):  # type: ignore[misc]
         def aggregate_train(self, server_round: int, replies: Any) -> Any:
             replies = list(replies)
-            joined[server_round] = sorted(
-                int(m.content["metrics"]["site"]) for m in replies if not m.has_error()
-            )
+            tally.note(server_round, replies)
             return super().aggregate_train(server_round, replies)
 
     Recorded.__name__ = Recorded.__qualname__ = f"Recorded{cls.__name__}"
     return Recorded
+
+
+def weights_digest(state: Mapping[str, Any]) -> str:
+    """sha256 of a network's weights (names, shapes and float32 values, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = np.ascontiguousarray(np.asarray(state[name], dtype=np.float32))
+        digest.update(f"{name}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,131 @@
+"""Flower's deployment runtime end to end from the CLI: a SuperLink (`twinkit federated
+serve`), one SuperNode per site each reading its own store (`twinkit federated join`), and
+a run (`twinkit federated run`) whose prior is registered by the coordinator and by every
+site, whose twins then personalise from it. One site's store is unreachable: the run
+goes on without it and the ledger says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twinkit.data.datasets.synthetic import synthetic_cohort
+from twinkit.engine import TwinEngine
+
+pytest.importorskip("flwr")
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def site_store(path: Path, seed: int) -> str:
+    url = f"sqlite:///{path}"
+    engine = TwinEngine(url)
+    cohort = synthetic_cohort(n_twins=2, days=3, seed=seed)
+    for twin in sorted(cohort["twin_id"].unique()):
+        engine.create_twin(twin, "state")
+    engine.ingest(cohort)
+    engine.store.dispose()
+    return url
+
+
+def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path) -> None:
+    # Prepare: three sites' stores and a fourth site whose database does not answer
+    stores = [site_store(tmp_path / f"site{s}.db", seed=s) for s in range(3)]
+    stores.append(f"postgresql+psycopg://twinkit:none@127.0.0.1:{free_port()}/gone")
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "PYTHONUNBUFFERED": "1"}
+    twinkit = [sys.executable, "-m", "twinkit", "--quiet", "federated"]
+    link = f"127.0.0.1:{free_port()}"
+    logs: list[Path] = []
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> None:
+        logs.append(tmp_path / f"{name}.log")
+        with logs[-1].open("wb") as log:
+            processes.append(
+                subprocess.Popen([*twinkit, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+
+    # Execute
+    try:
+        start("superlink", "serve", "--port", link.split(":")[1])
+        for s, store in enumerate(stores):  # one runtime port per SuperNode on a host
+            start(
+                f"site{s}",
+                "join",
+                "--superlink",
+                link,
+                "--store",
+                store,
+                "--port",
+                str(free_port()),
+            )
+        run = subprocess.run(
+            [
+                *twinkit,
+                "run",
+                "--superlink",
+                link,
+                "--sites",
+                "4",
+                "--rounds",
+                "2",
+                "--wait",
+                "120",
+                *("--param", "hidden=8", "--param", "context_min=30"),
+                *("--param", "max_horizon_min=30", "--param", "batch_size=64"),
+                "--db",
+                f"sqlite:///{tmp_path / 'coordinator.db'}",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    said = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{said}"
+
+    # Assert: the coordinator registered a prior trained on the runtime by three sites
+    result = json.loads(run.stdout)
+    record = result["federation"]
+    assert record["engine"] == "flower-deployment" and record["rounds"] == 2
+    sites = [s["site"] for s in record["sites"]]
+    assert len(sites) == 3 and all(s["twins"] == 2 and s["windows"] > 0 for s in record["sites"])
+    assert {r: sorted(s) for r, s in record["joined"].items()} == {
+        "1": sorted(sites),
+        "2": sorted(sites),
+    }
+    # the unreachable store: it could not describe itself, and missed every round
+    assert list(record["failures"]) == ["0", "1", "2"]
+    assert all(list(f) == ["unknown-site-1"] for f in record["failures"].values())
+    assert "connect" in record["failures"]["0"]["unknown-site-1"].lower()
+    assert len(record["aggregates"]) == 3 and sorted(record["installed"]) == sorted(sites)
+    coordinator = TwinEngine(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    entry = [e for e in coordinator.history() if e.event == "population_registered"][-1]
+    assert entry.payload["training"] == "federated" and entry.payload["twins"] == []
+    # every site holds the same prior, and its twins personalise from it
+    site = TwinEngine(stores[0])
+    prior = site.populations()[-1]
+    assert prior.sha256 == result["sha256"] and len(prior.twins) == 2
+    fitted = site.fit(prior.twins[0], candidates=["population"])
+    assert fitted.promoted, fitted
