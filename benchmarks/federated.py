@@ -18,6 +18,16 @@ its update negated and scaled by 10 (``sign_flip``), or trains on its glucose ch
 negated (``flip_target``). Differential privacy: FedAvg with each site's update clipped
 to ``--dp-clip`` and the noise multiplier that spends ``--dp-epsilons`` (at delta 1e-5)
 over the rounds. Prints JSON with the data, seed and machine.
+
+``--deployment-rounds R`` (R > 0) also runs FedAvg for R rounds on Flower's deployment
+runtime: each site's twins in its own SQLite store, a SuperLink and one SuperNode per
+site as processes on this machine (``twinkit federated serve``/``join`` as commands), the
+run submitted with ``flwr run``; then the same plan on the simulation engine over the
+histories the sites' stores hold. Reported: wall time per run and per round, the bytes
+that crossed the loopback interface during the deployed run (HTTP between SuperLink and
+SuperNodes, with heartbeats and the app's shipping; other loopback traffic on the machine
+counts too) against the weights' own bytes, and the largest difference between the two
+runtimes' final weights.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ import copy
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +51,8 @@ import torch
 
 from twinkit.data.datasets.cgm_iglu import load_cgm_iglu
 from twinkit.data.datasets.synthetic import synthetic_cohort
-from twinkit.federated import Attacker, LocalTraining, federate
+from twinkit.engine import TwinEngine
+from twinkit.federated import Attacker, LocalTraining, Plan, federate
 from twinkit.federated.strategies import Privacy, noise_for_epsilon
 from twinkit.models.evaluate import holdout_split, rolling_scores
 from twinkit.models.gru import GRUAttention
@@ -85,6 +98,86 @@ def personal_rmse(
     return {"mean": mean, "per_twin": per_twin}
 
 
+def loopback_bytes() -> int:
+    """Bytes received on the loopback interface so far (Linux)."""
+    for line in Path("/proc/net/dev").read_text().splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            return int(counters.split()[0])
+    return 0
+
+
+def deployment(
+    long: pd.DataFrame, members: dict[str, list[str]], template: NeuralForecaster, rounds: int
+) -> dict[str, Any]:
+    """FedAvg for ``rounds`` rounds on a SuperLink and one SuperNode per site (each site's
+    twins in its own store), then the same plan on the simulation engine."""
+    from twinkit.engine import federation
+    from twinkit.engine.population import collect_histories
+
+    with tempfile.TemporaryDirectory(prefix="twinkit-fed-bench-") as scratch:
+        root = Path(scratch)
+        stores = {}
+        for name, twins in members.items():
+            engine = TwinEngine(f"sqlite:///{root / name}.db")
+            for twin in twins:
+                engine.create_twin(twin, "state")
+            engine.ingest(long[long["twin_id"].isin(twins)])
+            stores[name] = engine.store
+        env = {**federation.flower_env(), "FLWR_HOME": str(root / "flwr")}
+        link = "127.0.0.1:19393"
+        logs = open(root / "flower.log", "wb")  # noqa: SIM115 - closed below
+        processes = [
+            subprocess.Popen(
+                federation.superlink_command(port=19393), env=env, stdout=logs, stderr=logs
+            )
+        ]
+        for i, store in enumerate(stores.values()):
+            command = federation.supernode_command(link, store.url, port=19400 + i)
+            processes.append(subprocess.Popen(command, env=env, stdout=logs, stderr=logs))
+        plan = Plan.of(template, sites=len(stores), rounds=rounds, seed=template.seed)
+        try:
+            before = loopback_bytes()
+            run = federation.submit(federation.Connection(link), plan)
+            crossed = loopback_bytes() - before
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=60)
+            logs.close()
+        histories = {
+            name: collect_histories(store, None, template.target).histories
+            for name, store in stores.items()
+        }
+    started = time.perf_counter()
+    simulated = federate(template, histories, rounds=rounds, seed=template.seed)
+    simulated_s = time.perf_counter() - started
+    assert run.model.network is not None and simulated.model.network is not None
+    deployed = run.model.network.state_dict()
+    weights = sum(v.numel() * 4 for v in deployed.values())
+    gap = max(
+        float((deployed[k] - v).abs().max())
+        for k, v in simulated.model.network.state_dict().items()
+    )
+    return {
+        "sites": len(stores),
+        "rounds": rounds,
+        "deployed_s": run.seconds,
+        "simulated_s": round(simulated_s, 1),
+        "deployed_s_per_round": round(run.seconds / rounds, 1),
+        "simulated_s_per_round": round(simulated_s / rounds, 1),
+        "loopback_bytes_per_round": round(crossed / rounds),
+        "weights_bytes": weights,
+        "weights_bytes_per_round": 2 * len(stores) * weights,
+        "max_weight_difference": gap,
+        "held_loss": {
+            "deployed": run.record["held_loss"],
+            "simulated": {str(r): round(v, 6) for r, v in simulated.held_loss.items()},
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -98,16 +191,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dp-epsilons", default="1,4,8", help="Empty for none.")
     parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--deployment-rounds", type=int, default=0, help="Rounds on the deployment runtime."
+    )
+    parser.add_argument("--skip-priors", action="store_true", help="Only the deployment run.")
     args = parser.parse_args(argv)
 
     if args.cgm_iglu is not None:
-        frames = twins_of(load_cgm_iglu(args.cgm_iglu))
+        long = load_cgm_iglu(args.cgm_iglu)
+        frames = twins_of(long)
         broll = [t for t in frames if t.startswith("broll")]
         hall = [t for t in frames if t not in broll]
         members = {"t2d": sorted(broll), **deal(hall, 3, "hall-")}
         data: dict[str, Any] = {"set": "cgm_iglu", "path": str(args.cgm_iglu)}
     else:
-        frames = twins_of(synthetic_cohort(n_twins=args.synthetic, days=4, seed=args.seed))
+        long = synthetic_cohort(n_twins=args.synthetic, days=4, seed=args.seed)
+        frames = twins_of(long)
         members = deal(list(frames), args.sites, "site-")
         data = {"set": "synthetic", "twins": args.synthetic, "days": 4}
     splits = {t: holdout_split(f, "glucose", 0.2) for t, f in frames.items()}
@@ -124,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "sites": {name: len(twins) for name, twins in members.items()},
         "priors": {},
     }
+
+    if args.deployment_rounds > 0:
+        report["deployment"] = deployment(long, members, template, args.deployment_rounds)
+        print(f"deployment: {report['deployment']}", file=sys.stderr)
+    if args.skip_priors:
+        print(json.dumps(report, indent=2))
+        return report
 
     started = time.perf_counter()
     pooled = copy.deepcopy(template).fit_population(list(train.values()))

@@ -17,8 +17,14 @@ import pytest
 
 from twinkit.data.datasets.synthetic import synthetic_cohort
 from twinkit.engine import TwinEngine
+from twinkit.engine.population import collect_histories
+from twinkit.store.db import Store
 
 pytest.importorskip("flwr")
+import torch
+
+from twinkit.federated import federate
+from twinkit.models.gru import GRUAttention
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +135,14 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     assert prior.sha256 == result["sha256"] and len(prior.twins) == 2
     fitted = site.fit(prior.twins[0], candidates=["population"])
     assert fitted.promoted, fitted
+    # one code path: the simulation engine on the same sites' data gives the same weights
+    histories = {
+        f"s{i}": collect_histories(Store(url), None, "glucose").histories
+        for i, url in enumerate(stores[:3])
+    }
+    template = GRUAttention(hidden=8, context_min=30, max_horizon_min=30, batch_size=64, seed=0)
+    simulated = federate(template, histories, rounds=2, seed=0)
+    deployed = coordinator.population()
+    assert deployed is not None and simulated.model.network is not None
+    for name, value in simulated.model.network.state_dict().items():
+        torch.testing.assert_close(deployed[1].network.state_dict()[name], value, atol=1e-6, rtol=0)

@@ -10,7 +10,6 @@ sites each round aggregated, and the sha256 of the global weights after every ro
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,20 +21,20 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from twinkit.core.errors import TwinkitError
-from twinkit.federated.app import FederatedResult, Plan, Site, client_app, run_federation
+from twinkit.federated.app import (
+    FederatedResult,
+    Plan,
+    Site,
+    client_app,
+    histories_digest,
+    run_federation,
+)
 from twinkit.federated.attackers import Attacker
 from twinkit.federated.local import LocalTraining
 from twinkit.federated.strategies import Privacy
 from twinkit.models.neural import NeuralForecaster
 
 __all__ = ["FederatedResult", "federate"]
-
-
-def _digest(histories: Sequence[pd.DataFrame]) -> str:
-    digest = hashlib.sha256()
-    for history in histories:
-        digest.update(pd.util.hash_pandas_object(history, index=True).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def federate(
@@ -78,7 +77,7 @@ def federate(
         seed=seed,
     )
     members = [
-        Site(name, list(histories), _digest(histories), (attackers or {}).get(name))
+        Site(name, list(histories), histories_digest(histories), (attackers or {}).get(name))
         for name, histories in sites.items()
     ]
 
