@@ -1,8 +1,9 @@
-"""Flower's deployment runtime end to end from the CLI: a SuperLink (`twinkit federated
-serve`), one SuperNode per site each reading its own store (`twinkit federated join`), and
-a run (`twinkit federated run`) whose prior is registered by the coordinator and by every
-site, whose twins then personalise from it. One site's store is unreachable: the run
-goes on without it and the ledger says so."""
+"""Flower's deployment runtime end to end from the CLI, over TLS with authenticated nodes:
+a SuperLink (`twinkit federated serve`), one SuperNode per site each reading its own store
+(`twinkit federated join`, its key admitted with `twinkit federated admit`), and a run
+(`twinkit federated run`) whose prior is registered by the coordinator and by every site,
+whose twins then personalise from it. One site's store is unreachable: the run goes on
+without it and the ledger says so. A node with a key never admitted is turned away."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -25,6 +28,7 @@ import torch
 
 from twinkit.federated import federate
 from twinkit.models.gru import GRUAttention
+from twinkit.models.neural import NeuralForecaster
 
 pytestmark = pytest.mark.slow
 
@@ -47,42 +51,55 @@ def site_store(path: Path, seed: int) -> str:
 
 
 def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path) -> None:
-    # Prepare: three sites' stores and a fourth site whose database does not answer
+    # Prepare: three sites' stores and a fourth site whose database does not answer; TLS
+    # and node keys for four sites, and a fifth key the SuperLink is never told of
     stores = [site_store(tmp_path / f"site{s}.db", seed=s) for s in range(3)]
     stores.append(f"postgresql+psycopg://twinkit:none@127.0.0.1:{free_port()}/gone")
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "PYTHONUNBUFFERED": "1"}
     twinkit = [sys.executable, "-m", "twinkit", "--quiet", "federated"]
+    tls = tmp_path / "tls"
+    subprocess.run([*twinkit, "certificates", str(tls), "--sites", "5"], env=env, check=True)
+    ca = ("--root-certificates", str(tls / "ca.crt"))
     link = f"127.0.0.1:{free_port()}"
     logs: list[Path] = []
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, *args: str) -> None:
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
         logs.append(tmp_path / f"{name}.log")
         with logs[-1].open("wb") as log:
             processes.append(
                 subprocess.Popen([*twinkit, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
             )
+        return processes[-1]
+
+    def join(site: int, store: str) -> subprocess.Popen[bytes]:
+        key = str(tls / f"site-{site + 1}")
+        port = str(free_port())  # one runtime port per SuperNode on a host
+        return start(f"site{site}", "join", "--superlink", link, "--store", store, *ca,
+                     "--auth-key", key, "--port", port)  # fmt: skip
 
     # Execute
     try:
-        start("superlink", "serve", "--port", link.split(":")[1])
-        for s, store in enumerate(stores):  # one runtime port per SuperNode on a host
-            start(
-                f"site{s}",
-                "join",
-                "--superlink",
-                link,
-                "--store",
-                store,
-                "--port",
-                str(free_port()),
-            )
+        start("superlink", "serve", "--port", link.split(":")[1],
+              "--certificates", str(tls), "--authenticate-nodes")  # fmt: skip
+        for site in range(4):
+            admit = [*twinkit, "admit", str(tls / f"site-{site + 1}.pub"), "--superlink", link]
+            for _ in range(60):  # until the SuperLink answers
+                admitted = subprocess.run([*admit, *ca], env=env, capture_output=True)
+                if admitted.returncode == 0:
+                    break
+                time.sleep(1)
+            assert admitted.returncode == 0, admitted.stderr.decode()[-2000:]
+        for site, store in enumerate(stores):
+            join(site, store)
+        stranger = join(4, stores[0])
         run = subprocess.run(
             [
                 *twinkit,
                 "run",
                 "--superlink",
                 link,
+                *ca,
                 "--sites",
                 "4",
                 "--rounds",
@@ -100,6 +117,7 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
             text=True,
             timeout=900,
         )
+        stranger_exit = stranger.poll()
     finally:
         for process in processes:
             process.terminate()
@@ -111,7 +129,9 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     said = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{said}"
 
-    # Assert: the coordinator registered a prior trained on the runtime by three sites
+    # Assert: a node whose key was not admitted was turned away
+    assert stranger_exit not in (None, 0), said
+    # the coordinator registered a prior trained on the runtime by three sites
     result = json.loads(run.stdout)
     record = result["federation"]
     assert record["engine"] == "flower-deployment" and record["rounds"] == 2
@@ -144,5 +164,7 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     simulated = federate(template, histories, rounds=2, seed=0)
     deployed = coordinator.population()
     assert deployed is not None and simulated.model.network is not None
+    network = cast(NeuralForecaster, deployed[1]).network
+    assert network is not None
     for name, value in simulated.model.network.state_dict().items():
-        torch.testing.assert_close(deployed[1].network.state_dict()[name], value, atol=1e-6, rtol=0)
+        torch.testing.assert_close(network.state_dict()[name], value, atol=1e-6, rtol=0)

@@ -187,6 +187,36 @@ def serve(
     raise typer.Exit(subprocess.call(command, env=federation.flower_env()))
 
 
+@app.command("certificates")
+def certificates(
+    directory: Annotated[Path, typer.Argument(help="Where to write them.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name or address the SuperLink is reached at (repeatable)."),
+    ] = None,
+    sites: Annotated[int, typer.Option(help="Key pairs to make for this many sites.")] = 0,
+) -> None:
+    """Make a CA, the SuperLink's TLS certificate and sites' key pairs, to try a
+    federation over TLS with authenticated nodes (a real deployment uses its own PKI)."""
+    federation = require("twinkit.engine.federation", "a federated deployment")
+    hosts = host or ["127.0.0.1", "localhost"]
+    for path in federation.make_certificates(directory, hosts, sites):
+        console.print(str(path), markup=False)
+
+
+@app.command("admit")
+def admit(
+    public_key: Annotated[Path, typer.Argument(help="The site's public key (site-N.pub).")],
+    superlink: SuperLinkOption = "127.0.0.1:9092",
+    root_certificates: CaOption = None,
+) -> None:
+    """Let the site holding this key's private half join a SuperLink started with
+    --authenticate-nodes (Flower's node authentication)."""
+    federation = require("twinkit.engine.federation", "a federated deployment")
+    node = federation.admit(federation.Connection(superlink, root_certificates), public_key)
+    console.print(f"{public_key.name} admitted as node {node}", markup=False)
+
+
 @app.command("join")
 def join(
     superlink: SuperLinkOption = "127.0.0.1:9092",

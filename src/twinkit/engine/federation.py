@@ -14,15 +14,19 @@ so its twins personalise from it as from a pooled prior.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,42 +252,78 @@ def app_project(directory: Path) -> Path:
     return directory
 
 
-def submit(connection: Connection, plan: Plan, timeout_s: float = 3600.0) -> DeployedRun:
-    """Run ``plan`` on the SuperLink at ``connection`` (``flwr run`` with a Flower App
-    project written for it) and wait for its result. The ServerApp writes the result to a
-    directory on the SuperLink's host: run this there (or with a shared file system)."""
-    started = time.perf_counter()
+@contextmanager
+def flwr_cli(connection: Connection) -> Iterator[tuple[dict[str, str], Path]]:
+    """The environment and a scratch directory for Flower's ``flwr`` command, its
+    configuration naming ``connection`` as the SuperLink ``twinkit`` (nothing of the
+    user's own Flower configuration is read or changed)."""
     with tempfile.TemporaryDirectory(prefix="twinkit-federation-") as scratch:
         root = Path(scratch)
-        project = app_project(root / "app")
         home = root / "flwr"
         home.mkdir()
         link = f'[superlink.{CONNECTION}]\naddress = "{connection.address}"\n'
         if connection.root_certificates is None:
             link += "insecure = true\n"
         else:
-            link += f"root-certificates = {json.dumps(str(connection.root_certificates))}\n"
+            ca = connection.root_certificates.resolve()
+            link += f"root-certificates = {json.dumps(str(ca))}\n"
         (home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n{link}')
+        yield {**flower_env(), "FLWR_HOME": str(home)}, root
+
+
+def _flwr(
+    args: list[str], env: dict[str, str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [flower_program("flwr"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise TwinkitError(f"flwr {args[0]} took longer than {timeout_s:g} s") from None
+
+
+def _failed(what: str, done: subprocess.CompletedProcess[str]) -> TwinkitError:
+    said = (done.stdout + done.stderr).strip().splitlines()[-15:]
+    return TwinkitError(f"{what} failed (flwr exited {done.returncode}):\n" + "\n".join(said))
+
+
+def admit(connection: Connection, public_key: Path) -> int:
+    """Register a site's public key (an EC key in OpenSSH format, as
+    :func:`make_certificates` writes) with a SuperLink that authenticates nodes; the
+    SuperNode holding the private key may then join. Returns its node id."""
+    with flwr_cli(connection) as (env, _):
+        done = _flwr(
+            ["supernode", "register", str(public_key.resolve()), CONNECTION, "--format", "json"],
+            env,
+            120,
+        )
+    found = re.search(r'\{[^{}]*"node-id"[^{}]*\}', done.stdout)
+    if done.returncode != 0 or found is None:
+        raise _failed(f"registering {public_key.name} at {connection.address}", done)
+    return int(json.loads(found.group(0))["node-id"])
+
+
+def submit(connection: Connection, plan: Plan, timeout_s: float = 3600.0) -> DeployedRun:
+    """Run ``plan`` on the SuperLink at ``connection`` (``flwr run`` with a Flower App
+    project written for it) and wait for its result. The ServerApp writes the result to a
+    directory on the SuperLink's host: run this there (or with a shared file system)."""
+    started = time.perf_counter()
+    with flwr_cli(connection) as (env, root):
+        project = app_project(root / "app")
         out = root / "out"
         overrides = root / "run.toml"
         overrides.write_text(_toml({"plan": plan.to_json(), "out": str(out)}))
-        env = {**flower_env(), "FLWR_HOME": str(home)}
-        command = [flower_program("flwr"), "run", str(project), CONNECTION]
-        command += ["--run-config", str(overrides), "--stream"]
-        try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise TwinkitError(f"the federated run took longer than {timeout_s:g} s") from None
+        args = ["run", str(project), CONNECTION, "--run-config", str(overrides), "--stream"]
+        done = _flwr(args, env, timeout_s)
         if (out / "error.json").exists():
             raise TwinkitError(json.loads((out / "error.json").read_text())["error"])
         if done.returncode != 0 or not (out / "result.json").exists():
-            said = (done.stdout + done.stderr).strip().splitlines()[-15:]
-            raise TwinkitError(
-                f"the federated run at {connection.address} failed (flwr run exited "
-                f"{done.returncode}):\n" + "\n".join(said)
-            )
+            raise _failed(f"the federated run at {connection.address}", done)
         outcome = json.loads((out / "result.json").read_text())
         tensors, config = ArtifactStore(out).load(outcome["sha256"])
     model = forecaster_class(config["model"]).from_state(tensors, config)
@@ -292,6 +332,87 @@ def submit(connection: Connection, plan: Plan, timeout_s: float = 3600.0) -> Dep
     return DeployedRun(
         model, outcome["record"], outcome["installed"], round(time.perf_counter() - started, 2)
     )
+
+
+def make_certificates(
+    directory: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), sites: int = 0
+) -> list[Path]:
+    """Write what a federation over TLS with authenticated nodes needs, for trying it
+    out (a real deployment uses its own PKI): a CA (``ca.crt``, ``ca.key``), the
+    SuperLink's certificate for ``hosts`` signed by it (``server.pem``, ``server.key``),
+    and for each of ``sites`` sites an EC P-384 key pair in OpenSSH format (``site-N``,
+    ``site-N.pub``). Returns the files written."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    written: list[Path] = []
+
+    def write(name: str, data: bytes, private: bool = False) -> None:
+        path = directory / name
+        path.write_bytes(data)
+        if private:
+            path.chmod(0o600)
+        written.append(path)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, ca: bool
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twinkit federation CA")])
+    ca_cert = certificate("twinkit federation CA", ca_key, ca_name, True).sign(
+        ca_key, hashes.SHA256()
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    server_cert = (
+        certificate(hosts[0], server_key, ca_name, False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write("ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    write("ca.key", pem_key(ca_key), private=True)
+    write("server.pem", server_cert.public_bytes(serialization.Encoding.PEM))
+    write("server.key", pem_key(server_key), private=True)
+    for i in range(1, sites + 1):
+        key = ec.generate_private_key(ec.SECP384R1())
+        openssh = serialization.PrivateFormat.OpenSSH
+        write(
+            f"site-{i}",
+            key.private_bytes(serialization.Encoding.PEM, openssh, serialization.NoEncryption()),
+            private=True,
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        write(f"site-{i}.pub", public + b"\n")
+    return written
 
 
 def fit_deployed(
