@@ -150,10 +150,10 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     entry = [e for e in coordinator.history() if e.event == "population_registered"][-1]
     assert entry.payload["training"] == "federated" and entry.payload["twins"] == []
     # every site holds the same prior, and its twins personalise from it
-    site = TwinEngine(stores[0])
-    prior = site.populations()[-1]
+    first = TwinEngine(stores[0])
+    prior = first.populations()[-1]
     assert prior.sha256 == result["sha256"] and len(prior.twins) == 2
-    fitted = site.fit(prior.twins[0], candidates=["population"])
+    fitted = first.fit(prior.twins[0], candidates=["population"])
     assert fitted.promoted, fitted
     # one code path: the simulation engine on the same sites' data gives the same weights
     histories = {

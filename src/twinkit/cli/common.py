@@ -84,6 +84,16 @@ def engine_for(db: str | None) -> TwinEngine:
     return TwinEngine(db or _state.db)
 
 
+def print_forgotten(result: Any) -> None:
+    """What forgetting a twin in the population priors did (a ForgetResult)."""
+    for old, new in result.replaced.items():
+        console.print(f"population v{old} withdrawn and its weights deleted; v{new} replaces it")
+    console.print(
+        f"retrained {result.rounds_retrained} of {result.rounds_full} rounds "
+        f"({result.cost:.0%} of a full retrain) in {result.seconds:.1f} s"
+    )
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 

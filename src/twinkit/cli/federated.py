@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-from twinkit.cli.common import DbOption, JsonOption, console, engine_for, err, print_json, spinner
+from twinkit.cli.common import (
+    DbOption,
+    JsonOption,
+    console,
+    engine_for,
+    err,
+    print_forgotten,
+    print_json,
+    spinner,
+)
 from twinkit.cli.common import app as root
 from twinkit.core.lazy import require
 from twinkit.engine.population import Federation, PopulationResult
@@ -130,6 +139,13 @@ def simulate(
     owner: Annotated[
         str | None, typer.Option(help="Whose twins (default: the store's one owner).")
     ] = None,
+    continue_from: Annotated[
+        int | None,
+        typer.Option(
+            help="Go on training from this population version (same model): a checkpoint, "
+            "so forgetting a twin that joined since retrains only from there."
+        ),
+    ] = None,
     model: ModelOption = "gru",
     target: TargetOption = "glucose",
     seed: SeedOption = 0,
@@ -146,12 +162,33 @@ def simulate(
         rounds=rounds,
         local_epochs=local_epochs,
         privacy=_privacy(dp_noise, dp_clip, dp_delta),
+        start_from=continue_from,
     )
     with spinner(f"{rounds} rounds of {strategy} over {sites} sites"):
         result = engine_for(db).fit_population(
             model, twin_ids or None, target, seed, owner=owner, federation=federation
         )
     _report(result, f"{sites} simulated sites ({len(result.twins)} twins)", as_json)
+
+
+@app.command("forget")
+def forget(
+    twin_id: Annotated[str, typer.Argument(help="The twin (id or owner/id; may be deleted).")],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Retrain every population prior that learned from this twin without it (from the
+    last checkpoint before it joined: a prior continued with --continue-from retrains only
+    from there), withdraw the old priors and delete their weights. The ledger records the
+    erasure without naming the twin."""
+    with spinner(f"forgetting {twin_id} in the population priors"):
+        result = engine_for(db).forget(twin_id)
+    if as_json:
+        print_json(result.to_dict())
+    elif not result.replaced:
+        console.print(f"no serving population prior learned from {twin_id}", markup=False)
+    else:
+        print_forgotten(result)
 
 
 @app.command("serve")

@@ -18,12 +18,13 @@ from twinkit.cli.common import (
     engine_for,
     err,
     ledger_app,
+    print_forgotten,
     print_json,
     quarantine_app,
     spinner,
     twin_app,
 )
-from twinkit.core.errors import TwinkitError
+from twinkit.core.errors import NotFoundError, TwinkitError
 
 # -- store and twins ------------------------------------------------------------------------
 
@@ -126,13 +127,41 @@ def twin_show(twin_id: str, as_json: JsonOption = False, db: DbOption = None) ->
 def twin_delete(
     twin_id: str,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    forget: Annotated[
+        bool | None,
+        typer.Option(
+            "--forget/--keep-priors",
+            help="Retrain the population priors that learned from it without it (default: "
+            "ask; with --yes, keep them and say so).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Delete a twin and its data (the ledger keeps its history)."""
+    """Delete a twin and its data (the ledger keeps its history), and offer to retrain
+    the population priors that learned from it without it (twinkit federated forget)."""
     if not yes and not typer.confirm(f"delete twin {twin_id} and all its data?"):
         raise typer.Exit(1)
-    engine_for(db).delete_twin(twin_id)
+    engine = engine_for(db)
+    try:
+        priors = engine.priors_of(twin_id)
+    except NotFoundError:
+        priors = []  # delete_twin says there is no such twin
+    engine.delete_twin(twin_id)
     console.print(f"deleted twin {twin_id}")
+    if not priors:
+        return
+    listed = ", ".join(f"v{v}" for v in priors)
+    if forget is None and not yes:
+        forget = typer.confirm(
+            f"population prior(s) {listed} learned from it; retrain them without it?"
+        )
+    if forget:
+        print_forgotten(engine.forget(twin_id))
+    else:
+        console.print(
+            f"population prior(s) {listed} still hold what they learned from it: "
+            f"twinkit federated forget {twin_id}"
+        )
 
 
 # -- ingest and quarantine -----------------------------------------------------------------

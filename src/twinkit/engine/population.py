@@ -65,6 +65,22 @@ class Federation:
     attackers: Mapping[int, Any] | None = None
     #: central differential privacy per site (:class:`twinkit.federated.strategies.Privacy`)
     privacy: Privacy | None = None
+    #: a population version (of the same model and layout) to go on training from: a
+    #: checkpoint, so that forgetting someone who joined later retrains only from there
+    start_from: int | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """What re-running it takes (attackers aside: a benchmark tool), as JSON."""
+        privacy = self.privacy
+        return {
+            "sites": self.sites,
+            "strategy": self.strategy,
+            "rounds": self.rounds,
+            "local_epochs": self.local_epochs,
+            "options": self.options,
+            "privacy": None if privacy is None else dict(privacy.__dict__),
+            "start_from": self.start_from,
+        }
 
 
 def _pseudonym(seed: int, twins: Sequence[str]) -> str:
@@ -78,9 +94,10 @@ def _federate(
     used: list[str],
     federation: Federation,
     seed: int,
+    checkpoint: Forecaster | None = None,
 ) -> tuple[Forecaster, dict[str, Any]]:
-    """``prior`` trained by ``federation`` over ``histories`` (of the twins ``used``);
-    the record of the run for the ledger."""
+    """``prior`` trained by ``federation`` over ``histories`` (of the twins ``used``),
+    from the weights of ``checkpoint`` if given; the record of the run for the ledger."""
     if not is_neural(prior):
         raise TwinkitError(f"{prior.name!r} cannot be federated; use a neural model (gru)")
     if not 2 <= federation.sites <= len(used):
@@ -94,6 +111,14 @@ def _federate(
     order = sorted(range(len(used)), key=lambda i: used[i])
     members = {s: [used[i] for i in order[s :: federation.sites]] for s in range(federation.sites)}
     names = {s: _pseudonym(seed, twins) for s, twins in members.items()}
+    initial = None
+    if checkpoint is not None:
+        if checkpoint.name != prior.name:
+            raise TwinkitError(
+                f"population v{federation.start_from} is a {checkpoint.name!r}, not a "
+                f"{prior.name!r}: a run goes on only from the same model"
+            )
+        initial = checkpoint.get_state()[0]
     result = simulation.federate(
         prior,
         {names[s]: [histories[used.index(t)] for t in twins] for s, twins in members.items()},
@@ -106,8 +131,11 @@ def _federate(
         seed=seed,
         attackers={names[s]: a for s, a in (federation.attackers or {}).items()},
         privacy=federation.privacy,
+        initial=initial,
     )
     record = result.record()
+    record["continues"] = federation.start_from
+    record["settings"] = {**federation.settings(), "params": prior.params()}
     record["attackers"] = {names[s]: a.kind for s, a in (federation.attackers or {}).items()}
     return result.model, record
 
@@ -152,7 +180,11 @@ def fit_population(
     if federation is not None:
         if meta:
             raise TwinkitError("a prior is either meta-learned or federated, not both")
-        prior, record = _federate(prior, data.histories, data.used, federation, seed)
+        checkpoint = None
+        if federation.start_from is not None:
+            loaded = load_population(store, artifacts, federation.start_from)
+            checkpoint = None if loaded is None else loaded[1]
+        prior, record = _federate(prior, data.histories, data.used, federation, seed, checkpoint)
     elif meta:
         if not is_neural(prior):
             raise TwinkitError(f"{model!r} cannot be meta-learned; use a neural model (gru)")
@@ -298,6 +330,8 @@ def register_prior(
                 "pooling": "owner" if len(owners) == 1 else "shared",
                 "params": prior.params(),
                 "data_hash": data.data_hash,
+                # each twin's readings' digest: whether a retrain saw the same data
+                "twin_digests": dict(zip(data.used, data.digests, strict=True)),
                 "holdout_frac": holdout_frac,
                 "training": training,
                 **({"federation": record} if record else {}),

@@ -29,6 +29,7 @@ from twinkit.engine import (
     clone_versions,
     cohort,
     fitting,
+    forgetting,
     importing,
     ingest,
     ledger_view,
@@ -44,6 +45,7 @@ from twinkit.engine import (
 from twinkit.engine.context import EngineContext
 from twinkit.engine.export import export_onnx
 from twinkit.engine.fitting import AUTO, FitResult
+from twinkit.engine.forgetting import ForgetResult
 from twinkit.engine.ingest import IngestResult
 from twinkit.engine.jobs import Jobs
 from twinkit.engine.model_cache import ModelCache
@@ -353,6 +355,16 @@ class TwinEngine:
             owner=owner,
             federation=federation,
         )
+
+    def priors_of(self, twin_id: str) -> list[int]:
+        """The serving population priors that learned from this twin (deleted or not)."""
+        return forgetting.priors_of(self.store, twin_id)
+
+    def forget(self, twin_id: str) -> ForgetResult:
+        """Retrain every population prior that learned from this twin without it, from
+        the last checkpoint before it joined, and withdraw the old ones
+        (:func:`twinkit.engine.forgetting.forget`)."""
+        return forgetting.forget(self.store, self.artifacts, twin_id, self.time_window)
 
     def fit_population_deployed(
         self, superlink: str, plan: Any, owner: str = "local", root_certificates: Path | None = None

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import pandas as pd
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -330,10 +331,16 @@ def _wait_for_sites(grid: Grid, plan: Plan) -> list[int]:
         time.sleep(0.5)
 
 
-def run_federation(grid: Grid, plan: Plan, engine: str = "flower-simulation") -> FederatedResult:
+def run_federation(
+    grid: Grid,
+    plan: Plan,
+    engine: str = "flower-simulation",
+    initial: Mapping[str, Any] | None = None,
+) -> FederatedResult:
     """The server's side of a run on ``grid``: wait for the sites, have them describe
-    themselves, lay out the network, run the strategy, hand the result out if the plan
-    says so. Raises :class:`TwinkitError` if no site could train."""
+    themselves, lay out the network (with ``initial`` weights: a checkpoint to go on
+    from), run the strategy, hand the result out if the plan says so. Raises
+    :class:`TwinkitError` if no site could train."""
     started = time.perf_counter()
     nodes = _wait_for_sites(grid, plan)
     ask = RecordDict({"config": ConfigRecord({"plan": plan.to_json()})})
@@ -369,6 +376,14 @@ def run_federation(grid: Grid, plan: Plan, engine: str = "flower-simulation") ->
         covariates = sorted({str(c) for d in described.values() for c in d["channels"]})
     step = steps.pop()
     model = template.initialise(step, covariates)
+    assert model.network is not None
+    if initial is not None:
+        try:
+            model.network.load_state_dict({k: torch.as_tensor(v) for k, v in initial.items()})
+        except RuntimeError as exc:
+            raise TwinkitError(
+                f"the checkpoint does not fit the network the sites' data lay out: {exc}"
+            ) from None
     chosen, tally = make_strategy(plan.strategy, len(nodes), plan.options, plan.privacy)
     aggregates: list[str] = []
 

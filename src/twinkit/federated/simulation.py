@@ -49,6 +49,7 @@ def federate(
     cpus: int | None = None,
     attackers: Mapping[str, Attacker] | None = None,
     privacy: Privacy | None = None,
+    initial: Mapping[str, Any] | None = None,
 ) -> FederatedResult:
     """Train ``template``'s network (unfitted: its params and seed say what to build)
     across ``sites`` (name -> the histories of that site's twins) with Flower's
@@ -59,7 +60,9 @@ def federate(
     ``attackers`` (site name -> :class:`~.attackers.Attacker`) make sites play unfair, to
     measure a strategy; a failing site is left out of that round's aggregate. ``privacy``
     adds central differential privacy per site (:class:`~.strategies.Privacy`); the
-    epsilon spent is in the result.
+    epsilon spent is in the result. ``initial`` weights (a checkpoint: the state dict of
+    an earlier federated network of the same layout) are where training goes on from;
+    by default the template's seed draws them.
     """
     if len(sites) < 2:
         raise TwinkitError("a federation needs at least two sites")
@@ -90,7 +93,7 @@ def federate(
     @server.main()
     def run(grid: Grid, context: Context) -> None:
         try:
-            outcome["result"] = run_federation(grid, plan)
+            outcome["result"] = run_federation(grid, plan, initial=initial)
         except TwinkitError as exc:  # Flower logs and swallows the ServerApp's errors
             outcome["error"] = exc
 

@@ -62,6 +62,15 @@ class ArtifactStore:
             raise IntegrityError(f"model artifact {target} cannot be read: {exc}") from None
         return tensors, config
 
+    def delete(self, sha256: str) -> bool:
+        """Remove an artifact's file (a model that must not exist any more); whether
+        there was one."""
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def check(self, sha256: str) -> str | None:
         """None if the artifact is intact, else what is wrong."""
         try:

@@ -115,6 +115,14 @@ def events_of(conn: Connection, twin_id: str, events: list[str]) -> list[LedgerE
     return [_entry(r) for r in conn.execute(query)]
 
 
+def store_events(conn: Connection, events: list[str]) -> list[LedgerEntry]:
+    """The entries among these events that belong to no twin (population priors'),
+    oldest first."""
+    lg = tables.ledger.c
+    query = select(tables.ledger).where(lg.twin_id.is_(None), lg.event.in_(events)).order_by(lg.seq)
+    return [_entry(r) for r in conn.execute(query)]
+
+
 def last_entry(conn: Connection, twin_id: str, events: list[str]) -> LedgerEntry | None:
     """The newest entry of one twin among these events, if any."""
     lg = tables.ledger.c

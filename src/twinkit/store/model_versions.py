@@ -267,11 +267,23 @@ def insert_population(conn: Connection, population: PopulationVersion) -> None:
     )
 
 
-def populations(conn: Connection) -> list[PopulationVersion]:
+def populations(conn: Connection, withdrawn: bool = False) -> list[PopulationVersion]:
+    """The population priors, oldest first; those withdrawn only if ``withdrawn``."""
     p = tables.population_models.c
-    return [
-        _population(r) for r in conn.execute(select(tables.population_models).order_by(p.version))
-    ]
+    query = select(tables.population_models).order_by(p.version)
+    if not withdrawn:
+        gone = select(tables.population_withdrawn.c.version)
+        query = query.where(p.version.not_in(gone))
+    return [_population(r) for r in conn.execute(query)]
+
+
+def withdraw_population(conn: Connection, version: int, replaced_by: int | None, now: str) -> None:
+    """Mark prior ``version`` as serving no more, replaced by ``replaced_by``."""
+    conn.execute(
+        tables.population_withdrawn.insert().values(
+            version=version, replaced_by=replaced_by, withdrawn_at=now
+        )
+    )
 
 
 def sharing_owners(conn: Connection) -> set[str]:

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: bump when the tables change; a store written by a newer schema refuses to open
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # Version 1: twins, batches, observations, decisions, quarantine, ledger, models.
 # Version 2: population_models. Version 3: clone_queries. Version 4: owners, jobs.
 # Version 5: twins.data_batch. Version 6: twins.uid, jobs.twin_uid, sessions.
@@ -25,6 +25,7 @@ SCHEMA_VERSION = 10
 # population_models.owners, population_sharing. Version 8: job queue indexes.
 # Version 9: forecast_log, monitor_policies. Version 10: model_versions.live_band,
 # forecast_log.band_scale (the monitor's live band, twinkit.monitor.band).
+# Version 11: population_withdrawn (priors retrained without a forgotten person).
 # A store at an older version gains the new tables on open, and the new columns
 # (``ADDED_COLUMNS``).
 
@@ -237,6 +238,16 @@ population_sharing = Table(
     metadata,
     Column("owner", String(128), primary_key=True),
     Column("since", String(40), nullable=False),
+)
+
+# Population priors that serve no more: retrained without a person who asked to be
+# forgotten (``replaced_by``: the version that takes its place; its weights are deleted).
+population_withdrawn = Table(
+    "population_withdrawn",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("replaced_by", Integer, nullable=True),
+    Column("withdrawn_at", String(40), nullable=False),
 )
 
 
