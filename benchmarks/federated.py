@@ -28,6 +28,16 @@ that crossed the loopback interface during the deployed run (HTTP between SuperL
 SuperNodes, with heartbeats and the app's shipping; other loopback traffic on the machine
 counts too) against the weights' own bytes, and the largest difference between the two
 runtimes' final weights.
+
+``--unlearning-seeds 0,1,2`` measures forgetting a person (``twinkit federated forget``)
+on a store of the data: three people are never seen by any prior; v1 is FedAvg over
+``--sites`` round-robin sites without the last person P and two others, v2 goes on from
+v1 with them (both ``--rounds`` rounds), then P is forgotten (v2 retrained from v1
+without P). A loss-threshold membership-inference attack scores each person: the AUC with
+which the prior's per-window loss tells the person's training windows (before their
+holdout split) from their later windows, 0.5 being no advantage; P is scored under v2
+(a member) and under the replacement, the never-seen people under both. The cost is the
+share of a full retrain's rounds, and the seconds against retraining the chain.
 """
 
 from __future__ import annotations
@@ -178,6 +188,81 @@ def deployment(
     }
 
 
+def window_auc(prior: NeuralForecaster, seen: pd.DataFrame, later: pd.DataFrame) -> float:
+    """How well the prior's per-window loss tells windows of ``seen`` (lower loss ->
+    member) from windows of ``later``: the AUC of a loss-threshold attack."""
+    from sklearn.metrics import roc_auc_score
+
+    from twinkit.models.base import QUANTILE_LEVELS
+    from twinkit.models.neural import window_tensors
+
+    levels = torch.tensor(QUANTILE_LEVELS, dtype=torch.float32)
+    losses = []
+    assert prior.network is not None
+    for frame in (seen, later):
+        past, future, target = window_tensors(prior.site_windows([frame]))
+        with torch.no_grad():
+            diff = target.unsqueeze(-1) - prior.network(past, future)
+        pinball = torch.maximum(levels * diff, (levels - 1.0) * diff).mean(dim=(1, 2))
+        losses.append(pinball.numpy())
+    labels = np.r_[np.ones(len(losses[0])), np.zeros(len(losses[1]))]
+    return float(roc_auc_score(labels, -np.r_[losses[0], losses[1]]))
+
+
+def unlearning(
+    long: pd.DataFrame, frames: dict[str, pd.DataFrame], args: argparse.Namespace, seed: int
+) -> dict[str, Any]:
+    """One seed of the forgetting measurement (see the module)."""
+    from twinkit.engine.population import Federation
+
+    names = sorted(frames)
+    unseen, late, person = names[-6:-3], names[-3:-1], names[-1]
+    initial = [t for t in names if t not in {*unseen, *late, person}]
+    with tempfile.TemporaryDirectory(prefix="twinkit-forget-bench-") as scratch:
+        engine = TwinEngine(f"sqlite:///{scratch}/t.db")
+        for twin in names:
+            engine.create_twin(twin, "state")
+        engine.ingest(long[long["twin_id"].isin(names)])
+        params = {"hidden": args.hidden}
+        first = Federation(sites=args.sites, rounds=args.rounds)
+        v1 = engine.fit_population("gru", initial, seed=seed, params=params, federation=first)
+        go_on = Federation(sites=args.sites, rounds=args.rounds, start_from=v1.version)
+        members = [*initial, *late, person]
+        started = time.perf_counter()
+        v2 = engine.fit_population("gru", members, seed=seed, params=params, federation=go_on)
+        v2_s = time.perf_counter() - started
+        v2_model = engine.population(v2.version)
+        forgotten = engine.forget(person)
+        after = engine.population(forgotten.replaced[v2.version])
+        assert v2_model is not None and after is not None
+        scores: dict[str, Any] = {}
+        for label, (_, prior) in (("member", v2_model), ("forgotten", after)):
+            assert isinstance(prior, NeuralForecaster)
+            auc = {}
+            for twin in [person, *unseen]:
+                frame = frames[twin]
+                split = holdout_split(frame, "glucose", 0.2)
+                auc[twin] = round(
+                    window_auc(
+                        prior, frame.loc[frame.index < split], frame.loc[frame.index >= split]
+                    ),
+                    4,
+                )
+            scores[label] = {"person": auc[person], "never_seen": [auc[t] for t in unseen]}
+        engine.store.dispose()
+    return {
+        "seed": seed,
+        "person": person,
+        "never_seen": unseen,
+        "auc_under_v2": scores["member"],
+        "auc_after_forgetting": scores["forgotten"],
+        "cost_rounds": forgotten.to_dict()["cost"],
+        "forget_s": forgotten.seconds,
+        "v2_s": round(v2_s, 1),
+        "v1_plus_v2_s": round(v1.seconds + v2_s, 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -194,7 +279,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--deployment-rounds", type=int, default=0, help="Rounds on the deployment runtime."
     )
-    parser.add_argument("--skip-priors", action="store_true", help="Only the deployment run.")
+    parser.add_argument("--unlearning-seeds", default="", help="e.g. 0,1,2; empty: skip.")
+    parser.add_argument(
+        "--skip-priors", action="store_true", help="Only the deployment or unlearning runs."
+    )
     args = parser.parse_args(argv)
 
     if args.cgm_iglu is not None:
@@ -227,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.deployment_rounds > 0:
         report["deployment"] = deployment(long, members, template, args.deployment_rounds)
         print(f"deployment: {report['deployment']}", file=sys.stderr)
+    seeds = [int(x) for x in args.unlearning_seeds.split(",") if x]
+    if seeds:
+        report["unlearning"] = [unlearning(long, frames, args, seed) for seed in seeds]
+        print(f"unlearning: {report['unlearning']}", file=sys.stderr)
     if args.skip_priors:
         print(json.dumps(report, indent=2))
         return report
