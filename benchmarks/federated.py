@@ -3,13 +3,16 @@ seed; RMSE at 30 and 60 min of the personal models built on each prior; strategi
 a poisoned site.
 
     .venv/bin/python benchmarks/federated.py --cgm-iglu ../shared/data/cgm_iglu --seed 0
+    .venv/bin/python benchmarks/federated.py --simglucose 4 --days 7 --seed 0
     .venv/bin/python benchmarks/federated.py --synthetic 8 --sites 4 --seed 0
 
 Data: each twin's glucose split in time, the first 80 % to train the priors on (as a
 pooled ``population fit`` takes it) and the last 20 % to score the personal models on.
 Sites: with ``--cgm-iglu`` four, one of the five people with type 2 diabetes (Broll) and
-three of the Hall cohort dealt round-robin (non-IID by design); with ``--synthetic N`` the
-N synthetic twins dealt round-robin to ``--sites``. Priors: the GRU pooled
+three of the Hall cohort dealt round-robin (non-IID by design); with ``--simglucose N``
+three, N adolescents, N adults and N children of simglucose's UVA/Padova cohort over
+``--days`` days with meals and insulin as covariates (strongly non-IID); with
+``--synthetic N`` the N synthetic twins dealt round-robin to ``--sites``. Priors: the GRU pooled
 (``fit_population``: up to ``--rounds`` epochs, early stopping), then federated with each
 strategy for ``--rounds`` rounds of one local epoch. Each prior is personalised on every
 twin's training part (``personalize``) and scored by rolling-origin forecasts over the
@@ -268,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cgm-iglu", type=Path, help="Folder of iglu's example CSV files.")
     source.add_argument("--synthetic", type=int, help="This many synthetic twins.")
+    source.add_argument(
+        "--simglucose",
+        type=int,
+        help="This many simglucose adolescents, adults and children each; a site per group.",
+    )
+    parser.add_argument("--days", type=float, default=7.0, help="Days of simglucose data.")
+    parser.add_argument("--cache", type=Path, help="Where to keep simulated cohorts.")
     parser.add_argument("--sites", type=int, default=4, help="Sites (synthetic data).")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--strategies", default="fedavg,fedprox,fedadam")
@@ -292,6 +302,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         hall = [t for t in frames if t not in broll]
         members = {"t2d": sorted(broll), **deal(hall, 3, "hall-")}
         data: dict[str, Any] = {"set": "cgm_iglu", "path": str(args.cgm_iglu)}
+    elif args.simglucose is not None:
+        from twinkit.data.datasets.simglucose_cohort import simulate_cohort
+
+        groups = ("adolescent", "adult", "child")
+        names = [f"{g}#{i:03d}" for g in groups for i in range(1, args.simglucose + 1)]
+        long = simulate_cohort(names, args.days, args.seed, cache_dir=args.cache)
+        frames = twins_of(long)
+        members = {g: sorted(t for t in frames if t.startswith(g)) for g in groups}
+        data = {"set": "simglucose", "per_group": args.simglucose, "days": args.days}
     else:
         long = synthetic_cohort(n_twins=args.synthetic, days=4, seed=args.seed)
         frames = twins_of(long)

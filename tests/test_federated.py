@@ -155,3 +155,35 @@ def test_differential_privacy_spends_the_epsilon_the_accountant_library_computes
     # a median's sensitivity is not a mean's: no accounted privacy for it
     with pytest.raises(TwinkitError, match="accounted for fedavg and fedprox only"):
         make_strategy("fedmedian", 3, privacy=privacy)
+
+
+def test_secure_aggregation_gives_the_plain_mean_and_refuses_what_needs_each_update() -> None:
+    """SecAgg+ masks each site's update; the server's sum, unmasked, is the sites' equally
+    weighted mean up to the protocol's quantisation (about 4e-6 per weight)."""
+    # Prepare: one full-batch SGD step per site, so nothing amplifies the rounding
+    sites = {"a": _histories(3)[:1], "b": _histories(3)[1:2], "c": _histories(3)[2:]}
+    step = LocalTraining(epochs=1, lr=0.5, batch_size=10**6, optimizer="sgd", clip=None)
+    template = GRUAttention(**TINY, seed=3)
+    equal = {"weighted_by_key": "unit-weight"}
+
+    # Execute
+    secure = federate(template, sites, rounds=1, local=step, seed=0, secure=True)
+    plain = federate(template, sites, rounds=1, local=step, seed=0, options=equal)
+
+    # Assert
+    assert secure.model.network is not None and plain.model.network is not None
+    moved = 0.0
+    channels = sorted(c for c in sites["a"][0].columns if c != "glucose")
+    start = copy.deepcopy(template).initialise(5.0, channels).network
+    assert start is not None
+    for name, value in plain.model.network.state_dict().items():
+        torch.testing.assert_close(
+            secure.model.network.state_dict()[name], value, atol=5e-5, rtol=0
+        )
+        moved = max(moved, float((value - start.state_dict()[name]).abs().max()))
+    assert moved > 1e-3  # the step moved the weights far beyond the tolerance
+    assert secure.joined == {1: ["a", "b", "c"]} and len(secure.aggregates) == 2
+    with pytest.raises(TwinkitError, match="needs every site's update"):
+        federate(template, sites, strategy="fedmedian", rounds=1, secure=True)
+    with pytest.raises(TwinkitError, match="choose one"):
+        federate(template, sites, rounds=1, secure=True, privacy=Privacy())

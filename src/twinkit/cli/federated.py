@@ -139,6 +139,13 @@ def simulate(
     owner: Annotated[
         str | None, typer.Option(help="Whose twins (default: the store's one owner).")
     ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation (SecAgg+): the server learns only the sum of the sites' "
+            "updates (fedavg, fedprox, fedadam, fedyogi; sites weighted equally)."
+        ),
+    ] = False,
     continue_from: Annotated[
         int | None,
         typer.Option(
@@ -163,6 +170,7 @@ def simulate(
         local_epochs=local_epochs,
         privacy=_privacy(dp_noise, dp_clip, dp_delta),
         start_from=continue_from,
+        secure=secure,
     )
     with spinner(f"{rounds} rounds of {strategy} over {sites} sites"):
         result = engine_for(db).fit_population(

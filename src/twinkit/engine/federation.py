@@ -89,7 +89,7 @@ def _serve(grid: Grid, context: Context) -> None:
     out = Path(str(context.run_config["out"]))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_federation(grid, plan, engine="flower-deployment")
+        result = run_federation(grid, plan, engine="flower-deployment", context=context)
     except TwinkitError as exc:
         (out / "error.json").write_text(json.dumps({"error": str(exc)}))
         raise

@@ -68,6 +68,8 @@ class Federation:
     #: a population version (of the same model and layout) to go on training from: a
     #: checkpoint, so that forgetting someone who joined later retrains only from there
     start_from: int | None = None
+    #: aggregate with SecAgg+: the server learns only the sum of the sites' updates
+    secure: bool = False
 
     def settings(self) -> dict[str, Any]:
         """What re-running it takes (attackers aside: a benchmark tool), as JSON."""
@@ -80,6 +82,7 @@ class Federation:
             "options": self.options,
             "privacy": None if privacy is None else dict(privacy.__dict__),
             "start_from": self.start_from,
+            "secure": self.secure,
         }
 
 
@@ -132,6 +135,7 @@ def _federate(
         attackers={names[s]: a for s, a in (federation.attackers or {}).items()},
         privacy=federation.privacy,
         initial=initial,
+        secure=federation.secure,
     )
     record = result.record()
     record["continues"] = federation.start_from

@@ -33,7 +33,14 @@ from twinkit.data.grid import detect_step_minutes
 from twinkit.data.windows import Windows
 from twinkit.federated.attackers import Attacker, SiteFailure
 from twinkit.federated.local import LocalTraining, held_loss, split_site, train_locally
-from twinkit.federated.strategies import UNIT_WEIGHT, Privacy, make_strategy, weights_digest
+from twinkit.federated.secure import is_secure, run_secure, secure_mod, secure_reply
+from twinkit.federated.strategies import (
+    STRATEGIES,
+    UNIT_WEIGHT,
+    Privacy,
+    make_strategy,
+    weights_digest,
+)
 from twinkit.models.base import forecaster_class
 from twinkit.models.neural import NeuralForecaster
 
@@ -62,12 +69,19 @@ class Plan:
     holdout_frac: float = 0.2
     wait_s: float = 600.0
     install: bool = False
+    #: SecAgg+: the server learns only the sum of the sites' updates (:mod:`.secure`)
+    secure: bool = False
 
     def __post_init__(self) -> None:
         if self.sites < 2:
             raise TwinkitError("a federation needs at least two sites")
         if self.rounds < 1:
             raise TwinkitError(f"rounds must be at least 1, got {self.rounds}")
+        if self.secure and self.privacy is not None:
+            raise TwinkitError(
+                "central DP clips each site's update, which secure aggregation hides from "
+                "the server: choose one"
+            )
 
     @classmethod
     def of(
@@ -181,13 +195,19 @@ def client_app(source: SiteSource) -> ClientApp:
         plan = Plan.from_json(str(config["plan"]))
         return source(context, plan), plan, config
 
-    def site_model(msg: Message, plan: Plan, config: Mapping[str, Any]) -> NeuralForecaster:
-        """The plan's network laid out as the server says, with the message's weights."""
+    def site_model(
+        plan: Plan, config: Mapping[str, Any], weights: Mapping[str, Any] | Sequence[Any]
+    ) -> NeuralForecaster:
+        """The plan's network laid out as the server says, with ``weights`` (a state dict,
+        or its arrays in the network's own order)."""
         step = float(cast(float, config["step"]))
         covariates = [str(c) for c in cast(list[str], config["covariates"])]
         model = plan.template().initialise(step, covariates)
         assert model.network is not None
-        model.network.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+        if not isinstance(weights, Mapping):
+            names = list(model.network.state_dict())
+            weights = dict(zip(names, weights, strict=True))
+        model.network.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
         return model
 
     def site_split(
@@ -208,16 +228,20 @@ def client_app(source: SiteSource) -> ClientApp:
         reply = ConfigRecord(describe(site, plan.target))
         return Message(content=RecordDict({"site": reply}), reply_to=msg)
 
-    @app.train()
-    def fit_site(msg: Message, context: Context) -> Message:
-        site, plan, config = site_and_plan(msg, context)
+    def train_site(
+        site: Site,
+        plan: Plan,
+        config: Mapping[str, Any],
+        weights: Mapping[str, Any] | Sequence[Any],
+    ) -> tuple[dict[str, Any], float, int]:
+        """One round of the site: the weights it sends, its training loss, its windows."""
         server_round = int(cast(int, config["server-round"]))
         attacker = site.attacker
         if attacker is not None and not attacker.active(server_round):
             attacker = None
         if attacker is not None and attacker.kind == "fail":
             raise SiteFailure(f"site {site.name} cannot take part in round {server_round}")
-        model = site_model(msg, plan, config)
+        model = site_model(plan, config, weights)
         train, _ = site_split(site, plan, model)
         network = model.network
         assert network is not None
@@ -231,9 +255,25 @@ def client_app(source: SiteSource) -> ClientApp:
         salt = int(histories_digest(site.histories)[:8], 16)
         round_seed = plan.seed * 1_000_003 + server_round * 1009 + salt
         loss, n = train_locally(network, windows, settings, round_seed)
-        state = network.state_dict()
+        state = dict(network.state_dict())
         if attacker is not None:
             state = attacker.sent(start, state)
+        return state, loss, n
+
+    @app.train(mods=[secure_mod])
+    def fit_site(msg: Message, context: Context) -> Message:
+        if is_secure(msg):  # a SecAgg+ run's message, in Flower's legacy layout
+            plan = Plan.from_json(str(msg.content.config_records["fitins.config"]["plan"]))
+            site = source(context, plan)
+
+            def train(config: Mapping[str, Any], arrays: list[Any]) -> tuple[list[Any], float, int]:
+                state, loss, n = train_site(site, plan, config, arrays)
+                return [v.detach().numpy() for v in state.values()], loss, n
+
+            return secure_reply(msg, train)
+        site, plan, config = site_and_plan(msg, context)
+        weights = msg.content.array_records["arrays"].to_torch_state_dict()
+        state, loss, n = train_site(site, plan, config, weights)
         metrics = MetricRecord({"train_loss": loss, "num-examples": n, UNIT_WEIGHT: 1})
         return Message(
             content=RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg
@@ -242,7 +282,7 @@ def client_app(source: SiteSource) -> ClientApp:
     @app.evaluate()
     def score_site(msg: Message, context: Context) -> Message:
         site, plan, config = site_and_plan(msg, context)
-        model = site_model(msg, plan, config)
+        model = site_model(plan, config, msg.content.array_records["arrays"].to_torch_state_dict())
         _, held = site_split(site, plan, model)
         assert model.network is not None
         loss, n = held_loss(model.network, held)
@@ -254,7 +294,8 @@ def client_app(source: SiteSource) -> ClientApp:
         site, plan, config = site_and_plan(msg, context)
         installed = 0
         if site.install is not None:
-            site.install(site_model(msg, plan, config), json.loads(str(config["record"])))
+            arrays = msg.content.array_records["arrays"].to_torch_state_dict()
+            site.install(site_model(plan, config, arrays), json.loads(str(config["record"])))
             installed = 1
         return Message(
             content=RecordDict({"metrics": MetricRecord({"installed": installed})}), reply_to=msg
@@ -307,6 +348,7 @@ class FederatedResult:
             "aggregates": self.aggregates,
             "held_loss": {str(r): round(v, 6) for r, v in self.held_loss.items()},
             "privacy": self.privacy,
+            "secure_aggregation": "secagg+" if self.plan.secure else None,
             "seconds": self.seconds,
         }
 
@@ -336,10 +378,12 @@ def run_federation(
     plan: Plan,
     engine: str = "flower-simulation",
     initial: Mapping[str, Any] | None = None,
+    context: Context | None = None,
 ) -> FederatedResult:
     """The server's side of a run on ``grid``: wait for the sites, have them describe
     themselves, lay out the network (with ``initial`` weights: a checkpoint to go on
-    from), run the strategy, hand the result out if the plan says so. Raises
+    from), run the strategy (with ``plan.secure``, under SecAgg+ in the ServerApp's
+    ``context``: :mod:`.secure`), hand the result out if the plan says so. Raises
     :class:`TwinkitError` if no site could train."""
     started = time.perf_counter()
     nodes = _wait_for_sites(grid, plan)
@@ -395,19 +439,36 @@ def run_federation(
         {"plan": plan.to_json(), "step": step, "covariates": list(covariates), "lr": plan.local.lr}
     )
     assert model.network is not None
-    outcome = chosen.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.network.state_dict()),
-        num_rounds=plan.rounds,
-        timeout=ROUND_TIMEOUT_S,
-        train_config=config,
-        evaluate_config=config,
-        evaluate_fn=record,
-    )
+    start = ArrayRecord(model.network.state_dict())
+    train_loss: dict[int, float] = {}
+    held: dict[int, float] = {}
+    if plan.secure:
+        if context is None:
+            raise TwinkitError("a secure run needs the ServerApp's context")
+        options = {**STRATEGIES[plan.strategy][1], **(plan.options or {})}
+        final = run_secure(
+            grid, context, plan.strategy, options, len(nodes), plan.rounds, start, dict(config),
+            record, tally.joined,
+        )  # fmt: skip
+    else:
+        outcome = chosen.start(
+            grid=grid,
+            initial_arrays=start,
+            num_rounds=plan.rounds,
+            timeout=ROUND_TIMEOUT_S,
+            train_config=config,
+            evaluate_config=config,
+            evaluate_fn=record,
+        )
+        final = outcome.arrays
+        for r, m in outcome.train_metrics_clientapp.items():
+            train_loss[r] = float(cast(float, m["train_loss"]))
+        for r, m in outcome.evaluate_metrics_clientapp.items():
+            held[r] = float(cast(float, m["held_loss"]))
     if not any(tally.joined.values()):
         why = "; ".join(sorted({r for f in tally.failed.values() for r in f.values()}))
         raise TwinkitError(f"no site could train in any round: {why}")
-    model.network.load_state_dict(outcome.arrays.to_torch_state_dict())
+    model.network.load_state_dict(final.to_torch_state_dict())
     model.network.eval()
     spent = None
     if plan.privacy is not None:
@@ -440,14 +501,8 @@ def run_federation(
         joined={r: sorted(names[n] for n in ids) for r, ids in tally.joined.items()},
         failures=dict(sorted(failures.items())),
         privacy=spent,
-        train_loss={
-            r: float(cast(float, m["train_loss"]))
-            for r, m in outcome.train_metrics_clientapp.items()
-        },
-        held_loss={
-            r: float(cast(float, m["held_loss"]))
-            for r, m in outcome.evaluate_metrics_clientapp.items()
-        },
+        train_loss=train_loss,
+        held_loss=held,
         engine=engine,
     )
     result.seconds = round(time.perf_counter() - started, 2)

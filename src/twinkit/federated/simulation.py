@@ -50,6 +50,7 @@ def federate(
     attackers: Mapping[str, Attacker] | None = None,
     privacy: Privacy | None = None,
     initial: Mapping[str, Any] | None = None,
+    secure: bool = False,
 ) -> FederatedResult:
     """Train ``template``'s network (unfitted: its params and seed say what to build)
     across ``sites`` (name -> the histories of that site's twins) with Flower's
@@ -62,7 +63,8 @@ def federate(
     adds central differential privacy per site (:class:`~.strategies.Privacy`); the
     epsilon spent is in the result. ``initial`` weights (a checkpoint: the state dict of
     an earlier federated network of the same layout) are where training goes on from;
-    by default the template's seed draws them.
+    by default the template's seed draws them. ``secure`` aggregates with SecAgg+
+    (:mod:`.secure`): the server sees only the sum of the sites' updates.
     """
     if len(sites) < 2:
         raise TwinkitError("a federation needs at least two sites")
@@ -78,6 +80,7 @@ def federate(
         options=options,
         privacy=privacy,
         seed=seed,
+        secure=secure,
     )
     members = [
         Site(name, list(histories), histories_digest(histories), (attackers or {}).get(name))
@@ -93,7 +96,7 @@ def federate(
     @server.main()
     def run(grid: Grid, context: Context) -> None:
         try:
-            outcome["result"] = run_federation(grid, plan, initial=initial)
+            outcome["result"] = run_federation(grid, plan, initial=initial, context=context)
         except TwinkitError as exc:  # Flower logs and swallows the ServerApp's errors
             outcome["error"] = exc
 
