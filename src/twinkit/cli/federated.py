@@ -317,6 +317,13 @@ def run(
     install: Annotated[
         bool, typer.Option(help="Register the prior in every site's store too.")
     ] = True,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation (SecAgg+): the server learns only the sum of the sites' "
+            "updates (fedavg, fedprox, fedadam, fedyogi; sites weighted equally)."
+        ),
+    ] = False,
     owner: Annotated[str, typer.Option(help="Whose prior it is in this store.")] = "local",
     model: ModelOption = "gru",
     param: Annotated[
@@ -345,6 +352,7 @@ def run(
         seed=seed,
         wait_s=wait,
         install=install,
+        secure=secure,
     )
     with spinner(f"{rounds} rounds of {strategy} over {sites} sites at {superlink}"):
         result = engine_for(db).fit_population_deployed(superlink, plan, owner, root_certificates)
