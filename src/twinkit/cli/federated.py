@@ -52,6 +52,13 @@ DeltaOption = Annotated[float, typer.Option(help="With --dp-noise: delta.")]
 ModelOption = Annotated[str, typer.Option(help="A neural model (gru, transformer).")]
 TargetOption = Annotated[str, typer.Option(help="The channel to forecast.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        help="Secure aggregation (SecAgg+): the server learns only the sum of the sites' "
+        "updates (fedavg, fedprox, fedadam, fedyogi; sites weighted equally)."
+    ),
+]
 SuperLinkOption = Annotated[str, typer.Option(help="The SuperLink's address (host:port).")]
 CaOption = Annotated[
     Path | None,
@@ -139,13 +146,7 @@ def simulate(
     owner: Annotated[
         str | None, typer.Option(help="Whose twins (default: the store's one owner).")
     ] = None,
-    secure: Annotated[
-        bool,
-        typer.Option(
-            help="Secure aggregation (SecAgg+): the server learns only the sum of the sites' "
-            "updates (fedavg, fedprox, fedadam, fedyogi; sites weighted equally)."
-        ),
-    ] = False,
+    secure: SecureOption = False,
     continue_from: Annotated[
         int | None,
         typer.Option(
@@ -317,13 +318,7 @@ def run(
     install: Annotated[
         bool, typer.Option(help="Register the prior in every site's store too.")
     ] = True,
-    secure: Annotated[
-        bool,
-        typer.Option(
-            help="Secure aggregation (SecAgg+): the server learns only the sum of the sites' "
-            "updates (fedavg, fedprox, fedadam, fedyogi; sites weighted equally)."
-        ),
-    ] = False,
+    secure: SecureOption = False,
     owner: Annotated[str, typer.Option(help="Whose prior it is in this store.")] = "local",
     model: ModelOption = "gru",
     param: Annotated[
