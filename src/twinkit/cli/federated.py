@@ -284,6 +284,10 @@ def join(
         Path | None,
         typer.Option(help="This node's private key, where the SuperLink authenticates nodes."),
     ] = None,
+    accept_priors: Annotated[
+        bool,
+        typer.Option(help="Register the priors the runs hand back in this store."),
+    ] = True,
     db: DbOption = None,
 ) -> None:
     """Join a federation as a site: start a Flower SuperNode that trains on this store's
@@ -299,6 +303,7 @@ def join(
         port=port,
         root_certificates=root_certificates,
         auth_key=auth_key,
+        accept_priors=accept_priors,
     )
     err.print(f"site of {url} joining {superlink}")
     raise typer.Exit(subprocess.call(command, env=federation.flower_env()))

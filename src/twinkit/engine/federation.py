@@ -50,7 +50,8 @@ CONNECTION = "twinkit"
 def _store_site(context: Context, plan: Plan) -> Site:
     """The site a SuperNode serves: the twins of its store (``store``: a database URL),
     those of ``owner`` or the ``twins`` named (comma-separated), as a pooled prior would
-    take them (each cut at its holdout split)."""
+    take them (each cut at its holdout split). With ``install="false"`` the site does not
+    register the runs' priors in its store."""
     config = context.node_config
     if "store" not in config:
         raise TwinkitError(
@@ -74,7 +75,8 @@ def _store_site(context: Context, plan: Plan) -> Site:
             plan.holdout_frac,
         )
 
-    return Site(name, data.histories, data.data_hash, install=install)
+    accepts = str(config.get("install", "true")).lower() != "false"
+    return Site(name, data.histories, data.data_hash, install=install if accepts else None)
 
 
 #: the ClientApp of every site (``twinkit federated join`` starts a SuperNode that runs it)
@@ -198,13 +200,17 @@ def supernode_command(
     port: int = 9094,
     root_certificates: Path | None = None,
     auth_key: Path | None = None,
+    accept_priors: bool = True,
 ) -> list[str]:
     """The command that starts a site's SuperNode: it connects to ``superlink``
     (host:port), serves the twins of ``store`` (``owner``'s or those named) and answers
     Flower's runtime on ``port`` (one per SuperNode on a host). TLS with
     ``root_certificates``; ``auth_key`` is the node's private key where the SuperLink
-    authenticates nodes."""
+    authenticates nodes. ``accept_priors=False``: the site trains but does not register
+    the runs' results in its store."""
     node = [_quoted("store", store)]
+    if not accept_priors:
+        node.append(_quoted("install", "false"))
     if owner:
         node.append(_quoted("owner", owner))
     if twins:

@@ -93,9 +93,11 @@ class Plan:
     ) -> Plan:
         """The plan that trains ``template`` (unfitted: its params and seed say what to
         build), each site by ``local`` (default: ``epochs`` of Adam at the template's
-        learning rate and batch size); ``settings`` are the other fields."""
+        learning rate and batch size); ``settings`` are the other fields (the seed by
+        default the template's)."""
         if not isinstance(template, NeuralForecaster):
             raise TwinkitError(f"{template.name!r} cannot be federated; use a neural model (gru)")
+        settings.setdefault("seed", template.seed)
         return cls(
             model=template.name,
             params=template.params(),
