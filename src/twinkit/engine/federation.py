@@ -1,9 +1,10 @@
 """Federated priors on Flower's deployment runtime: a SuperLink for the coordinator, one
 SuperNode per site reading its own store, and the Flower apps they run.
 
-The apps are :mod:`twinkit.federated.app`'s (the code path of the simulation too): here a
-site is read from the store its SuperNode names (``--node-config 'store="URL"
-owner="NAME"'``), and the server writes its result where the run's configuration says.
+The apps are :mod:`twinkit.federated.app`'s and :mod:`twinkit.federated.server`'s (the
+code path of the simulation too): here a site is read from the store its SuperNode names
+(``--node-config 'store="URL" owner="NAME"'``), and the server writes its result where
+the run's configuration says.
 :func:`submit` hands a :class:`~twinkit.federated.app.Plan` to a SuperLink with ``flwr
 run`` (a Flower App project it writes, whose components are this module's ``serverapp``
 and ``clientapp``) and waits for the result; :func:`fit_deployed` registers it as a
@@ -35,7 +36,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from twinkit.core.errors import TwinkitError
 from twinkit.engine.population import Histories, PopulationResult, collect_histories, register_prior
-from twinkit.federated.app import Plan, Site, client_app, run_federation
+from twinkit.federated.app import Plan, Site, client_app
+from twinkit.federated.server import run_federation
 from twinkit.models.base import forecaster_class
 from twinkit.models.neural import NeuralForecaster
 from twinkit.store.artifacts import ArtifactStore

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from twinkit.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from twinkit.federated.app import FederatedResult, Plan, Site
+    from twinkit.federated.app import Plan, Site
     from twinkit.federated.attackers import Attacker
     from twinkit.federated.local import LocalTraining, train_locally
+    from twinkit.federated.server import FederatedResult
     from twinkit.federated.simulation import federate
     from twinkit.federated.strategies import STRATEGIES, Privacy, make_strategy, weights_digest
 
@@ -27,7 +28,7 @@ __getattr__ = lazy_exports(
         "Attacker": "attackers",
         "LocalTraining": "local",
         "train_locally": "local",
-        "FederatedResult": "app",
+        "FederatedResult": "server",
         "Plan": "app",
         "Site": "app",
         "federate": "simulation",

@@ -21,16 +21,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from twinkit.core.errors import TwinkitError
-from twinkit.federated.app import (
-    FederatedResult,
-    Plan,
-    Site,
-    client_app,
-    histories_digest,
-    run_federation,
-)
+from twinkit.federated.app import Plan, Site, client_app, histories_digest
 from twinkit.federated.attackers import Attacker
 from twinkit.federated.local import LocalTraining
+from twinkit.federated.server import FederatedResult, run_federation
 from twinkit.federated.strategies import Privacy
 from twinkit.models.neural import NeuralForecaster
 
