@@ -7,8 +7,10 @@ without it and the ledger says so. A node with a key never admitted is turned aw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +41,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _running(*markers: str, grace_s: float = 15.0) -> list[str]:
+    """The command lines of live processes that name any of ``markers``, after waiting up
+    to ``grace_s`` for them to end."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if any(marker in command for marker in markers):
+                found.append(command)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def site_store(path: Path, seed: int) -> str:
     url = f"sqlite:///{path}"
     engine = TwinEngine(url)
@@ -62,19 +84,27 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     ca = ("--root-certificates", str(tls / "ca.crt"))
     link = f"127.0.0.1:{free_port()}"
     logs: list[Path] = []
+    ports: list[str] = []
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> subprocess.Popen[bytes]:
         logs.append(tmp_path / f"{name}.log")
         with logs[-1].open("wb") as log:
             processes.append(
-                subprocess.Popen([*twinkit, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(
+                    [*twinkit, *args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, Flower's children too
+                )
             )
         return processes[-1]
 
     def join(site: int, store: str) -> subprocess.Popen[bytes]:
         key = str(tls / f"site-{site + 1}")
         port = str(free_port())  # one runtime port per SuperNode on a host
+        ports.append(f"127.0.0.1:{port}")
         return start(f"site{site}", "join", "--superlink", link, "--store", store, *ca,
                      "--auth-key", key, "--port", port)  # fmt: skip
 
@@ -118,18 +148,22 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
             timeout=900,
         )
         stranger_exit = stranger.poll()
-    finally:
+        # stopping `serve` and `join` stops Flower: nothing is left running
         for process in processes:
             process.terminate()
         for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.wait(timeout=60)
+        left = _running(str(tmp_path), link, *ports)
+    finally:
+        for process in processes:  # whatever a failure above left, its whole group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
     said = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{said}"
 
-    # Assert: a node whose key was not admitted was turned away
+    # Assert: no Flower process outlived the commands that started it
+    assert left == [], left
+    # a node whose key was not admitted was turned away
     assert stranger_exit not in (None, 0), said
     # the coordinator registered a prior trained on the runtime by three sites
     result = json.loads(run.stdout)

@@ -5,7 +5,8 @@ store, `run` a federation on it)."""
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +72,14 @@ def _privacy(noise: float | None, clip: float, delta: float) -> Any:
         return None
     strategies = require("twinkit.federated.strategies", "differential privacy")
     return strategies.Privacy(noise_multiplier=noise, clipping_norm=clip, delta=delta)
+
+
+def _become(command: list[str], env: dict[str, str]) -> None:
+    """Replace this process with Flower's ``command``: a signal to stop it reaches Flower,
+    which stops its own children, and nothing is left running behind a dead parent."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)
 
 
 def _settings(pairs: list[str]) -> dict[str, Any]:
@@ -230,7 +239,7 @@ def serve(
         f"SuperLink on {host}:{port}. Sites: twinkit federated join --superlink "
         f"{host}:{port} --store URL; a run: twinkit federated run --superlink {host}:{port}"
     )
-    raise typer.Exit(subprocess.call(command, env=federation.flower_env()))
+    _become(command, federation.flower_env())
 
 
 @app.command("certificates")
@@ -306,7 +315,7 @@ def join(
         accept_priors=accept_priors,
     )
     err.print(f"site of {url} joining {superlink}")
-    raise typer.Exit(subprocess.call(command, env=federation.flower_env()))
+    _become(command, federation.flower_env())
 
 
 @app.command("run")

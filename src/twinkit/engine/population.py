@@ -334,8 +334,11 @@ def register_prior(
                 "pooling": "owner" if len(owners) == 1 else "shared",
                 "params": prior.params(),
                 "data_hash": data.data_hash,
-                # each twin's readings' digest: whether a retrain saw the same data
-                "twin_digests": dict(zip(data.used, data.digests, strict=True)),
+                # each twin's readings' digest: whether a retrain saw the same data (a
+                # prior from a deployed federation names no twins: its digests are sites')
+                "twin_digests": dict(zip(data.used, data.digests, strict=True))
+                if data.used
+                else {},
                 "holdout_frac": holdout_frac,
                 "training": training,
                 **({"federation": record} if record else {}),
