@@ -83,3 +83,29 @@ def test_certificates_name_the_hosts_and_give_each_site_an_openssh_key(tmp_path:
     key = load_ssh_private_key((tmp_path / "site-1").read_bytes(), None)
     assert key.curve.name == "secp384r1"  # type: ignore[union-attr]
     assert (tmp_path / "site-1").stat().st_mode & 0o077 == 0
+
+
+def test_forgetting_a_twin_withdraws_a_prior_installed_by_a_deployed_federation(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a site's store holding a prior a deployed run installed (its record says so)
+    from twinkit.engine.population import collect_histories, register_prior
+
+    engine = TwinEngine(f"sqlite:///{tmp_path / 'site.db'}")
+    cohort = synthetic_cohort(n_twins=2, days=2, seed=0)
+    for twin in sorted(cohort["twin_id"].unique()):
+        engine.create_twin(twin, "state")
+    engine.ingest(cohort)
+    data = collect_histories(engine.store, None, "glucose")
+    model = GRUAttention(hidden=4, epochs=1, seed=0).fit_population(data.histories)
+    record = {"engine": "flower-deployment", "rounds": 3, "this_site": "site-x"}
+    installed = register_prior(engine.store, engine.artifacts, model, data, "federated", record)
+
+    # Execute
+    forgotten = engine.forget("synth-001")
+
+    # Assert: withdrawn, weights gone, nothing retrained here (the other sites hold data)
+    assert forgotten.withdrawn == [installed.version] and forgotten.replaced == {}
+    assert engine.populations() == [] and not engine.artifacts.path(installed.sha256).exists()
+    entry = [e for e in engine.history() if e.event == "population_withdrawn"][-1]
+    assert entry.payload["replaced_by"] is None and "run replaces it" in entry.payload["reason"]

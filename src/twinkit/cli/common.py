@@ -88,6 +88,11 @@ def print_forgotten(result: Any) -> None:
     """What forgetting a twin in the population priors did (a ForgetResult)."""
     for old, new in result.replaced.items():
         console.print(f"population v{old} withdrawn and its weights deleted; v{new} replaces it")
+    for old in result.withdrawn:
+        console.print(
+            f"population v{old} (from a deployed federation) withdrawn and its weights "
+            "deleted; run the federation again to replace it"
+        )
     console.print(
         f"retrained {result.rounds_retrained} of {result.rounds_full} rounds "
         f"({result.cost:.0%} of a full retrain) in {result.seconds:.1f} s"

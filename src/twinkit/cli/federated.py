@@ -203,7 +203,7 @@ def forget(
         result = engine_for(db).forget(twin_id)
     if as_json:
         print_json(result.to_dict())
-    elif not result.replaced:
+    elif not result.replaced and not result.withdrawn:
         console.print(f"no serving population prior learned from {twin_id}", markup=False)
     else:
         print_forgotten(result)

@@ -37,6 +37,8 @@ class ForgetResult:
     chain from scratch (a pooled prior counts as one round)."""
 
     replaced: dict[int, int] = field(default_factory=dict)
+    #: priors trained on the deployment runtime, withdrawn without a replacement
+    withdrawn: list[int] = field(default_factory=list)
     rounds_retrained: int = 0
     rounds_full: int = 0
     seconds: float = 0.0
@@ -77,6 +79,36 @@ def _rounds(payload: dict[str, Any]) -> int:
     return int(payload.get("federation", {}).get("rounds", 1))
 
 
+#: why a prior trained on the deployment runtime is withdrawn rather than retrained
+DEPLOYED_REASON = (
+    "learned on the deployment runtime from a twin that was forgotten: its other sites hold "
+    "the rest of its data, so a new federated run replaces it"
+)
+
+
+def _withdraw(
+    store: Store,
+    artifacts: ArtifactStore,
+    old: PopulationVersion,
+    replaced_by: int | None,
+    entry: dict[str, Any],
+    live: list[PopulationVersion],
+) -> None:
+    """Withdraw ``old`` (replaced by ``replaced_by``, or by nothing yet), say so in the
+    ledger, and delete its weights unless another serving prior shares them."""
+    with store.write() as conn:
+        model_versions.withdraw_population(conn, old.version, replaced_by, utc_now_iso())
+        ledger.append(
+            conn,
+            "population_withdrawn",
+            None,
+            {"version": old.version, "replaced_by": replaced_by, **entry},
+        )
+        serving = {p.version for p in model_versions.populations(conn)}
+    if not any(p.sha256 == old.sha256 for p in live if p.version in serving):
+        artifacts.delete(old.sha256)
+
+
 def priors_of(store: Store, twin: str) -> list[int]:
     """The serving population versions that learned from the twin ``twin`` names."""
     with store.read() as conn:
@@ -90,8 +122,10 @@ def forget(
 ) -> ForgetResult:
     """Retrain every serving prior that learned from ``twin`` (id or ``owner/id``; the
     twin may already be deleted) without it, each from the last checkpoint before the
-    twin joined; withdraw the old priors and delete their weights. The ledger records
-    the erasure without naming the twin (see the module)."""
+    twin joined; withdraw the old priors and delete their weights. A prior trained on the
+    deployment runtime (installed at a site) is withdrawn without a replacement: the other
+    sites hold the rest of its data, and a new run replaces it. The ledger records the
+    erasure without naming the twin (see the module)."""
     started = time.perf_counter()
     with store.read() as conn:
         live = model_versions.populations(conn)
@@ -119,10 +153,10 @@ def forget(
         payload = payloads[version]
         record = payload.get("federation")
         if record is not None and record.get("engine") != "flower-simulation":
-            raise TwinkitError(
-                f"population v{version} was trained on the deployment runtime: the sites "
-                "hold its data; forget the twin at its site and run the federation again"
-            )
+            # the other sites hold the rest of its data: withdraw it; a new run replaces it
+            _withdraw(store, artifacts, old, None, {"reason": DEPLOYED_REASON}, live)
+            result.withdrawn.append(version)
+            continue
         up = parent(version)
         federation = None
         params = {k: v for k, v in old.params.items() if k not in ("target", "seed")}
@@ -165,22 +199,12 @@ def forget(
         same = None if before is None else all(before.get(t) == now[t] for t in now)
         if len(others) < len(old.twins) - (key in old.twins):
             same = False  # a twin it learned from is gone too
-        with store.write() as conn:
-            model_versions.withdraw_population(conn, version, new.version, utc_now_iso())
-            ledger.append(
-                conn,
-                "population_withdrawn",
-                None,
-                {
-                    "version": version,
-                    "replaced_by": new.version,
-                    "reason": "retrained without a twin that was forgotten",
-                    "rounds_retrained": _rounds(payload),
-                    "same_data": same,
-                },
-            )
-        if not any(p.sha256 == old.sha256 for p in live if p.version not in result.replaced):
-            artifacts.delete(old.sha256)
+        entry = {
+            "reason": "retrained without a twin that was forgotten",
+            "rounds_retrained": _rounds(payload),
+            "same_data": same,
+        }
+        _withdraw(store, artifacts, old, new.version, entry, live)
     lineage = {v for version in affected for v in chain(version)}
     result.rounds_full = sum(_rounds(payloads[v]) for v in lineage)
     result.seconds = round(time.perf_counter() - started, 2)
