@@ -298,6 +298,7 @@ def test_a_store_of_schema_4_gains_the_later_columns_on_open(tmp_path: Path) -> 
             "ALTER TABLE twins DROP COLUMN data_batch",
             "ALTER TABLE model_versions DROP COLUMN live_band",  # what version 10 added
             "ALTER TABLE forecast_log DROP COLUMN band_scale",
+            "DROP TABLE population_withdrawn",  # what version 11 added
         ):
             conn.exec_driver_sql(later)
         conn.execute(
@@ -314,7 +315,7 @@ def test_a_store_of_schema_4_gains_the_later_columns_on_open(tmp_path: Path) -> 
             tables.meta.select().where(tables.meta.c.key == "schema_version")
         ).first()
         row = conn.execute(tables.twins.select()).first()
-    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "10"
+    assert version is not None and version.value == str(tables.SCHEMA_VERSION) == "11"
     assert row is not None and (row.id, row.data_batch) == ("old", None)
     assert len(row.uid) == 32
     # schema 8's indexes of the shared job queue
@@ -323,6 +324,8 @@ def test_a_store_of_schema_4_gains_the_later_columns_on_open(tmp_path: Path) -> 
     # schema 9's forecast log, with its index
     indexes = {i["name"] for i in sa.inspect(reopened.engine).get_indexes("forecast_log")}
     assert "ix_forecast_log_target" in indexes
+    # schema 11's withdrawn priors
+    assert "population_withdrawn" in sa.inspect(reopened.engine).get_table_names()
     # schema 10's live band, added to tables that were there already
     columns = {c["name"] for c in sa.inspect(reopened.engine).get_columns("forecast_log")}
     assert "band_scale" in columns

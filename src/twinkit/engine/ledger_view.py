@@ -50,6 +50,9 @@ def as_seen_by(entry: LedgerEntry, owner: str, owner_of: dict[str, str]) -> Ledg
         mine = [t for t in listed if (split_ref(t)[0] or owner_of.get(t)) == owner]
         if len(mine) < len(listed):
             changed.update(twins=mine, other_twins=len(listed) - len(mine))
+        digests = payload.get("twin_digests")
+        if isinstance(digests, dict) and set(digests) - set(mine):
+            changed["twin_digests"] = {t: d for t, d in digests.items() if t in mine}
     owners = payload.get("owners")
     if isinstance(owners, list) and any(o != owner for o in owners):
         kept = [o for o in owners if o == owner]
