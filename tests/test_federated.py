@@ -4,6 +4,7 @@ a prior registered, recorded in the ledger and personalised from like a pooled o
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,13 @@ def test_one_fedavg_round_of_one_sgd_step_is_the_pooled_gradient_step() -> None:
     step = LocalTraining(epochs=1, lr=0.5, batch_size=10**6, optimizer="sgd", clip=None)
     template = GRUAttention(**TINY, seed=3)
 
+    environment = dict(os.environ)
+
     # Execute
     result = federate(template, sites, rounds=1, local=step, seed=0)
+
+    # Assert: Ray's changes to the environment (PYTHONPATH, ...) do not outlive the run
+    assert dict(os.environ) == environment
 
     # Assert: the same step taken on every site's training windows pooled
     channels = sorted(c for c in histories[0].columns if c != "glucose")

@@ -133,7 +133,7 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
                 "--sites",
                 "4",
                 "--rounds",
-                "2",
+                "1",
                 "--wait",
                 "120",
                 *("--param", "hidden=8", "--param", "context_min=30"),
@@ -168,18 +168,15 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
     # the coordinator registered a prior trained on the runtime by three sites
     result = json.loads(run.stdout)
     record = result["federation"]
-    assert record["engine"] == "flower-deployment" and record["rounds"] == 2
+    assert record["engine"] == "flower-deployment" and record["rounds"] == 1
     sites = [s["site"] for s in record["sites"]]
     assert len(sites) == 3 and all(s["twins"] == 2 and s["windows"] > 0 for s in record["sites"])
-    assert {r: sorted(s) for r, s in record["joined"].items()} == {
-        "1": sorted(sites),
-        "2": sorted(sites),
-    }
-    # the unreachable store: it could not describe itself, and missed every round
-    assert list(record["failures"]) == ["0", "1", "2"]
+    assert {r: sorted(s) for r, s in record["joined"].items()} == {"1": sorted(sites)}
+    # the unreachable store: it could not describe itself, and missed the round
+    assert list(record["failures"]) == ["0", "1"]
     assert all(list(f) == ["unknown-site-1"] for f in record["failures"].values())
     assert "connect" in record["failures"]["0"]["unknown-site-1"].lower()
-    assert len(record["aggregates"]) == 3 and sorted(record["installed"]) == sorted(sites)
+    assert len(record["aggregates"]) == 2 and sorted(record["installed"]) == sorted(sites)
     coordinator = TwinEngine(f"sqlite:///{tmp_path / 'coordinator.db'}")
     entry = [e for e in coordinator.history() if e.event == "population_registered"][-1]
     assert entry.payload["training"] == "federated" and entry.payload["twins"] == []
@@ -195,7 +192,7 @@ def test_a_superlink_and_three_supernodes_run_a_whole_federation(tmp_path: Path)
         for i, url in enumerate(stores[:3])
     }
     template = GRUAttention(hidden=8, context_min=30, max_horizon_min=30, batch_size=64, seed=0)
-    simulated = federate(template, histories, rounds=2, seed=0)
+    simulated = federate(template, histories, rounds=1, seed=0)
     deployed = coordinator.population()
     assert deployed is not None and simulated.model.network is not None
     network = cast(NeuralForecaster, deployed[1]).network

@@ -110,6 +110,10 @@ def federate(
     flower_log = logging.getLogger("flwr")
     level = flower_log.level
     flower_log.setLevel(logging.ERROR)
+    # Ray writes to this process's environment (PYTHONPATH with its own paths and this
+    # interpreter's site-packages, PYTHONBREAKPOINT, ...); put it back afterwards, or every
+    # later subprocess of the caller would inherit them.
+    environment = dict(os.environ)
     # No GPUs are used: Ray need not touch the devices' environment variable (and says so).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
@@ -121,6 +125,8 @@ def federate(
         )
     finally:
         flower_log.setLevel(level)
+        os.environ.clear()
+        os.environ.update(environment)
     result = outcome.get("result", outcome.get("error"))
     if isinstance(result, TwinkitError):
         raise result
